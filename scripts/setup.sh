@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything the suite needs on a Debian 12 machine (root): Debian packages and a venv
+# built from Debian's own /usr/bin/python3 with the project installed in editable mode.
+# Idempotent and quick when nothing changed.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+APT_PACKAGES=(
+    python3 python3-venv python3-dev gcc pkg-config libsystemd-dev   # venv + systemd-python build
+    systemd                                                          # systemd-analyze verify
+    ca-certificates git
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+venv="$top/.venv"
+stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -x "$venv/bin/python" ]; then
+    echo "setup: creating $venv from /usr/bin/python3"
+    /usr/bin/python3 -m venv "$venv"
+fi
+if [ ! -e "$stamp" ]; then
+    echo "setup: installing the project and its dev tools into $venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -e ".[dev]"
+    rm -f "$venv"/.installed-*
+    touch "$stamp"
+fi

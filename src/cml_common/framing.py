@@ -1,0 +1,225 @@
+"""GyroidOS wire framing: a 4-byte big-endian length, then a protobuf body of that many bytes.
+
+The length must be below 64 MiB; zero is legal (all fields default). On stream sockets the
+header and body are simply consecutive bytes. On SOCK_SEQPACKET (the scd socket) the original
+sends them as two records, so we do exactly the same: one record for the length, one for the
+body (none for an empty body), and we read records until the announced length is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, EncodeError, Message
+
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024  # exclusive bound, as PROTOBUF_MAX_MESSAGE_SIZE
+HEADER = struct.Struct(">I")
+
+M = TypeVar("M", bound=Message)
+
+
+class FramingError(Exception):
+    """The byte stream cannot be read as frames; the connection must be dropped."""
+
+
+class FrameTooLarge(FramingError):
+    pass
+
+
+class TruncatedFrame(FramingError):
+    pass
+
+
+class FrameTimeout(FramingError):
+    pass
+
+
+class MessageError(Exception):
+    """A well-framed body that is not a valid message of the expected type."""
+
+
+def check_length(length: int, max_size: int = MAX_MESSAGE_SIZE) -> None:
+    if length >= max_size:
+        raise FrameTooLarge(f"frame length {length} is not below the limit of {max_size} bytes")
+
+
+def encode_frame(body: bytes) -> bytes:
+    check_length(len(body))
+    return HEADER.pack(len(body)) + body
+
+
+def serialize(msg: Message) -> bytes:
+    """Serialize, insisting on proto2 `required` fields: the original's peers reject messages
+    that lack them, so sending one would be our bug, not theirs."""
+    try:
+        return msg.SerializeToString()
+    except EncodeError as e:
+        raise MessageError(f"{type(msg).__name__} is missing required fields: {e}") from e
+
+
+def parse(cls: type[M], body: bytes) -> M:
+    msg = cls()
+    try:
+        msg.ParseFromString(body)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise MessageError(f"not a valid {cls.__name__}: {e}") from e
+    return msg
+
+
+def parse_partial(cls: type[M], body: bytes) -> M:
+    """Parse without the required-field check, for callers that explain what is missing."""
+    msg = cls()
+    try:
+        msg.MergeFromString(body)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise MessageError(f"not a valid {cls.__name__}: {e}") from e
+    return msg
+
+
+# ---------------------------------------------------------------- asyncio stream sockets
+
+
+async def read_frame(
+    reader: asyncio.StreamReader,
+    *,
+    idle_timeout: float | None = None,
+    frame_timeout: float | None = None,
+    max_size: int = MAX_MESSAGE_SIZE,
+) -> bytes | None:
+    """Read one frame. Returns None on a clean EOF at a frame boundary.
+
+    ``idle_timeout`` bounds the wait for the first byte of a frame, ``frame_timeout`` the time
+    from that byte to the end of the body, so a stalled peer cannot hold a reader forever.
+    """
+    try:
+        async with asyncio.timeout(idle_timeout):
+            first = await reader.read(1)
+    except TimeoutError as e:
+        raise FrameTimeout(f"no request within {idle_timeout:g} s") from e
+    if not first:
+        return None
+    try:
+        async with asyncio.timeout(frame_timeout):
+            try:
+                rest = await reader.readexactly(HEADER.size - 1)
+            except asyncio.IncompleteReadError as e:
+                got = 1 + len(e.partial)
+                raise TruncatedFrame(f"connection closed after {got} of 4 length bytes") from e
+            (length,) = HEADER.unpack(first + rest)
+            check_length(length, max_size)
+            try:
+                return await reader.readexactly(length)
+            except asyncio.IncompleteReadError as e:
+                raise TruncatedFrame(
+                    f"connection closed after {len(e.partial)} of {length} body bytes"
+                ) from e
+    except TimeoutError as e:
+        raise FrameTimeout(f"frame not complete within {frame_timeout:g} s") from e
+
+
+async def write_frame(writer: asyncio.StreamWriter, body: bytes) -> None:
+    writer.write(encode_frame(body))
+    await writer.drain()
+
+
+# ---------------------------------------------------------------- blocking stream sockets
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def send_frame(sock: socket.socket, body: bytes) -> None:
+    sock.sendall(encode_frame(body))
+
+
+def recv_frame(sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE) -> bytes | None:
+    """Blocking read of one frame from a stream socket; None on a clean EOF."""
+    header = _recv_exact(sock, HEADER.size)
+    if not header:
+        return None
+    if len(header) < HEADER.size:
+        raise TruncatedFrame(f"connection closed after {len(header)} of 4 length bytes")
+    (length,) = HEADER.unpack(header)
+    check_length(length, max_size)
+    body = _recv_exact(sock, length)
+    if len(body) < length:
+        raise TruncatedFrame(f"connection closed after {len(body)} of {length} body bytes")
+    return body
+
+
+# ---------------------------------------------------------------- SOCK_SEQPACKET
+
+
+def send_seqpacket(sock: socket.socket, body: bytes) -> None:
+    """Length record, then body record (none for an empty body), as the original does."""
+    check_length(len(body))
+    sock.send(HEADER.pack(len(body)))
+    if body:
+        sock.send(body)
+
+
+def recv_seqpacket(sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE) -> bytes | None:
+    """Read a length record, then body records until the length is complete.
+
+    We ask for one byte more than we expect, so an oversized record (which SEQPACKET would
+    silently truncate) is detected instead of corrupting the next frame.
+    """
+    header = sock.recv(HEADER.size + 1)
+    if not header:
+        return None
+    if len(header) != HEADER.size:
+        raise FramingError(f"length record has {len(header)} bytes, expected 4")
+    (length,) = HEADER.unpack(header)
+    check_length(length, max_size)
+    body = bytearray()
+    while len(body) < length:
+        want = length - len(body)
+        chunk = sock.recv(want + 1)
+        if not chunk:
+            raise TruncatedFrame(f"connection closed after {len(body)} of {length} body bytes")
+        if len(chunk) > want:
+            raise FramingError("body record is longer than the announced length")
+        body += chunk
+    return bytes(body)
+
+
+async def async_recv_seqpacket(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE
+) -> bytes | None:
+    """asyncio variant of :func:`recv_seqpacket` for a non-blocking socket."""
+    header = await loop.sock_recv(sock, HEADER.size + 1)
+    if not header:
+        return None
+    if len(header) != HEADER.size:
+        raise FramingError(f"length record has {len(header)} bytes, expected 4")
+    (length,) = HEADER.unpack(header)
+    check_length(length, max_size)
+    body = bytearray()
+    while len(body) < length:
+        want = length - len(body)
+        chunk = await loop.sock_recv(sock, want + 1)
+        if not chunk:
+            raise TruncatedFrame(f"connection closed after {len(body)} of {length} body bytes")
+        if len(chunk) > want:
+            raise FramingError("body record is longer than the announced length")
+        body += chunk
+    return bytes(body)
+
+
+async def async_send_seqpacket(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, body: bytes
+) -> None:
+    check_length(len(body))
+    await loop.sock_sendall(sock, HEADER.pack(len(body)))
+    if body:
+        await loop.sock_sendall(sock, body)

@@ -1,0 +1,112 @@
+"""Daemon logging: journald under systemd, stderr otherwise, and always timestamped log files.
+
+Files are named like the original's (`cml-daemon.<RFC 3339 time>`, with a `.current` symlink and
+a new file every 24 h) because GET_LAST_LOG serves them to operators, also under systemd.
+Line format: `<time> [<pid>] <LEVEL> <message>` with the original's level names.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+ROTATE_SECONDS = 24 * 3600
+_LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
+class CmlFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.cmllevel = _LEVEL_NAMES.get(record.levelname, record.levelname)
+        return super().format(record)
+
+
+FORMAT = "%(asctime)s [%(process)d] %(cmllevel)s %(message)s"
+
+
+def log_file_name(prefix: str, when: datetime.datetime | None = None) -> str:
+    when = when or datetime.datetime.now().astimezone()
+    return f"{prefix}.{when.strftime('%Y-%m-%dT%H:%M:%S.%f%z')}"
+
+
+class RotatingCmlFileHandler(logging.Handler):
+    """Writes `<dir>/<prefix>.<ts>`, starts a new file every 24 h, keeps `<prefix>.current`."""
+
+    def __init__(self, directory: Path, prefix: str) -> None:
+        super().__init__()
+        self.directory = directory
+        self.prefix = prefix
+        self.path: Path | None = None
+        self._stream: object | None = None
+        self._opened = 0.0
+        self._open()
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / log_file_name(self.prefix)
+        self._stream = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._opened = time.monotonic()
+        link = self.directory / f"{self.prefix}.current"
+        tmp = self.directory / f".{self.prefix}.current.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(self.path.name, tmp)
+        os.replace(tmp, link)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if time.monotonic() - self._opened >= ROTATE_SECONDS:
+                self.close_stream()
+                self._open()
+            line = self.format(record)
+            self._stream.write(line + "\n")  # type: ignore[union-attr]
+        except Exception:
+            self.handleError(record)
+
+    def close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()  # type: ignore[attr-defined]
+            self._stream = None
+
+    def close(self) -> None:
+        self.close_stream()
+        super().close()
+
+
+def under_systemd() -> bool:
+    return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"))
+
+
+def setup_logging(
+    program: str, *, log_dir: Path | None, file_prefix: str, verbose: bool = False
+) -> RotatingCmlFileHandler | None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    formatter = CmlFormatter(FORMAT)
+    console: logging.Handler | None = None
+    if under_systemd():
+        try:
+            from systemd.journal import JournalHandler
+
+            console = JournalHandler(SYSLOG_IDENTIFIER=program)
+            console.setFormatter(logging.Formatter("%(message)s"))
+        except ImportError:
+            console = None
+    if console is None:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(formatter)
+    root.addHandler(console)
+    file_handler: RotatingCmlFileHandler | None = None
+    if log_dir is not None:
+        try:
+            file_handler = RotatingCmlFileHandler(log_dir, file_prefix)
+        except OSError as e:
+            logging.getLogger(program).warning("cannot write log files in %s: %s", log_dir, e)
+        else:
+            file_handler.setFormatter(formatter)
+            root.addHandler(file_handler)
+    return file_handler

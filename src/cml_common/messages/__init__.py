@@ -1,0 +1,1 @@
+"""Generated protobuf messages (see proto/ and scripts/gen_proto.py)."""

@@ -1,0 +1,1 @@
+"""The control interface: socket server, access policy and command handlers."""

@@ -1,0 +1,89 @@
+"""GuestOS configs on disk: operatingsystems/<name>-<version>.conf (+ .sig, .cert, image dir)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from cml_common.fsutil import remove_quietly
+from cml_common.messages.container_pb2 import ContainerTrust
+from cml_common.messages.guestos_pb2 import GuestOSConfig
+from cml_common.textconfig import ConfigError, load_text_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GuestOS:
+    config: GuestOSConfig
+    conf_path: Path
+    # Signature verification arrives with scd; until then every GuestOS is reported UNSIGNED.
+    trust: int = ContainerTrust.UNSIGNED
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def version(self) -> int:
+        return self.config.version
+
+    @property
+    def image_dir(self) -> Path:
+        return self.conf_path.with_suffix("")
+
+
+class GuestOSStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._by_name: dict[str, dict[int, GuestOS]] = {}
+
+    def load(self) -> None:
+        self._by_name.clear()
+        if not self.directory.is_dir():
+            log.info("no GuestOS directory %s", self.directory)
+            return
+        for path in sorted(self.directory.glob("*.conf")):
+            try:
+                cfg = load_text_file(path, GuestOSConfig)
+            except ConfigError as e:
+                log.error("skipping GuestOS config: %s", e)
+                continue
+            expected = f"{cfg.name}-{cfg.version}.conf"
+            if "/" in cfg.name or not cfg.name:
+                log.error("skipping GuestOS config %s: invalid name %r", path, cfg.name)
+                continue
+            if path.name != expected:
+                log.error("skipping GuestOS config %s: name/version say it should be %s", path, expected)
+                continue
+            self._by_name.setdefault(cfg.name, {})[cfg.version] = GuestOS(cfg, path)
+            log.info("loaded GuestOS %s version %d", cfg.name, cfg.version)
+
+    def latest(self, name: str) -> GuestOS | None:
+        versions = self._by_name.get(name)
+        if not versions:
+            return None
+        return versions[max(versions)]
+
+    def latest_all(self) -> list[GuestOS]:
+        return [self._by_name[n][max(self._by_name[n])] for n in sorted(self._by_name)]
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def remove_latest(self, name: str) -> GuestOS:
+        """Delete the newest version's config, signature, certificate and images."""
+        gos = self.latest(name)
+        if gos is None:
+            raise KeyError(name)
+        remove_quietly(gos.conf_path, gos.conf_path.with_suffix(".sig"), gos.conf_path.with_suffix(".cert"))
+        shutil.rmtree(gos.image_dir, ignore_errors=True)
+        del self._by_name[name][gos.version]
+        if not self._by_name[name]:
+            del self._by_name[name]
+        return gos
+
+    def clear(self) -> None:
+        self._by_name.clear()
