@@ -61,11 +61,12 @@ def serialize(msg: Message) -> bytes:
 
 
 def parse(cls: type[M], body: bytes) -> M:
-    msg = cls()
-    try:
-        msg.ParseFromString(body)
-    except (DecodeError, RuntimeError, ValueError) as e:
-        raise MessageError(f"not a valid {cls.__name__}: {e}") from e
+    """Parse and enforce proto2 `required` fields, as protobuf-c does on unpack (upb's
+    ParseFromString does not check them)."""
+    msg = parse_partial(cls, body)
+    if not msg.IsInitialized():
+        missing = ", ".join(msg.FindInitializationErrors())
+        raise MessageError(f"not a valid {cls.__name__}: required field(s) missing: {missing}")
     return msg
 
 

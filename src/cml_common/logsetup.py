@@ -19,6 +19,10 @@ _LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
 
 class CmlFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        when = datetime.datetime.fromtimestamp(record.created).astimezone()
+        return when.isoformat(timespec="milliseconds")
+
     def format(self, record: logging.LogRecord) -> str:
         record.cmllevel = _LEVEL_NAMES.get(record.levelname, record.levelname)
         return super().format(record)

@@ -23,11 +23,11 @@ class ConfigError(Exception):
 
 
 def _is_required(field: FieldDescriptor) -> bool:
-    return bool(getattr(field, "is_required", field.label == FieldDescriptor.LABEL_REQUIRED))
+    return bool(field.is_required)
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
-    return bool(getattr(field, "is_repeated", field.label == FieldDescriptor.LABEL_REPEATED))
+    return bool(field.is_repeated)
 
 
 def missing_required(msg: Message, prefix: str = "") -> list[str]:
@@ -45,6 +45,20 @@ def missing_required(msg: Message, prefix: str = "") -> list[str]:
         elif field.type == FieldDescriptor.TYPE_MESSAGE and msg.HasField(field.name):
             missing += missing_required(getattr(msg, field.name), name + ".")
     return missing
+
+
+def fill_required_defaults(msg: Message) -> None:
+    """Set every unset required scalar to its default, recursively. protobuf-c always
+    serialises required fields, so a leniently parsed config must carry them before it is sent."""
+    for field in msg.DESCRIPTOR.fields:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if _is_repeated(field):
+                for item in getattr(msg, field.name):
+                    fill_required_defaults(item)
+            elif msg.HasField(field.name):
+                fill_required_defaults(getattr(msg, field.name))
+        elif _is_required(field) and not msg.HasField(field.name):
+            setattr(msg, field.name, field.default_value)
 
 
 def parse_text(data: bytes | str, cls: type[M], *, source: str = "<input>") -> M:
@@ -69,6 +83,7 @@ def parse_text(data: bytes | str, cls: type[M], *, source: str = "<input>") -> M
     missing = missing_required(msg)
     if missing:
         raise ConfigError(f"{source}: required field(s) missing: {', '.join(missing)}")
+    fill_required_defaults(msg)
     return msg
 
 

@@ -1,0 +1,269 @@
+"""Control commands addressed to one container (`container_uuids` holds exactly one UUID).
+
+Unlike the original, an unknown or missing UUID always gets a reply (CMD_FAILED; EXEC_END with a
+reason for exec, so a waiting client ends). Commands whose machinery is not in this build yet
+answer CMD_UNSUPPORTED; those that only depend on the state answer what the state says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from cml_common.messages.container_pb2 import ContainerState
+from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
+from cml_common.textconfig import ConfigError
+
+from ..container import Container
+from ..container_store import parse_container_config
+from ..state import CmldState
+from .replies import container_configs, exec_end, response
+from .server import ControlConnection
+
+log = logging.getLogger(__name__)
+D = DaemonToController
+C = ControllerToDaemon
+DEV_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
+
+
+def state_name(c: Container) -> str:
+    return ContainerState.Name(c.state)  # type: ignore[arg-type]
+
+
+class ContainerCommands:
+    def __init__(self, state: CmldState) -> None:
+        self.state = state
+
+    def resolve(self, req: ControllerToDaemon, conn: ControlConnection) -> Container | None:
+        name = C.Command.Name(req.command)
+        if len(req.container_uuids) != 1:
+            log.warning("%s: %s needs exactly one container UUID, got %d",
+                        conn, name, len(req.container_uuids))
+            return None
+        c = self.state.resolve_uuid(req.container_uuids[0])
+        if c is None:
+            log.warning("%s: %s: no container %r", conn, name, req.container_uuids[0])
+        return c
+
+    async def _resolve_or_fail(self, req: ControllerToDaemon, conn: ControlConnection) -> Container | None:
+        c = self.resolve(req, conn)
+        if c is None:
+            await conn.send(response(D.CMD_FAILED))
+        return c
+
+    # ------------------------------------------------------------------ configs
+
+    def _config_from_request(self, req: ControllerToDaemon, conn: ControlConnection) -> bytes | None:
+        if not req.container_config_file:
+            log.warning("%s: no container_config_file given", conn)
+            return None
+        if self.state.signed_configs:
+            # Signed configs need the verifier (scd), which is not part of this build yet: refuse
+            # rather than accept an unverified config on a device that demands signatures.
+            log.warning("%s: device.conf requires signed configs and signature verification (scd) "
+                        "is not available; config refused", conn)
+            return None
+        return req.container_config_file
+
+    async def create(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        raw = self._config_from_request(req, conn)
+        if raw is None:
+            await conn.send(container_configs())
+            return
+        try:
+            cfg = parse_container_config(raw, "new container config")
+        except ConfigError as e:
+            log.warning("%s: CREATE_CONTAINER refused: %s", conn, e)
+            await conn.send(container_configs())
+            return
+        if self.state.containers.name_taken(cfg.name):
+            log.warning("%s: CREATE_CONTAINER refused: a container named %r exists", conn, cfg.name)
+            await conn.send(container_configs())
+            return
+        if self.state.guestos.latest(cfg.guest_os) is None:
+            log.warning("%s: container %r uses GuestOS %r, which is not installed (yet)",
+                        conn, cfg.name, cfg.guest_os)
+        try:
+            c = await asyncio.to_thread(self.state.containers.create, raw, cfg)
+        except OSError as e:
+            log.error("%s: CREATE_CONTAINER failed to store the config: %s", conn, e)
+            await conn.send(container_configs())
+            return
+        log.info("%s: created container %s (%s)", conn, c.uuid, c.name)
+        await conn.send(container_configs([(c.uuid, c.config)]))
+
+    async def update_config(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = self.resolve(req, conn)
+        raw = self._config_from_request(req, conn) if c is not None else None
+        if c is None or raw is None:
+            await conn.send(container_configs())
+            return
+        try:
+            cfg = parse_container_config(raw, f"new config for {c.uuid}")
+        except ConfigError as e:
+            log.warning("%s: CONTAINER_UPDATE_CONFIG refused: %s", conn, e)
+            await conn.send(container_configs())
+            return
+        if self.state.containers.name_taken(cfg.name, except_uuid=c.uuid):
+            log.warning("%s: CONTAINER_UPDATE_CONFIG refused: another container is named %r", conn, cfg.name)
+            await conn.send(container_configs())
+            return
+        try:
+            await asyncio.to_thread(self.state.containers.update, c, raw, cfg)
+        except OSError as e:
+            log.error("%s: CONTAINER_UPDATE_CONFIG failed to store the config: %s", conn, e)
+            await conn.send(container_configs())
+            return
+        when = "at its next stop" if c.is_active else "now"
+        log.info("%s: config of %s updated; applied %s", conn, c.uuid, when)
+        await conn.send(container_configs([(c.uuid, cfg)]))
+
+    async def remove(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if c.is_c0:
+            log.warning("%s: c0 cannot be removed", conn)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        if c.is_active:
+            log.warning("%s: REMOVE_CONTAINER: %s is %s; stop it first", conn, c.uuid, state_name(c))
+            await conn.send(response(D.CMD_FAILED))
+            return
+        try:
+            await asyncio.to_thread(self.state.containers.remove, c)
+        except OSError as e:
+            log.error("%s: REMOVE_CONTAINER %s failed: %s", conn, c.uuid, e)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        log.info("%s: removed container %s (%s)", conn, c.uuid, c.name)
+        await conn.send(response(D.CMD_OK))
+
+    async def wipe(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if c.is_active:
+            log.warning("%s: CONTAINER_WIPE: %s is %s; stop it first", conn, c.uuid, state_name(c))
+            await conn.send(response(D.CMD_FAILED))
+            return
+        try:
+            removed = await asyncio.to_thread(self.state.containers.wipe, c)
+        except OSError as e:
+            log.error("%s: CONTAINER_WIPE %s failed: %s", conn, c.uuid, e)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        log.info("%s: wiped %s: %d file(s) removed", conn, c.uuid, len(removed))
+        await conn.send(response(D.CMD_OK))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if c.is_c0:
+            await conn.send(response(D.CMD_UNSUPPORTED))
+        elif c.is_active:
+            await conn.send(response(D.CONTAINER_START_EEXIST))
+        else:
+            log.warning("%s: CONTAINER_START %s: the container runtime is not part of this build", conn, c.uuid)
+            await conn.send(response(D.CMD_UNSUPPORTED))
+
+    async def stop(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if c.is_c0:
+            await conn.send(response(D.CMD_UNSUPPORTED))
+        elif c.state not in (ContainerState.RUNNING, ContainerState.BOOTING, ContainerState.SETUP):
+            await conn.send(response(D.CONTAINER_STOP_FAILED_NOT_RUNNING))
+        else:
+            await conn.send(response(D.CMD_UNSUPPORTED))
+
+    async def freeze(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if c.state not in (ContainerState.RUNNING, ContainerState.SETUP):
+            log.warning("%s: cannot freeze %s in state %s", conn, c.uuid, state_name(c))
+            await conn.send(response(D.CMD_FAILED))
+        else:
+            await conn.send(response(D.CMD_UNSUPPORTED))
+
+    async def unfreeze(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if c.state not in (ContainerState.FREEZING, ContainerState.FROZEN):
+            log.warning("%s: cannot unfreeze %s in state %s", conn, c.uuid, state_name(c))
+            await conn.send(response(D.CMD_FAILED))
+        else:
+            await conn.send(response(D.CMD_UNSUPPORTED))
+
+    async def not_yet(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        """Known container, machinery not in this build (network, audio, snapshot, switch)."""
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if req.command in (C.CONTAINER_ASSIGNIFACE, C.CONTAINER_UNASSIGNIFACE) and not (
+            req.HasField("assign_iface_params") and req.assign_iface_params.iface_name
+        ):
+            log.warning("%s: %s without an interface name", conn, C.Command.Name(req.command))
+            await conn.send(response(D.CMD_FAILED))
+            return
+        log.warning("%s: %s is not supported by this cmld", conn, C.Command.Name(req.command))
+        await conn.send(response(D.CMD_UNSUPPORTED))
+
+    async def dev_access(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if not DEV_RULE.match(req.dev_rule):
+            log.warning("%s: DEV_ACCESS: malformed rule %r (want e.g. 'c 4:1 rwm')", conn, req.dev_rule)
+            await conn.send(response(D.CMD_FAILED))
+        elif c.state not in (ContainerState.RUNNING, ContainerState.SETUP, ContainerState.BOOTING):
+            log.warning("%s: DEV_ACCESS: %s is %s", conn, c.uuid, state_name(c))
+            await conn.send(response(D.CMD_FAILED))
+        else:
+            await conn.send(response(D.CMD_UNSUPPORTED))
+
+    # ------------------------------------------------------------------ exec
+
+    async def exec_cmd(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = self.resolve(req, conn)
+        if c is None:
+            await conn.send(exec_end("no such container"))
+        elif not req.exec_args:
+            log.warning("%s: EXEC_CMD without exec_args", conn)
+            await conn.send(exec_end("no command given"))
+        elif c.state not in (ContainerState.BOOTING, ContainerState.RUNNING, ContainerState.SETUP):
+            await conn.send(exec_end(f"container is not running (state {state_name(c)})"))
+        else:
+            await conn.send(exec_end("exec is not supported by this cmld"))
+
+    async def exec_input(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        log.warning("%s: EXEC_INPUT without an exec session on this connection", conn)
+        await conn.send(response(D.CMD_FAILED))
+
+    # ------------------------------------------------------------------ tokens
+
+    async def change_token_pin(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        if c.is_c0:
+            await conn.send(response(D.CMD_UNSUPPORTED))
+        elif not req.HasField("device_pin") or not req.HasField("device_newpin"):
+            log.warning("%s: CHANGE_TOKEN_PIN without the current and the new PIN", conn)
+            await conn.send(response(D.CONTAINER_CHANGE_PIN_FAILED))
+        else:
+            log.warning("%s: CHANGE_TOKEN_PIN: the token service (scd) is not available", conn)
+            await conn.send(response(D.CMD_UNSUPPORTED))
+
+    async def cmld_handles_pin(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        c = await self._resolve_or_fail(req, conn)
+        if c is None:
+            return
+        await conn.send(D(code=D.CONTAINER_CMLD_HANDLES_PIN, container_cmld_handles_pin=c.config.usb_pin_entry))

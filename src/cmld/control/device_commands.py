@@ -1,0 +1,246 @@
+"""Global control commands: listings, GuestOS and CA management, provisioning, logs, device."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController, LogMessage
+
+from .. import log_export
+from ..ca_store import CAError, register_ca, register_local_ca
+from ..device_stats import device_stats
+from ..state import CmldState
+from .replies import container_status, response
+from .server import ControlConnection
+
+log = logging.getLogger(__name__)
+D = DaemonToController
+HOST_REBOOT = ["systemctl", "reboot"]
+HOST_POWEROFF = ["systemctl", "poweroff"]
+
+
+def _systemd_is_init() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+class DeviceCommands:
+    def __init__(self, state: CmldState) -> None:
+        self.state = state
+
+    # ------------------------------------------------------------------ queries
+
+    async def list_guestos_configs(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        reply = D(code=D.GUESTOS_CONFIGS_LIST)
+        reply.guestos_configs.extend(g.config for g in self.state.guestos.latest_all())
+        await conn.send(reply)
+
+    async def list_containers(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        reply = D(code=D.CONTAINERS_LIST)
+        if req.system_services:
+            reply.container_uuids.extend(u.uuid for u in self.state.units)
+        reply.container_uuids.extend(c.uuid for c in self.state.containers.all())
+        await conn.send(reply)
+
+    async def get_container_status(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        units = {u.uuid: u for u in self.state.units}
+        if not req.container_uuids:
+            statuses = []
+            if req.system_services:
+                statuses += await asyncio.to_thread(lambda: [u.status() for u in units.values()])
+            statuses += [self.state.container_status(c) for c in self.state.containers.all()]
+            await conn.send(container_status(statuses))
+            return
+        statuses = []
+        for uuid in req.container_uuids:
+            if uuid in units:
+                statuses.append(await asyncio.to_thread(units[uuid].status))
+                continue
+            c = self.state.resolve_uuid(uuid)
+            if c is None:
+                log.warning("%s: GET_CONTAINER_STATUS for unknown container %r", conn, uuid)
+                await conn.send(response(D.CMD_FAILED))
+                return
+            statuses.append(self.state.container_status(c))
+        await conn.send(container_status(statuses))
+
+    async def get_container_config(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        reply = D(code=D.CONTAINER_CONFIG)
+        if req.container_uuids:
+            chosen = []
+            for uuid in req.container_uuids:
+                c = self.state.resolve_uuid(uuid)
+                if c is None:
+                    log.warning("%s: GET_CONTAINER_CONFIG for unknown container %r", conn, uuid)
+                    await conn.send(response(D.CMD_FAILED))
+                    return
+                chosen.append(c)
+        else:
+            chosen = self.state.containers.all()
+        for c in chosen:
+            reply.container_uuids.append(c.uuid)
+            reply.container_configs.append(c.config)
+        await conn.send(reply)
+
+    async def get_device_stats(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        stats = await asyncio.to_thread(device_stats, self.state.layout.base, self.state.layout.containers)
+        await conn.send(D(code=D.DEVICE_STATS, device_stats=stats))
+
+    async def get_last_log(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        files = log_export.log_files(self.state.log_dir)
+        sent: list[Path] = []
+        for path in files:
+            try:
+                pieces = await asyncio.to_thread(lambda p=path: list(log_export.read_fragments(p)))
+            except OSError as e:
+                log.warning("cannot read log %s: %s", path, e)
+                continue
+            for text, final in pieces:
+                code = D.LOG_MESSAGE_FINAL if final else D.LOG_MESSAGE_FRAGMENT
+                msg = D(code=code, log_message=LogMessage(name=path.name, msg=text))
+                if self.state.device_uuid:
+                    msg.device_uuid = self.state.device_uuid
+                await conn.send(msg)
+            sent.append(path)
+        if req.remove_logs and sent:
+            removed = await asyncio.to_thread(log_export.remove_old_logs, self.state.log_dir, sent)
+            log.info("%s: removed %d old log file(s)", conn, removed)
+        await conn.send(response(D.CMD_OK if sent else D.CMD_FAILED))
+
+    # ------------------------------------------------------------------ GuestOS and CAs
+
+    async def push_guestos_config(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        # A GuestOS is only ever installed after its signature was verified; the verifier (scd)
+        # is not part of this build yet, so every push is refused, the original's early-reject.
+        log.warning("%s: PUSH_GUESTOS_CONFIG refused: signature verification (scd) is not available", conn)
+        await conn.send(response(D.GUESTOS_MGR_INSTALL_FAILED))
+
+    async def remove_guestos(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        name = req.guestos_name
+        st = self.state
+        if not name:
+            log.warning("%s: REMOVE_GUESTOS without guestos_name", conn)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        if st.guestos.latest(name) is None:
+            log.warning("%s: REMOVE_GUESTOS: no GuestOS named %r", conn, name)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        if st.containers.uses_guestos(name) or name == st.device.c0os and not st.hosted:
+            log.warning("%s: REMOVE_GUESTOS: %r is in use; not removed", conn, name)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        gos = await asyncio.to_thread(st.guestos.remove_latest, name)
+        log.info("%s: removed GuestOS %s version %d", conn, gos.name, gos.version)
+        await conn.send(response(D.CMD_OK))
+
+    async def register_newca(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        try:
+            path, added = register_ca(self.state.layout.ca_dir, req.guestos_rootcert)
+        except (CAError, OSError) as e:
+            log.warning("%s: REGISTER_NEWCA refused: %s", conn, e)
+            await conn.send(response(D.GUESTOS_MGR_REGISTER_CA_ERROR))
+            return
+        log.info("%s: CA %s %s", conn, path.name, "registered" if added else "was already registered")
+        await conn.send(response(D.GUESTOS_MGR_REGISTER_CA_OK))
+
+    async def register_localca(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        # The original never replies to this; every request gets a reply here.
+        try:
+            register_local_ca(self.state.layout.localca_cert, req.guestos_rootcert)
+        except (CAError, OSError) as e:
+            log.warning("%s: REGISTER_LOCALCA refused: %s", conn, e)
+            await conn.send(response(D.GUESTOS_MGR_REGISTER_CA_ERROR))
+            return
+        log.info("%s: local CA registered", conn)
+        await conn.send(response(D.GUESTOS_MGR_REGISTER_CA_OK))
+
+    # ------------------------------------------------------------------ provisioning
+
+    async def get_provisioned(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        await conn.send(D(code=D.DEVICE_PROVISIONED_STATE, device_is_provisioned=self.state.provisioned))
+
+    async def set_provisioned(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        try:
+            await asyncio.to_thread(self.state.set_provisioned)
+        except OSError as e:
+            log.error("%s: cannot write the provisioned marker: %s", conn, e)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        log.warning("%s: device is now PROVISIONED; the control API is restricted from now on", conn)
+        await conn.send(response(D.CMD_OK))
+
+    async def pull_device_csr(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        log.warning("%s: PULL_DEVICE_CSR: the device identity service (scd) is not available", conn)
+        await conn.send(response(D.CMD_UNSUPPORTED))
+
+    async def push_device_cert(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        cert = req.device_cert
+        if b"-----BEGIN CERTIFICATE-----" not in cert or b"-----END CERTIFICATE-----" not in cert:
+            log.warning("%s: PUSH_DEVICE_CERT without a PEM certificate", conn)
+            await conn.send(response(D.DEVICE_CERT_ERROR))
+            return
+        log.warning("%s: PUSH_DEVICE_CERT: the device identity service (scd) is not available", conn)
+        await conn.send(response(D.CMD_UNSUPPORTED))
+
+    async def unsupported(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        log.warning("%s: %s is not supported by this cmld", conn, ControllerToDaemon.Command.Name(req.command))
+        await conn.send(response(D.CMD_UNSUPPORTED))
+
+    # ------------------------------------------------------------------ device operations
+
+    async def reload_containers(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        try:
+            uuids = await asyncio.to_thread(self.state.containers.reload)
+        except OSError as e:
+            log.error("%s: reload failed: %s", conn, e)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        log.info("%s: reloaded %d container config(s)", conn, len(uuids))
+        await conn.send(response(D.CMD_OK))
+
+    async def reboot_device(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        active = [c for c in self.state.containers.all() if c.is_active]
+        if active:
+            log.error("%s: REBOOT_DEVICE: %d container(s) still active", conn, len(active))
+            await conn.send(response(D.CMD_FAILED))
+            return
+        if self.state.hosted:
+            log.info("%s: REBOOT_DEVICE in hosted mode: all containers are stopped; the host is not rebooted",
+                     conn)
+            await conn.send(response(D.CMD_OK))
+            return
+        if not _systemd_is_init():
+            log.error("%s: REBOOT_DEVICE: no systemd to reboot through", conn)
+            await conn.send(response(D.CMD_FAILED))
+            return
+        await conn.send(response(D.CMD_OK))
+        log.warning("rebooting the device")
+        await asyncio.create_subprocess_exec(*HOST_REBOOT)
+
+    async def wipe_device(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        st = self.state
+        if any(c.is_active for c in st.containers.all()):
+            log.error("%s: WIPE_DEVICE refused: containers are still active", conn)
+            await conn.send(response(D.CMD_FAILED))
+            return
+
+        def wipe() -> None:
+            for d in (st.layout.guestos, st.layout.containers, st.layout.keys, st.layout.tokens):
+                shutil.rmtree(d, ignore_errors=True)
+            keep = log_export.current_files(st.log_dir)
+            for p in log_export.log_files(st.log_dir):
+                if p.name not in keep:
+                    p.unlink(missing_ok=True)
+            for d in (st.layout.containers, st.layout.keys):
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        await asyncio.to_thread(wipe)
+        st.containers.forget_all()
+        st.guestos.clear()
+        log.warning("%s: device wiped (GuestOSes, containers, keys, tokens, old logs)", conn)
+        await conn.send(response(D.CMD_OK))
+        if not st.hosted and _systemd_is_init():
+            await asyncio.create_subprocess_exec(*HOST_POWEROFF)

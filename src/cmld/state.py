@@ -1,0 +1,118 @@
+"""Everything cmld knows about the device, owned by the one event loop."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cml_common.fsutil import write_atomic
+from cml_common.messages.container_pb2 import (
+    ContainerState,
+    ContainerStatus,
+    ContainerTrust,
+    ContainerType,
+    CryptfsMode,
+)
+from cml_common.messages.device_pb2 import DeviceConfig
+from cml_common.paths import C0_UUID, SCD_UNIT_UUID, TPM2D_UNIT_UUID, Layout
+
+from .container import Container
+from .container_store import ContainerStore
+from .device_config import load_device_config, load_device_uuid
+from .guestos_store import GuestOSStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A system service (scd, tpm2d) reported by `list --system`. It counts as RUNNING when its
+    control socket accepts a connection right now, which is what cmld itself depends on."""
+
+    uuid: str
+    name: str
+    socket_path: Path
+
+    def is_up(self) -> bool:
+        kind = socket.SOCK_SEQPACKET if self.name == "scd" else socket.SOCK_STREAM
+        s = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+        s.settimeout(0.2)
+        try:
+            s.connect(str(self.socket_path))
+        except OSError:
+            return False
+        finally:
+            s.close()
+        return True
+
+    def status(self) -> ContainerStatus:
+        return ContainerStatus(
+            uuid=self.uuid, name=self.name, type=ContainerType.CONTAINER,
+            state=ContainerState.RUNNING if self.is_up() else ContainerState.STOPPED,
+            uptime=0, created=0, guestos="host", trust_level=ContainerTrust.SIGNED,
+            cryptfs_mode=CryptfsMode.NOT_IMPLEMENTED,
+        )
+
+
+class CmldState:
+    def __init__(self, layout: Layout, *, log_dir: Path, device_conf: Path | None = None,
+                 hosted_override: bool | None = None, scd_socket: Path | None = None,
+                 tpm2d_socket: Path | None = None) -> None:
+        self.layout = layout
+        self.log_dir = log_dir
+        self.device_conf_path = device_conf or layout.device_conf
+        self.hosted_override = hosted_override
+        self.device = DeviceConfig()
+        self.device_uuid = ""
+        self.guestos = GuestOSStore(layout.guestos)
+        self.containers = ContainerStore(layout)
+        self.units: list[Unit] = []
+        if scd_socket is not None:
+            self.units.append(Unit(SCD_UNIT_UUID, "scd", scd_socket))
+        if tpm2d_socket is not None:
+            self.units.append(Unit(TPM2D_UNIT_UUID, "tpm2d", tpm2d_socket))
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        self.device = load_device_config(self.device_conf_path)
+        if self.hosted_override is not None:
+            self.device.hostedmode = self.hosted_override
+        self.device_uuid = load_device_uuid(self.layout.tokens / "device_id.conf")
+        for d in (self.layout.containers, self.layout.keys, self.layout.shared):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.guestos.load()
+        self.containers.load()
+        if not self.hosted and self.containers.get(C0_UUID) is None:
+            log.warning("no c0 config and the management container runtime is not available yet")
+        log.info("%d GuestOS(es), %d container(s) loaded",
+                 len(self.guestos.names()), len(self.containers.all()))
+
+    # ------------------------------------------------------------------ device state
+
+    @property
+    def hosted(self) -> bool:
+        return bool(self.device.hostedmode)
+
+    @property
+    def signed_configs(self) -> bool:
+        return bool(self.device.signed_configs)
+
+    @property
+    def provisioned(self) -> bool:
+        return self.layout.provisioned_marker.exists()
+
+    def set_provisioned(self) -> None:
+        write_atomic(self.layout.provisioned_marker, b"", mode=0o644)
+
+    # ------------------------------------------------------------------ containers
+
+    def container_status(self, c: Container) -> ContainerStatus:
+        gos = self.guestos.latest(c.config.guest_os)
+        trust = gos.trust if gos is not None else ContainerTrust.UNSIGNED
+        return c.status(c.config.guest_os, trust, CryptfsMode.NOT_IMPLEMENTED)
+
+    def resolve_uuid(self, uuid: str) -> Container | None:
+        return self.containers.get(uuid)
