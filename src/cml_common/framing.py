@@ -65,7 +65,7 @@ def parse(cls: type[M], body: bytes) -> M:
     ParseFromString does not check them)."""
     msg = parse_partial(cls, body)
     if not msg.IsInitialized():
-        missing = ", ".join(msg.FindInitializationErrors())
+        missing = ", ".join(msg.FindInitializationErrors())  # type: ignore[attr-defined]
         raise MessageError(f"not a valid {cls.__name__}: required field(s) missing: {missing}")
     return msg
 

@@ -19,7 +19,7 @@ _LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
 
 class CmlFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         when = datetime.datetime.fromtimestamp(record.created).astimezone()
         return when.isoformat(timespec="milliseconds")
 
@@ -96,8 +96,9 @@ def setup_logging(
         try:
             from systemd.journal import JournalHandler
 
-            console = JournalHandler(SYSLOG_IDENTIFIER=program)
-            console.setFormatter(logging.Formatter("%(message)s"))
+            journal = JournalHandler(SYSLOG_IDENTIFIER=program)
+            journal.setFormatter(logging.Formatter("%(message)s"))
+            console = journal
         except ImportError:
             console = None
     if console is None:

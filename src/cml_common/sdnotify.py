@@ -13,7 +13,7 @@ def notify(state: str) -> bool:
     if not os.environ.get("NOTIFY_SOCKET"):
         return False
     try:
-        from systemd import daemon
+        from systemd import daemon  # type: ignore[attr-defined]
     except ImportError:
         log.warning("NOTIFY_SOCKET is set but systemd-python is not installed")
         return False

@@ -6,7 +6,7 @@ protobuf-c-text's completeness check flags (CI configs routinely omit `color`)."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
@@ -22,11 +22,11 @@ class ConfigError(Exception):
     """A config that cannot be used; the message says where and why."""
 
 
-def _is_required(field: FieldDescriptor) -> bool:
+def _is_required(field: Any) -> bool:
     return bool(field.is_required)
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def _is_repeated(field: Any) -> bool:
     return bool(field.is_repeated)
 
 

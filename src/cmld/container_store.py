@@ -183,7 +183,7 @@ class ContainerStore:
 
     def remove(self, container: Container) -> None:
         if container.is_active:
-            raise RuntimeError(f"container {container.uuid} is {ContainerState.Name(container.state)}")  # type: ignore[arg-type]
+            raise RuntimeError(f"container {container.uuid} is {ContainerState.Name(container.state)}")
         # The config goes first: if we crash half-way, no config means no container at the next
         # start, and the leftovers are only data files without an owner.
         self._remove_files(container.uuid)

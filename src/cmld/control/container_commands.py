@@ -28,7 +28,7 @@ DEV_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
 
 
 def state_name(c: Container) -> str:
-    return ContainerState.Name(c.state)  # type: ignore[arg-type]
+    return ContainerState.Name(c.state)
 
 
 class ContainerCommands:

@@ -22,6 +22,10 @@ HOST_REBOOT = ["systemctl", "reboot"]
 HOST_POWEROFF = ["systemctl", "poweroff"]
 
 
+def _read_all(path: Path) -> list[tuple[str, bool]]:
+    return list(log_export.read_fragments(path))
+
+
 def _systemd_is_init() -> bool:
     return Path("/run/systemd/system").is_dir()
 
@@ -93,7 +97,7 @@ class DeviceCommands:
         sent: list[Path] = []
         for path in files:
             try:
-                pieces = await asyncio.to_thread(lambda p=path: list(log_export.read_fragments(p)))
+                pieces = await asyncio.to_thread(_read_all, path)
             except OSError as e:
                 log.warning("cannot read log %s: %s", path, e)
                 continue
@@ -128,7 +132,7 @@ class DeviceCommands:
             log.warning("%s: REMOVE_GUESTOS: no GuestOS named %r", conn, name)
             await conn.send(response(D.CMD_FAILED))
             return
-        if st.containers.uses_guestos(name) or name == st.device.c0os and not st.hosted:
+        if st.containers.uses_guestos(name) or (name == st.device.c0os and not st.hosted):
             log.warning("%s: REMOVE_GUESTOS: %r is in use; not removed", conn, name)
             await conn.send(response(D.CMD_FAILED))
             return

@@ -93,7 +93,7 @@ def unknown_command_value(body: bytes) -> int | None:
         return None
     if msg.HasField("command"):
         return None
-    for f in unknown_fields.UnknownFieldSet(msg):
+    for f in unknown_fields.UnknownFieldSet(msg):  # type: ignore[attr-defined]
         if f.field_number == 1 and isinstance(f.data, int):
             return f.data
     return None
