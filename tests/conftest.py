@@ -1,0 +1,123 @@
+"""Shared fixtures: real daemons as processes on a temp base directory, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+HOSTED_DEVICE_CONF = "hostedmode: true\nsigned_configs: false\ntpm_enabled: false\n"
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], kind: int = socket.SOCK_STREAM,
+                    timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"daemon exited with {proc.returncode}: {out}")
+        s = socket.socket(socket.AF_UNIX, kind)
+        try:
+            s.connect(str(path))
+            return
+        except OSError:
+            time.sleep(0.02)
+        finally:
+            s.close()
+    raise TimeoutError(f"{path} did not come up")
+
+
+@dataclass
+class Daemon:
+    """A daemon process started by a test; stopped by PID at teardown."""
+
+    proc: subprocess.Popen[bytes]
+    socket: Path
+    base: Path
+    log_dir: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("cml-*.2*")))
+
+
+@dataclass
+class CmldFactory:
+    tmp: Path
+    started: list[Daemon] = field(default_factory=list)
+
+    def start(self, *extra: str, device_conf: str | None = HOSTED_DEVICE_CONF, base: Path | None = None,
+              name: str = "cmld") -> Daemon:
+        base = base or self.tmp / f"{name}-base"
+        base.mkdir(parents=True, exist_ok=True)
+        if device_conf is not None and not (base / "device.conf").exists():
+            (base / "device.conf").write_text(device_conf)
+        sock = self.tmp / f"{name}.sock"
+        log_dir = self.tmp / f"{name}-logs"
+        cmd = [str(BIN / "cmld"), "--foreground", "--base-dir", str(base), "--socket", str(sock),
+               "--log-dir", str(log_dir), "--scd-socket", str(self.tmp / "scd.sock"),
+               "--tpm2d-socket", str(self.tmp / "tpm2d.sock"), *extra]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        d = Daemon(proc, sock, base, log_dir)
+        self.started.append(d)
+        wait_for_socket(sock, proc)
+        return d
+
+    def stop_all(self) -> None:
+        for d in self.started:
+            d.stop()
+            if d.proc.stderr:
+                d.proc.stderr.close()
+
+
+@pytest.fixture
+def cmld_factory(tmp_path: Path) -> Iterator[CmldFactory]:
+    f = CmldFactory(tmp_path)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+
+
+@pytest.fixture
+def cmld(cmld_factory: CmldFactory) -> Daemon:
+    return cmld_factory.start()
+
+
+@dataclass
+class CliResult:
+    rc: int
+    out: str
+    err: str
+
+
+def cli(sock: Path, *args: str, stdin: str | None = None, timeout: float = 30) -> CliResult:
+    env = dict(os.environ)
+    p = subprocess.run([str(BIN / "cml-control"), "-s", str(sock), *args], input=stdin,
+                       capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    return CliResult(p.returncode, p.stdout, p.stderr)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,68 @@
+"""The systemd units pass `systemd-analyze verify` (scripts/verify-units.sh), and the check can fail."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.host,
+    pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "verify-units.sh"
+UNIT_DIR = REPO / "systemd"
+UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service")
+
+
+def run_verify(unit_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    args = ["bash", str(SCRIPT)]
+    if unit_dir is not None:
+        args.append(str(unit_dir))
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+def broken_copy(tmp_path: Path, unit: str, old: str, new: str) -> Path:
+    """Copy the repo's units to tmp_path, replacing `old` by `new` in `unit`."""
+    for name in UNITS:
+        shutil.copy(UNIT_DIR / name, tmp_path / name)
+    text = (tmp_path / unit).read_text()
+    assert old in text, f"{old!r} not in {unit}"
+    (tmp_path / unit).write_text(text.replace(old, new, 1))
+    return tmp_path
+
+
+def test_units_present() -> None:
+    for name in UNITS:
+        assert (UNIT_DIR / name).is_file(), name
+
+
+def test_repo_units_verify_clean() -> None:
+    res = run_verify()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"systemd units verify clean: {len(UNITS)} units" in res.stdout
+    assert "exposure level for cml-scd.service" in res.stdout
+
+
+def test_unparsable_setting_fails(tmp_path: Path) -> None:
+    # systemd-analyze itself exits 0 here ("Failed to parse service type, ignoring"); the script must not.
+    res = run_verify(broken_copy(tmp_path, "cml-scd.service", "Type=notify", "Type=notfy"))
+    assert res.returncode != 0, res.stdout
+    assert "notfy" in res.stderr
+
+
+def test_missing_binary_fails(tmp_path: Path) -> None:
+    res = run_verify(broken_copy(tmp_path, "cmld.service", "/usr/bin/cmld ", "/usr/bin/cmld-missing "))
+    assert res.returncode != 0, res.stdout
+    assert "cmld-missing" in res.stderr
+
+
+def test_missing_required_unit_fails(tmp_path: Path) -> None:
+    res = run_verify(broken_copy(tmp_path, "cmld.service", "Requires=cml-scd.service",
+                                 "Requires=cml-nosuch.service"))
+    assert res.returncode != 0, res.stdout
+    assert "cml-nosuch.service" in res.stderr
