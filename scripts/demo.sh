@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The main job: installs what is needed, starts tpm2d, scd and cmld on a demo base directory
+# (hosted mode), installs the demo GuestOS config, creates the demo container and lists it.
+#   bash scripts/demo.sh        start (or restart) the demo
+#   bash scripts/demo.sh stop   stop the demo daemons
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+demo="$top/demo"
+bin="$top/.venv/bin"
+
+stop_demo() {
+    for d in cmld scd tpm2d; do
+        pidf="$demo/$d.pid"
+        if [ -f "$pidf" ]; then
+            pid=$(cat "$pidf")
+            if kill -0 "$pid" 2>/dev/null; then
+                kill "$pid"
+                for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            fi
+            rm -f "$pidf"
+        fi
+    done
+}
+
+if [ "${1:-}" = "stop" ]; then
+    stop_demo
+    echo "demo daemons stopped"
+    exit 0
+fi
+
+bash scripts/setup.sh
+stop_demo
+rm -rf "$demo/base"
+mkdir -p "$demo/base/operatingsystems" "$demo/logs"
+cp examples/device.conf "$demo/base/device.conf"
+cp examples/busybox-1.conf "$demo/base/operatingsystems/busybox-1.conf"
+
+common=(--base-dir "$demo/base" --log-dir "$demo/logs")
+"$bin/tpm2d" "${common[@]}" --pid-file "$demo/tpm2d.pid"
+"$bin/scd" "${common[@]}" --pid-file "$demo/scd.pid"
+"$bin/cmld" "${common[@]}" --pid-file "$demo/cmld.pid"
+
+echo "\$ cml-control create examples/demo-container.conf"
+"$bin/cml-control" create examples/demo-container.conf
+echo
+echo "\$ cml-control list"
+"$bin/cml-control" list
+echo
+echo "Daemons are running (logs in $demo/logs). Try: $bin/cml-control list -s"
+echo "Stop them with: bash scripts/demo.sh stop"
