@@ -169,6 +169,22 @@ def send_seqpacket(sock: socket.socket, body: bytes) -> None:
         sock.send(body)
 
 
+def _seqpacket_length(header: bytes, max_size: int) -> int:
+    if len(header) != HEADER.size:
+        raise FramingError(f"length record has {len(header)} bytes, expected 4")
+    (length,) = HEADER.unpack(header)
+    check_length(length, max_size)
+    return int(length)
+
+
+def _seqpacket_append(body: bytearray, chunk: bytes, length: int) -> None:
+    if not chunk:
+        raise TruncatedFrame(f"connection closed after {len(body)} of {length} body bytes")
+    if len(chunk) > length - len(body):
+        raise FramingError("body record is longer than the announced length")
+    body += chunk
+
+
 def recv_seqpacket(sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE) -> bytes | None:
     """Read a length record, then body records until the length is complete.
 
@@ -178,19 +194,10 @@ def recv_seqpacket(sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE) -> byt
     header = sock.recv(HEADER.size + 1)
     if not header:
         return None
-    if len(header) != HEADER.size:
-        raise FramingError(f"length record has {len(header)} bytes, expected 4")
-    (length,) = HEADER.unpack(header)
-    check_length(length, max_size)
+    length = _seqpacket_length(header, max_size)
     body = bytearray()
     while len(body) < length:
-        want = length - len(body)
-        chunk = sock.recv(want + 1)
-        if not chunk:
-            raise TruncatedFrame(f"connection closed after {len(body)} of {length} body bytes")
-        if len(chunk) > want:
-            raise FramingError("body record is longer than the announced length")
-        body += chunk
+        _seqpacket_append(body, sock.recv(length - len(body) + 1), length)
     return bytes(body)
 
 
@@ -201,19 +208,10 @@ async def async_recv_seqpacket(
     header = await loop.sock_recv(sock, HEADER.size + 1)
     if not header:
         return None
-    if len(header) != HEADER.size:
-        raise FramingError(f"length record has {len(header)} bytes, expected 4")
-    (length,) = HEADER.unpack(header)
-    check_length(length, max_size)
+    length = _seqpacket_length(header, max_size)
     body = bytearray()
     while len(body) < length:
-        want = length - len(body)
-        chunk = await loop.sock_recv(sock, want + 1)
-        if not chunk:
-            raise TruncatedFrame(f"connection closed after {len(body)} of {length} body bytes")
-        if len(chunk) > want:
-            raise FramingError("body record is longer than the announced length")
-        body += chunk
+        _seqpacket_append(body, await loop.sock_recv(sock, length - len(body) + 1), length)
     return bytes(body)
 
 
