@@ -19,6 +19,10 @@ rather than an absolute claim about this machine:
 * `cml-control list`: `/bin/true` (process spawn floor) and `python -c pass` with the same
   interpreter (interpreter start floor); the ratio is cml-control list / python -c pass.
 
+Target and reference run interleaved (socket benchmarks in alternating blocks, ABBA order; the
+spawn benchmark one process of each kind in turn), so background load and drift on the machine
+hit both sides alike and the ratio stays meaningful on a busy host.
+
 Every process this script starts (cmld, the echo server, the concurrent clients) is stopped by
 its PID at the end, also when a measurement fails.
 
@@ -49,7 +53,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 from cml_control.client import ControlClient
@@ -65,6 +69,9 @@ ECHO_REPLY_BODY = D(code=D.CONTAINERS_LIST).SerializeToString()
 assert len(ECHO_REPLY_BODY) == 2, ECHO_REPLY_BODY
 HEADER = struct.Struct(">I")
 REPO = Path(__file__).resolve().parent.parent
+BLOCKS = 10  # socket benchmarks alternate target and reference in this many blocks
+CONCURRENT_ROUNDS = 4  # concurrent runs alternate in this many rounds (per-client count split)
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- settings
@@ -261,40 +268,65 @@ def check_reply(reply: D, want: int, expect_items: int | None) -> None:
             raise RuntimeError(f"reply lists {got} containers, expected {expect_items}")
 
 
-def one_connection(sock: Path, req: C, n: int, warmup: int) -> Sample:
-    """n round-trips of `req` on a single connection."""
-    with ControlClient(sock) as client:
-        for _ in range(warmup):
-            client.request(req)
-        durations = [0] * n
-        clock = time.perf_counter_ns
-        start = clock()
-        for i in range(n):
-            t0 = clock()
-            client.request(req)
-            durations[i] = clock() - t0
-        wall = clock() - start
-    return Sample(durations, wall)
+Block = Callable[[int], Sample]  # run k operations, return their durations
 
 
-def new_connection_each(sock: Path, n: int, warmup: int) -> Sample:
-    """n times: connect, one LIST_CONTAINERS, close."""
-    for _ in range(warmup):
-        with ControlClient(sock) as client:
-            client.request(LIST_REQ)
-    durations = [0] * n
+def split(n: int, blocks: int) -> list[int]:
+    """n as `blocks` near-equal positive parts (fewer parts if n < blocks)."""
+    blocks = max(1, min(blocks, n))
+    return [n // blocks + (1 if i < n % blocks else 0) for i in range(blocks)]
+
+
+def paired(target: Block, reference: Block, n: int, blocks: int) -> tuple[Sample, Sample]:
+    """Run target and reference alternately in blocks (ABBA order), so that drift and background
+    load on the machine hit both alike; the rate uses the sum of each side's own block times."""
+    got: dict[str, list[Sample]] = {"t": [], "r": []}
+    for i, k in enumerate(split(n, blocks)):
+        order = (("t", target), ("r", reference)) if i % 2 == 0 else (("r", reference), ("t", target))
+        for key, fn in order:
+            got[key].append(fn(k))
+
+    def merge(parts: list[Sample]) -> Sample:
+        return Sample([d for p in parts for d in p.durations], sum(p.wall_ns for p in parts))
+
+    return merge(got["t"]), merge(got["r"])
+
+
+def timed_loop(k: int, op: Callable[[], object]) -> Sample:
+    durations = [0] * k
     clock = time.perf_counter_ns
     start = clock()
-    for i in range(n):
+    for i in range(k):
         t0 = clock()
-        client = ControlClient(sock)
-        try:
-            client.request(LIST_REQ)
-        finally:
-            client.close()
+        op()
         durations[i] = clock() - t0
-    wall = clock() - start
-    return Sample(durations, wall)
+    return Sample(durations, clock() - start)
+
+
+@contextlib.contextmanager
+def one_connection(sock: Path, req: C, warmup: int, want: int, items: int | None) -> Iterator[Block]:
+    """A single connection kept open for the whole measurement; each block is k round-trips of
+    `req` on it. The first reply is checked, then replies are only parsed (as by any client)."""
+    with ControlClient(sock) as client:
+        check_reply(client.request(req), want, items)
+        for _ in range(warmup):
+            client.request(req)
+        yield lambda k: timed_loop(k, lambda: client.request(req))
+
+
+def _connect_list_close(sock: Path) -> None:
+    client = ControlClient(sock)
+    try:
+        client.request(LIST_REQ)
+    finally:
+        client.close()
+
+
+def new_connection_each(sock: Path, warmup: int) -> Block:
+    """Each operation: connect, one LIST_CONTAINERS, close."""
+    for _ in range(warmup):
+        _connect_list_close(sock)
+    return lambda k: timed_loop(k, lambda: _connect_list_close(sock))
 
 
 def _worker(sock: str, n: int, warmup: int, barrier: Barrier, out: Connection) -> None:
@@ -444,7 +476,7 @@ def table(rows: list[Row]) -> str:
 # ---------------------------------------------------------------------------- main
 
 
-def step(label: str, fn: Callable[[], Sample]) -> Sample:
+def step(label: str, fn: Callable[[], T]) -> T:
     print(f"  running: {label} ...", file=sys.stderr, flush=True)
     return fn()
 
@@ -462,20 +494,20 @@ def run(counts: Counts) -> list[Row]:
             w = counts.warmup
 
             # 1. LIST_CONTAINERS on one connection, and the echo floor with the same loop
-            echo1 = Row.of("echo floor, one connection", step(
-                "echo floor, one connection", lambda: one_connection(esock, LIST_REQ, counts.list_n, w)),
-                is_reference=True)
-            r1 = Row.of("LIST_CONTAINERS, one connection", step(
-                "LIST_CONTAINERS", lambda: one_connection(sock, LIST_REQ, counts.list_n, w)))
-            rows += [r1.against("echo floor", echo1), echo1]
+            with one_connection(sock, LIST_REQ, w, D.CONTAINERS_LIST, counts.containers) as target, \
+                    one_connection(esock, LIST_REQ, w, D.CONTAINERS_LIST, 0) as ref:
+                t, r = step("LIST_CONTAINERS vs echo floor, one connection",
+                            lambda: paired(target, ref, counts.list_n, BLOCKS))
+            echo1 = Row.of("echo floor, one connection", r, is_reference=True)
+            rows += [Row.of("LIST_CONTAINERS, one connection", t).against("echo floor", echo1), echo1]
 
             # 2. GET_CONTAINER_STATUS (all) on one connection
-            echo2 = Row.of("echo floor, one connection", step(
-                "echo floor, one connection", lambda: one_connection(esock, STATUS_REQ, counts.status_n, w)),
-                is_reference=True)
-            r2 = Row.of("GET_CONTAINER_STATUS all, one conn.", step(
-                "GET_CONTAINER_STATUS", lambda: one_connection(sock, STATUS_REQ, counts.status_n, w)))
-            rows += [r2.against("echo floor", echo2), echo2]
+            with one_connection(sock, STATUS_REQ, w, D.CONTAINER_STATUS, counts.containers) as target, \
+                    one_connection(esock, STATUS_REQ, w, D.CONTAINERS_LIST, 0) as ref:
+                t, r = step("GET_CONTAINER_STATUS vs echo floor, one connection",
+                            lambda: paired(target, ref, counts.status_n, BLOCKS))
+            echo2 = Row.of("echo floor, one connection", r, is_reference=True)
+            rows += [Row.of("GET_CONTAINER_STATUS all, one conn.", t).against("echo floor", echo2), echo2]
 
             # 3. a cml-control process per call, /bin/true and python -c pass interleaved
             print("  running: process spawns ...", file=sys.stderr, flush=True)
@@ -491,21 +523,19 @@ def run(counts: Counts) -> list[Row]:
             rows += [r3.against("python -c pass", py_row), py_row, true_row]
 
             # 4. a new connection per request
-            echo4 = Row.of("echo floor, new conn. per request", step(
-                "echo floor, new connection per request", lambda: new_connection_each(esock, counts.connect_n, w)),
-                is_reference=True)
-            r4 = Row.of("connect+LIST_CONTAINERS+close", step(
-                "new connection per request", lambda: new_connection_each(sock, counts.connect_n, w)))
-            rows += [r4.against("echo floor", echo4), echo4]
+            t, r = step("new connection per request vs echo floor", lambda: paired(
+                new_connection_each(sock, w), new_connection_each(esock, w), counts.connect_n, BLOCKS))
+            echo4 = Row.of("echo floor, new conn. per request", r, is_reference=True)
+            rows += [Row.of("connect+LIST_CONTAINERS+close", t).against("echo floor", echo4), echo4]
 
-            # 5. concurrent clients
+            # 5. concurrent clients (rounds alternate between cmld and the echo floor, too)
             label = f"{counts.workers} procs x {counts.per_worker}"
-            echo5 = Row.of(f"echo floor, {label}", step(
-                f"echo floor, {label}", lambda: concurrent(esock, counts.workers, counts.per_worker, w // 10)),
-                is_reference=True)
-            r5 = Row.of(f"LIST_CONTAINERS, {label}", step(
-                f"concurrent, {label}", lambda: concurrent(sock, counts.workers, counts.per_worker, w // 10)))
-            rows += [r5.against("echo floor", echo5, by_rate=True), echo5]
+            t, r = step(f"concurrent, {label}, vs echo floor", lambda: paired(
+                lambda k: concurrent(sock, counts.workers, k, w // 10),
+                lambda k: concurrent(esock, counts.workers, k, w // 10),
+                counts.per_worker, CONCURRENT_ROUNDS))
+            echo5 = Row.of(f"echo floor, {label}", r, is_reference=True)
+            rows += [Row.of(f"LIST_CONTAINERS, {label}", t).against("echo floor", echo5, by_rate=True), echo5]
 
             if cmld.poll() is not None:
                 raise RuntimeError(f"cmld exited with {cmld.returncode} during the benchmark")

@@ -4,11 +4,13 @@ The length must be below 64 MiB; zero is legal (all fields default). On stream s
 header and body are simply consecutive bytes. On SOCK_SEQPACKET (the scd socket) the original
 sends them as two records, so we do exactly the same: one record for the length, one for the
 body (none for an empty body), and we read records until the announced length is complete.
+
+This module is for blocking sockets (the CLI, which must start fast); `aioframing` has the
+asyncio variants the daemons use.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 from typing import TypeVar
@@ -78,52 +80,6 @@ def parse_partial(cls: type[M], body: bytes) -> M:
     except (DecodeError, RuntimeError, ValueError) as e:
         raise MessageError(f"not a valid {cls.__name__}: {e}") from e
     return msg
-
-
-# ---------------------------------------------------------------- asyncio stream sockets
-
-
-async def read_frame(
-    reader: asyncio.StreamReader,
-    *,
-    idle_timeout: float | None = None,
-    frame_timeout: float | None = None,
-    max_size: int = MAX_MESSAGE_SIZE,
-) -> bytes | None:
-    """Read one frame. Returns None on a clean EOF at a frame boundary.
-
-    ``idle_timeout`` bounds the wait for the first byte of a frame, ``frame_timeout`` the time
-    from that byte to the end of the body, so a stalled peer cannot hold a reader forever.
-    """
-    try:
-        async with asyncio.timeout(idle_timeout):
-            first = await reader.read(1)
-    except TimeoutError as e:
-        raise FrameTimeout(f"no request within {idle_timeout:g} s") from e
-    if not first:
-        return None
-    try:
-        async with asyncio.timeout(frame_timeout):
-            try:
-                rest = await reader.readexactly(HEADER.size - 1)
-            except asyncio.IncompleteReadError as e:
-                got = 1 + len(e.partial)
-                raise TruncatedFrame(f"connection closed after {got} of 4 length bytes") from e
-            (length,) = HEADER.unpack(first + rest)
-            check_length(length, max_size)
-            try:
-                return await reader.readexactly(length)
-            except asyncio.IncompleteReadError as e:
-                raise TruncatedFrame(
-                    f"connection closed after {len(e.partial)} of {length} body bytes"
-                ) from e
-    except TimeoutError as e:
-        raise FrameTimeout(f"frame not complete within {frame_timeout:g} s") from e
-
-
-async def write_frame(writer: asyncio.StreamWriter, body: bytes) -> None:
-    writer.write(encode_frame(body))
-    await writer.drain()
 
 
 # ---------------------------------------------------------------- blocking stream sockets
@@ -199,26 +155,3 @@ def recv_seqpacket(sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE) -> byt
     while len(body) < length:
         _seqpacket_append(body, sock.recv(length - len(body) + 1), length)
     return bytes(body)
-
-
-async def async_recv_seqpacket(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, max_size: int = MAX_MESSAGE_SIZE
-) -> bytes | None:
-    """asyncio variant of :func:`recv_seqpacket` for a non-blocking socket."""
-    header = await loop.sock_recv(sock, HEADER.size + 1)
-    if not header:
-        return None
-    length = _seqpacket_length(header, max_size)
-    body = bytearray()
-    while len(body) < length:
-        _seqpacket_append(body, await loop.sock_recv(sock, length - len(body) + 1), length)
-    return bytes(body)
-
-
-async def async_send_seqpacket(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, body: bytes
-) -> None:
-    check_length(len(body))
-    await loop.sock_sendall(sock, HEADER.pack(len(body)))
-    if body:
-        await loop.sock_sendall(sock, body)

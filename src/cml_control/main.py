@@ -15,8 +15,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from google.protobuf import json_format
-
 from cml_common import paths
 from cml_common.messages.container_pb2 import ContainerStatus
 from cml_common.messages.control_pb2 import ContainerStartParams, ControllerToDaemon, DaemonToController
@@ -65,6 +63,8 @@ class Printer:
 
     def show(self, reply: D) -> None:
         if self.as_json:
+            from google.protobuf import json_format
+
             d = json_format.MessageToDict(reply, preserving_proto_field_name=True)
             sys.stdout.write(json.dumps(d, sort_keys=False) + "\n")
         else:

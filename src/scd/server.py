@@ -13,7 +13,7 @@ import logging
 import socket
 from pathlib import Path
 
-from cml_common import framing
+from cml_common import aioframing, framing
 from cml_common.messages.scd_pb2 import DaemonToToken, TokenToDaemon
 
 from .hashing import ALGORITHMS, digest_buffer, digest_file
@@ -68,7 +68,7 @@ class ScdServer:
         try:
             while True:
                 try:
-                    body = await framing.async_recv_seqpacket(loop, conn)
+                    body = await aioframing.async_recv_seqpacket(loop, conn)
                 except framing.FramingError as e:
                     log.warning("scd client: %s; disconnecting", e)
                     return
@@ -82,7 +82,7 @@ class ScdServer:
                     return
                 reply = await self.handle(req, conn)
                 if reply is not None:
-                    await framing.async_send_seqpacket(loop, conn, framing.serialize(reply))
+                    await aioframing.async_send_seqpacket(loop, conn, framing.serialize(reply))
         except OSError as e:
             log.info("scd client went away: %s", e)
         finally:

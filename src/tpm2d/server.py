@@ -11,7 +11,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from cml_common import framing
+from cml_common import aioframing, framing
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm, TpmToController
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Tpm2dServer:
         try:
             while True:
                 try:
-                    body = await framing.read_frame(reader, frame_timeout=10.0)
+                    body = await aioframing.read_frame(reader, frame_timeout=10.0)
                 except framing.FramingError as e:
                     log.warning("tpm2d client: %s; disconnecting", e)
                     return
@@ -60,7 +60,7 @@ class Tpm2dServer:
                             ControllerToTpm.Code.Name(req.code))
                 reply = TpmToController(code=TpmToController.GENERIC_RESPONSE,
                                         response=TpmToController.CMD_FAILED, ml_entry=b"")
-                await framing.write_frame(writer, framing.serialize(reply))
+                await aioframing.write_frame(writer, framing.serialize(reply))
         except OSError as e:
             log.info("tpm2d client went away: %s", e)
         finally:

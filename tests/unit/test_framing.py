@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from cml_common import framing
+from cml_common import aioframing, framing
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 from cml_common.messages.tpm2d_pb2 import TpmToController
 
@@ -54,19 +54,19 @@ def _feed(data: bytes, eof: bool = True) -> asyncio.StreamReader:
 
 def test_async_read_frame_cases() -> None:
     async def go() -> None:
-        assert await framing.read_frame(_feed(b"")) is None
-        assert await framing.read_frame(_feed(b"\0\0\0\0")) == b""
-        assert await framing.read_frame(_feed(b"\0\0\0\x03abcextra")) == b"abc"
+        assert await aioframing.read_frame(_feed(b"")) is None
+        assert await aioframing.read_frame(_feed(b"\0\0\0\0")) == b""
+        assert await aioframing.read_frame(_feed(b"\0\0\0\x03abcextra")) == b"abc"
         with pytest.raises(framing.TruncatedFrame, match="2 of 4 length"):
-            await framing.read_frame(_feed(b"\0\0"))
+            await aioframing.read_frame(_feed(b"\0\0"))
         with pytest.raises(framing.TruncatedFrame, match="1 of 3 body"):
-            await framing.read_frame(_feed(b"\0\0\0\x03a"))
+            await aioframing.read_frame(_feed(b"\0\0\0\x03a"))
         with pytest.raises(framing.FrameTooLarge):
-            await framing.read_frame(_feed(struct.pack(">I", framing.MAX_MESSAGE_SIZE + 1)))
+            await aioframing.read_frame(_feed(struct.pack(">I", framing.MAX_MESSAGE_SIZE + 1)))
         with pytest.raises(framing.FrameTimeout, match="no request"):
-            await framing.read_frame(_feed(b"", eof=False), idle_timeout=0.05)
+            await aioframing.read_frame(_feed(b"", eof=False), idle_timeout=0.05)
         with pytest.raises(framing.FrameTimeout, match="not complete"):
-            await framing.read_frame(_feed(b"\0\0\0\x09ab", eof=False), frame_timeout=0.05)
+            await aioframing.read_frame(_feed(b"\0\0\0\x09ab", eof=False), frame_timeout=0.05)
 
     asyncio.run(go())
 

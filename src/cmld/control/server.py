@@ -22,7 +22,7 @@ from pathlib import Path
 
 from google.protobuf import unknown_fields
 
-from cml_common import framing
+from cml_common import aioframing, framing
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 
 from .replies import response
@@ -63,7 +63,7 @@ class ControlConnection:
         if self.closed:
             return
         body = framing.serialize(msg)
-        await framing.write_frame(self.writer, body)
+        await aioframing.write_frame(self.writer, body)
 
 
 @dataclass
@@ -179,7 +179,7 @@ class ControlServer:
         lim = self.limits
         while True:
             try:
-                body = await framing.read_frame(
+                body = await aioframing.read_frame(
                     conn.reader,
                     idle_timeout=None if conn.keep_alive else lim.idle_timeout,
                     frame_timeout=lim.frame_timeout,
