@@ -37,8 +37,9 @@ LIST_CONTAINERS_REQ = bytes.fromhex("00000002 0802")  # ControllerToDaemon{comma
 CONTAINERS_LIST_EMPTY = bytes.fromhex("00000002 0802")  # DaemonToController{code: CONTAINERS_LIST}
 GET_PROVISIONED_REQ = bytes.fromhex("00000002 0821")  # ControllerToDaemon{command: GET_PROVISIONED}
 # DaemonToController{code: DEVICE_PROVISIONED_STATE (41), device_is_provisioned (field 41): false};
-# field 41 as varint needs a two-byte tag: (41 << 3) | 0 = 328 = c8 02.
-PROVISIONED_FALSE = bytes.fromhex("00000004 0829 c802 00")
+# field 41 as varint needs a two-byte tag: (41 << 3) | 0 = 328 = c8 02. The body `08 29 c8 02 00`
+# is five bytes, so the header says 5.
+PROVISIONED_FALSE = bytes.fromhex("00000005 0829 c802 00")
 GET_CONTAINER_STATUS_REQ = bytes.fromhex("00000002 0803")
 RESPONSE_CMD_FAILED = bytes.fromhex("00000004 080d 681e")  # {code: RESPONSE, response: CMD_FAILED}
 RESPONSE_CMD_UNSUPPORTED = bytes.fromhex("00000004 080d 6807")  # {code: RESPONSE, response: CMD_UNSUPPORTED}
@@ -372,37 +373,48 @@ def test_hundred_concurrent_clients(cmld: Daemon) -> None:
     assert_serving(cmld)
 
 
+def open_served(d: Daemon, timeout: float = 3.0) -> socket.socket:
+    """A connection the server has registered and served once. A just-closed connection (the
+    fixture's readiness probe, an earlier client) counts against --max-clients until the server
+    has read its EOF, so a refusal here is retried."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = connect(d.socket)
+        try:
+            assert request(s, C(command=C.LIST_CONTAINERS)).code == D.CONTAINERS_LIST
+            return s
+        except (AssertionError, OSError):
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_max_clients(cmld_factory: CmldFactory) -> None:
     d = cmld_factory.start("--max-clients", "5")
-    held = [connect(d.socket) for _ in range(5)]
+    held: list[socket.socket] = []
     try:
-        for s in held:  # each is registered and served
-            assert request(s, C(command=C.LIST_CONTAINERS)).code == D.CONTAINERS_LIST
+        for _ in range(5):
+            held.append(open_served(d))
+        refusals = d.log_text().count("refusing")
         with connect(d.socket) as sixth:
             assert closed_by_server(sixth, 3.0), "6th client not refused"
-        wait_log(d, "refusing")
+        assert until(lambda: d.log_text().count("refusing") == refusals + 1)
+        assert "5 clients already connected" in d.log_text()
         for s in held:  # the five are unaffected
             assert request(s, C(command=C.GET_PROVISIONED)).code == D.DEVICE_PROVISIONED_STATE
     finally:
         for s in held:
             s.close()
-
-    def served() -> bool:
-        try:
-            with connect(d.socket, timeout=1.0) as s:
-                return request(s, C(command=C.LIST_CONTAINERS)).code == D.CONTAINERS_LIST
-        except (AssertionError, OSError):
-            return False
-
-    assert until(served), "clients not served after the five closed"
-    # Five at once fit again.
-    again = [connect(d.socket) for _ in range(5)]
+    # After the five closed, new clients are served; five at once fit again.
+    again: list[socket.socket] = []
     try:
-        for s in again:
-            assert request(s, C(command=C.LIST_CONTAINERS)).code == D.CONTAINERS_LIST
+        for _ in range(5):
+            again.append(open_served(d))
     finally:
         for s in again:
             s.close()
+    assert_serving(d)
 
 
 # ---------------------------------------------------------------------- 11. early disconnects

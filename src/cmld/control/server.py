@@ -95,7 +95,7 @@ def unknown_command_value(body: bytes) -> int | None:
         return None
     for f in unknown_fields.UnknownFieldSet(msg):  # type: ignore[attr-defined]
         if f.field_number == 1 and isinstance(f.data, int):
-            return f.data
+            return f.data - (1 << 64) if f.data >= 1 << 63 else f.data  # enums are signed int32
     return None
 
 
