@@ -69,6 +69,7 @@ class CmldState:
         self.guestos = GuestOSStore(layout.guestos)
         self.containers = ContainerStore(layout)
         self.units: list[Unit] = []
+        self._provisioned = False
         if scd_socket is not None:
             self.units.append(Unit(SCD_UNIT_UUID, "scd", scd_socket))
         if tpm2d_socket is not None:
@@ -81,6 +82,7 @@ class CmldState:
         if self.hosted_override is not None:
             self.device.hostedmode = self.hosted_override
         self.device_uuid = load_device_uuid(self.layout.tokens / "device_id.conf")
+        self._provisioned = self.layout.provisioned_marker.exists()
         for d in (self.layout.containers, self.layout.keys, self.layout.shared):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.guestos.load()
@@ -102,10 +104,13 @@ class CmldState:
 
     @property
     def provisioned(self) -> bool:
-        return self.layout.provisioned_marker.exists()
+        """Read from the marker at start and changed only by SET_PROVISIONED, as in the original;
+        checked on every request, so it is kept in memory."""
+        return self._provisioned
 
     def set_provisioned(self) -> None:
         write_atomic(self.layout.provisioned_marker, b"", mode=0o644)
+        self._provisioned = True
 
     # ------------------------------------------------------------------ containers
 
