@@ -19,11 +19,11 @@ HOSTED_DEVICE_CONF = "hostedmode: true\nsigned_configs: false\ntpm_enabled: fals
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], kind: int = socket.SOCK_STREAM,
-                    timeout: float = 15.0) -> None:
+                    timeout: float = 15.0, stderr_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stderr.read().decode() if proc.stderr else ""
+            out = stderr_file.read_text(errors="replace") if stderr_file and stderr_file.exists() else ""
             raise RuntimeError(f"daemon exited with {proc.returncode}: {out}")
         s = socket.socket(socket.AF_UNIX, kind)
         try:
@@ -48,52 +48,62 @@ class Daemon:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 10 s; returns the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(5)
+        return self.proc.wait(5)
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("cml-*.2*")))
 
 
 @dataclass
-class CmldFactory:
+class DaemonFactory:
+    """Starts cmld, scd and tpm2d on sockets inside the test's tmp dir and stops them all."""
+
     tmp: Path
     started: list[Daemon] = field(default_factory=list)
 
+    def launch(self, prog: str, name: str, *extra: str, base: Path | None = None,
+               kind: int = socket.SOCK_STREAM) -> Daemon:
+        base = base or self.tmp / f"{name}-base"
+        base.mkdir(parents=True, exist_ok=True)
+        sock = self.tmp / f"{name}.sock"
+        log_dir = self.tmp / f"{name}-logs"
+        stderr_file = self.tmp / f"{name}.stderr"
+        cmd = [str(BIN / prog), "--foreground", "--base-dir", str(base), "--socket", str(sock),
+               "--log-dir", str(log_dir), *extra]
+        # stderr goes to a file: a pipe nobody drains would block a daemon that logs a lot.
+        with stderr_file.open("ab") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        d = Daemon(proc, sock, base, log_dir)
+        self.started.append(d)
+        wait_for_socket(sock, proc, kind, stderr_file=stderr_file)
+        return d
+
     def start(self, *extra: str, device_conf: str | None = HOSTED_DEVICE_CONF, base: Path | None = None,
               name: str = "cmld") -> Daemon:
+        """cmld, in hosted mode by default, pointed at scd/tpm2d sockets in the tmp dir."""
         base = base or self.tmp / f"{name}-base"
         base.mkdir(parents=True, exist_ok=True)
         if device_conf is not None and not (base / "device.conf").exists():
             (base / "device.conf").write_text(device_conf)
-        sock = self.tmp / f"{name}.sock"
-        log_dir = self.tmp / f"{name}-logs"
-        cmd = [str(BIN / "cmld"), "--foreground", "--base-dir", str(base), "--socket", str(sock),
-               "--log-dir", str(log_dir), "--scd-socket", str(self.tmp / "scd.sock"),
-               "--tpm2d-socket", str(self.tmp / "tpm2d.sock"), *extra]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        d = Daemon(proc, sock, base, log_dir)
-        self.started.append(d)
-        wait_for_socket(sock, proc)
-        return d
+        return self.launch("cmld", name, "--scd-socket", str(self.tmp / "scd.sock"),
+                           "--tpm2d-socket", str(self.tmp / "tpm2d.sock"), *extra, base=base)
 
     def stop_all(self) -> None:
         for d in self.started:
             d.stop()
-            if d.proc.stderr:
-                d.proc.stderr.close()
 
 
 @pytest.fixture
-def cmld_factory(tmp_path: Path) -> Iterator[CmldFactory]:
-    f = CmldFactory(tmp_path)
+def cmld_factory(tmp_path: Path) -> Iterator[DaemonFactory]:
+    f = DaemonFactory(tmp_path)
     try:
         yield f
     finally:
@@ -101,7 +111,7 @@ def cmld_factory(tmp_path: Path) -> Iterator[CmldFactory]:
 
 
 @pytest.fixture
-def cmld(cmld_factory: CmldFactory) -> Daemon:
+def cmld(cmld_factory: DaemonFactory) -> Daemon:
     return cmld_factory.start()
 
 

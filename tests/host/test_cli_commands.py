@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import CmldFactory, Daemon, cli
+from tests.conftest import Daemon, DaemonFactory, cli
 
 pytestmark = pytest.mark.host
 
@@ -87,7 +87,7 @@ def test_create_refusals(cmld: Daemon, tmp_path: Path) -> None:
     assert cli(cmld.socket, "create", str(write_conf(tmp_path, "y")), str(bad)).rc == 2
 
 
-def test_signed_configs_required_refuses_unsigned(cmld_factory: CmldFactory, tmp_path: Path) -> None:
+def test_signed_configs_required_refuses_unsigned(cmld_factory: DaemonFactory, tmp_path: Path) -> None:
     d = cmld_factory.start(device_conf="hostedmode: true\ntpm_enabled: false\n")
     r = cli(d.socket, "create", str(write_conf(tmp_path, "x")))
     assert r.rc == 1 and r.out == "code: CONTAINER_CONFIG\n"
@@ -191,7 +191,7 @@ def test_global_commands(cmld: Daemon, tmp_path: Path) -> None:
     assert r.out == "code: RESPONSE\nresponse: GUESTOS_MGR_INSTALL_FAILED\n" and r.rc == 1
 
 
-def test_guestos_listing_and_removal(cmld_factory: CmldFactory, tmp_path: Path) -> None:
+def test_guestos_listing_and_removal(cmld_factory: DaemonFactory, tmp_path: Path) -> None:
     base = tmp_path / "gbase"
     (base / "operatingsystems" / "busybox-3").mkdir(parents=True)
     (base / "operatingsystems" / "busybox-3.conf").write_text(BUSYBOX_OS)
@@ -247,7 +247,7 @@ def test_provisioning_restricts_commands(cmld: Daemon, tmp_path: Path) -> None:
     assert (cmld.base / "containers" / f"{uuid}.conf").exists()
 
 
-def test_provisioned_state_survives_restart(cmld_factory: CmldFactory) -> None:
+def test_provisioned_state_survives_restart(cmld_factory: DaemonFactory) -> None:
     d = cmld_factory.start()
     cli(d.socket, "set_provisioned")
     d.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOSTED_DEVICE_CONF, CmldFactory, cli
+from tests.conftest import HOSTED_DEVICE_CONF, DaemonFactory, cli
 
 pytestmark = pytest.mark.host
 
@@ -36,7 +36,7 @@ def lines_with(log: str, *parts: str) -> list[str]:
     return [ln for ln in log.splitlines() if all(p in ln for p in parts)]
 
 
-def test_bad_configs_are_skipped_good_ones_served(cmld_factory: CmldFactory, tmp_path: Path) -> None:
+def test_bad_configs_are_skipped_good_ones_served(cmld_factory: DaemonFactory, tmp_path: Path) -> None:
     base = tmp_path / "base"
     containers = base / "containers"
     guestos = base / "operatingsystems"
@@ -94,7 +94,7 @@ def test_bad_configs_are_skipped_good_ones_served(cmld_factory: CmldFactory, tmp
     assert d.alive()
 
 
-def test_malformed_device_conf_means_strict_defaults(cmld_factory: CmldFactory, tmp_path: Path) -> None:
+def test_malformed_device_conf_means_strict_defaults(cmld_factory: DaemonFactory, tmp_path: Path) -> None:
     base = tmp_path / "base"
     base.mkdir()
     (base / "device.conf").write_text(HOSTED_DEVICE_CONF + "hostedmode: maybe {\n")

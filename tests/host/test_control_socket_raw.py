@@ -23,7 +23,7 @@ from cml_common.messages.container_pb2 import ContainerStatus
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 from cml_common.messages.scd_pb2 import TokenToDaemon
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm
-from tests.conftest import CmldFactory, Daemon, cli
+from tests.conftest import Daemon, DaemonFactory, cli
 
 pytestmark = pytest.mark.host
 
@@ -233,7 +233,7 @@ def test_truncated_body_then_eof(cmld: Daemon) -> None:
 # ---------------------------------------------------------------------- 5. / 6. timeouts
 
 
-def test_stalled_frame_is_dropped(cmld_factory: CmldFactory) -> None:
+def test_stalled_frame_is_dropped(cmld_factory: DaemonFactory) -> None:
     d = cmld_factory.start("--frame-timeout", "0.5")
     with connect(d.socket) as s:
         t0 = time.monotonic()
@@ -244,7 +244,7 @@ def test_stalled_frame_is_dropped(cmld_factory: CmldFactory) -> None:
     assert_serving(d)
 
 
-def test_idle_client_is_dropped_busy_client_stays(cmld_factory: CmldFactory) -> None:
+def test_idle_client_is_dropped_busy_client_stays(cmld_factory: DaemonFactory) -> None:
     d = cmld_factory.start("--idle-timeout", "0.5")
     with connect(d.socket) as idle:
         t0 = time.monotonic()
@@ -390,7 +390,7 @@ def open_served(d: Daemon, timeout: float = 3.0) -> socket.socket:
             time.sleep(0.05)
 
 
-def test_max_clients(cmld_factory: CmldFactory) -> None:
+def test_max_clients(cmld_factory: DaemonFactory) -> None:
     d = cmld_factory.start("--max-clients", "5")
     held: list[socket.socket] = []
     try:

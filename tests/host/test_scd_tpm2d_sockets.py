@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-import signal
 import socket
 import struct
-import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,7 @@ import pytest
 from cml_common import framing
 from cml_common.messages.scd_pb2 import DaemonToToken, HashAlgo, TokenToDaemon
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm, TpmToController
-from tests.conftest import BIN, CmldFactory, cli, wait_for_socket
+from tests.conftest import Daemon, DaemonFactory, cli
 
 pytestmark = pytest.mark.host
 
@@ -28,86 +24,20 @@ T = TokenToDaemon
 Q = DaemonToToken
 
 
-@dataclass
-class Proc:
-    proc: subprocess.Popen[bytes]
-    socket: Path
-    log_dir: Path
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(5)
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("cml-*.2*")))
-
-
-class Launcher:
-    """Starts scd / tpm2d on sockets inside tmp_path; stops every one by PID at teardown."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[Proc] = []
-
-    def start(self, prog: str, sock_name: str, kind: int) -> Proc:
-        sock = self.tmp / sock_name
-        base = self.tmp / f"{prog}-base"
-        log_dir = self.tmp / f"{prog}-logs"
-        base.mkdir(exist_ok=True)
-        with (self.tmp / f"{prog}.stderr").open("ab") as err:
-            proc = subprocess.Popen(
-                [
-                    str(BIN / prog),
-                    "--foreground",
-                    "--base-dir",
-                    str(base),
-                    "--socket",
-                    str(sock),
-                    "--log-dir",
-                    str(log_dir),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        p = Proc(proc, sock, log_dir)
-        self.procs.append(p)
-        wait_for_socket(sock, proc, kind=kind)
-        return p
-
-    def stop_all(self) -> None:
-        for p in self.procs:
-            p.stop()
+@pytest.fixture
+def scd(cmld_factory: DaemonFactory) -> Daemon:
+    return cmld_factory.launch("scd", "scd", kind=socket.SOCK_SEQPACKET)
 
 
 @pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    lau = Launcher(tmp_path)
-    try:
-        yield lau
-    finally:
-        lau.stop_all()
-
-
-@pytest.fixture
-def scd(launcher: Launcher) -> Proc:
-    return launcher.start("scd", "scd.sock", socket.SOCK_SEQPACKET)
-
-
-@pytest.fixture
-def tpm2d(launcher: Launcher) -> Proc:
-    return launcher.start("tpm2d", "tpm2d.sock", socket.SOCK_STREAM)
+def tpm2d(cmld_factory: DaemonFactory) -> Daemon:
+    return cmld_factory.launch("tpm2d", "tpm2d")
 
 
 # ---------------------------------------------------------------------- scd helpers
 
 
-def scd_connect(d: Proc) -> socket.socket:
+def scd_connect(d: Daemon) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.settimeout(5.0)
     s.connect(str(d.socket))
@@ -145,7 +75,7 @@ def closed_by_peer(s: socket.socket, timeout: float = 3.0) -> bool:
         return False
 
 
-def assert_scd_serving(d: Proc) -> None:
+def assert_scd_serving(d: Daemon) -> None:
     assert d.proc.poll() is None, "scd died"
     with scd_connect(d) as s:
         r = scd_request(s, Q(code=Q.CRYPTO_HASH_BUF, hash_algo=HashAlgo.SHA256, hash_buf=b"x"))
@@ -159,7 +89,7 @@ def assert_scd_serving(d: Proc) -> None:
 @pytest.mark.parametrize(
     ("algo", "name"), [(HashAlgo.SHA256, "sha256"), (HashAlgo.SHA512, "sha512"), (HashAlgo.SHA1, "sha1")]
 )
-def test_scd_hash_buf(scd: Proc, algo: int, name: str) -> None:
+def test_scd_hash_buf(scd: Daemon, algo: int, name: str) -> None:
     data = bytes(range(256)) * 37
     with scd_connect(scd) as s:
         r = scd_request(s, Q(code=Q.CRYPTO_HASH_BUF, hash_algo=algo, hash_buf=data))  # type: ignore[arg-type]
@@ -171,7 +101,7 @@ def test_scd_hash_buf(scd: Proc, algo: int, name: str) -> None:
         assert r.hash_value == hashlib.new(name, b"").digest()
 
 
-def test_scd_reply_is_two_records(scd: Proc) -> None:
+def test_scd_reply_is_two_records(scd: Daemon) -> None:
     with scd_connect(scd) as s:
         scd_send(s, Q(code=Q.CRYPTO_HASH_BUF, hash_algo=HashAlgo.SHA512, hash_buf=b"abc"))
         first = s.recv(65536)
@@ -181,7 +111,7 @@ def test_scd_reply_is_two_records(scd: Proc) -> None:
     assert second == expected
 
 
-def test_scd_hash_file(scd: Proc, tmp_path: Path) -> None:
+def test_scd_hash_file(scd: Daemon, tmp_path: Path) -> None:
     f = tmp_path / "data.bin"
     data = b"GyroidOS " * 300_000  # > 1 chunk of the hasher
     f.write_bytes(data)
@@ -197,14 +127,14 @@ def test_scd_hash_file(scd: Proc, tmp_path: Path) -> None:
         assert r.hash_value == hashlib.sha1(data).digest()
 
 
-def test_scd_unimplemented_code_is_cmd_unknown(scd: Proc) -> None:
+def test_scd_unimplemented_code_is_cmd_unknown(scd: Daemon) -> None:
     with scd_connect(scd) as s:
         r = scd_request(s, Q(code=Q.UNLOCK, token_pin="1234"))
         assert r.code == T.CMD_UNKNOWN == 100
         assert_scd_serving(scd)
 
 
-def test_scd_zero_length_frame_disconnects(scd: Proc) -> None:
+def test_scd_zero_length_frame_disconnects(scd: Daemon) -> None:
     with scd_connect(scd) as s:
         s.send(b"\x00\x00\x00\x00")  # DaemonToToken lacks its required `code`
         assert closed_by_peer(s), "scd kept the connection"
@@ -212,7 +142,7 @@ def test_scd_zero_length_frame_disconnects(scd: Proc) -> None:
     assert_scd_serving(scd)
 
 
-def test_scd_oversized_body_record_disconnects(scd: Proc) -> None:
+def test_scd_oversized_body_record_disconnects(scd: Daemon) -> None:
     with scd_connect(scd) as s:
         s.send(HDR.pack(10))
         s.send(b"\x08\x33" + b"\x00" * 18)  # 20 bytes where 10 were announced
@@ -221,7 +151,7 @@ def test_scd_oversized_body_record_disconnects(scd: Proc) -> None:
     assert_scd_serving(scd)
 
 
-def test_scd_event_listener_is_exclusive(scd: Proc) -> None:
+def test_scd_event_listener_is_exclusive(scd: Daemon) -> None:
     reg = Q(code=Q.REGISTER_EVENT_LISTENER)
     with scd_connect(scd) as b:
         with scd_connect(scd) as a:
@@ -240,7 +170,7 @@ def test_scd_event_listener_is_exclusive(scd: Proc) -> None:
 # ---------------------------------------------------------------------- tpm2d
 
 
-def tpm_connect(d: Proc) -> socket.socket:
+def tpm_connect(d: Daemon) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5.0)
     s.connect(str(d.socket))
@@ -256,7 +186,7 @@ def recv_exact(s: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def test_tpm2d_random_req_fails_with_ml_entry(tpm2d: Proc) -> None:
+def test_tpm2d_random_req_fails_with_ml_entry(tpm2d: Daemon) -> None:
     with tpm_connect(tpm2d) as s:
         s.sendall(
             framing.encode_frame(ControllerToTpm(code=ControllerToTpm.RANDOM_REQ, rand_size=8).SerializeToString())
@@ -273,7 +203,7 @@ def test_tpm2d_random_req_fails_with_ml_entry(tpm2d: Proc) -> None:
     assert body == bytes.fromhex("0802 4002 5a00")
 
 
-def test_tpm2d_exit(tpm2d: Proc) -> None:
+def test_tpm2d_exit(tpm2d: Daemon) -> None:
     with tpm_connect(tpm2d) as s:
         s.sendall(framing.encode_frame(ControllerToTpm(code=ControllerToTpm.EXIT).SerializeToString()))
         assert tpm2d.proc.wait(5) == 0
@@ -295,7 +225,7 @@ def unit_blocks(out: str) -> dict[str, str]:
 
 
 def test_cmld_lists_scd_and_tpm2d(
-    launcher: Launcher, scd: Proc, tpm2d: Proc, cmld_factory: CmldFactory, tmp_path: Path
+    scd: Daemon, tpm2d: Daemon, cmld_factory: DaemonFactory, tmp_path: Path
 ) -> None:
     assert scd.socket == tmp_path / "scd.sock"
     assert tpm2d.socket == tmp_path / "tpm2d.sock"
