@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 ROTATE_SECONDS = 24 * 3600
 _LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
@@ -44,7 +45,7 @@ class RotatingCmlFileHandler(logging.Handler):
         self.directory = directory
         self.prefix = prefix
         self.path: Path | None = None
-        self._stream: object | None = None
+        self._stream: TextIO | None = None
         self._opened = 0.0
         self._open()
 
@@ -65,13 +66,14 @@ class RotatingCmlFileHandler(logging.Handler):
                 self.close_stream()
                 self._open()
             line = self.format(record)
-            self._stream.write(line + "\n")  # type: ignore[union-attr]
+            assert self._stream is not None
+            self._stream.write(line + "\n")
         except Exception:
             self.handleError(record)
 
     def close_stream(self) -> None:
         if self._stream is not None:
-            self._stream.close()  # type: ignore[attr-defined]
+            self._stream.close()
             self._stream = None
 
     def close(self) -> None:

@@ -9,8 +9,6 @@ from cml_common.messages.container_pb2 import (
     ContainerConfig,
     ContainerState,
     ContainerStatus,
-    ContainerTrust,
-    CryptfsMode,
 )
 from cml_common.paths import C0_UUID
 
@@ -61,10 +59,3 @@ class Container:
             cryptfs_mode=cryptfs_mode,  # type: ignore[arg-type]
         )
 
-
-def default_trust() -> int:
-    return ContainerTrust.UNSIGNED
-
-
-def unencrypted() -> int:
-    return CryptfsMode.NOT_IMPLEMENTED

@@ -118,6 +118,3 @@ class CmldState:
         gos = self.guestos.latest(c.config.guest_os)
         trust = gos.trust if gos is not None else ContainerTrust.UNSIGNED
         return c.status(c.config.guest_os, trust, CryptfsMode.NOT_IMPLEMENTED)
-
-    def resolve_uuid(self, uuid: str) -> Container | None:
-        return self.containers.get(uuid)

@@ -41,7 +41,7 @@ class ContainerCommands:
             log.warning("%s: %s needs exactly one container UUID, got %d",
                         conn, name, len(req.container_uuids))
             return None
-        c = self.state.resolve_uuid(req.container_uuids[0])
+        c = self.state.containers.get(req.container_uuids[0])
         if c is None:
             log.warning("%s: %s: no container %r", conn, name, req.container_uuids[0])
         return c

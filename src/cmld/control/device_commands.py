@@ -62,7 +62,7 @@ class DeviceCommands:
             if uuid in units:
                 statuses.append(await asyncio.to_thread(units[uuid].status))
                 continue
-            c = self.state.resolve_uuid(uuid)
+            c = self.state.containers.get(uuid)
             if c is None:
                 log.warning("%s: GET_CONTAINER_STATUS for unknown container %r", conn, uuid)
                 await conn.send(response(D.CMD_FAILED))
@@ -75,7 +75,7 @@ class DeviceCommands:
         if req.container_uuids:
             chosen = []
             for uuid in req.container_uuids:
-                c = self.state.resolve_uuid(uuid)
+                c = self.state.containers.get(uuid)
                 if c is None:
                     log.warning("%s: GET_CONTAINER_CONFIG for unknown container %r", conn, uuid)
                     await conn.send(response(D.CMD_FAILED))

@@ -17,7 +17,7 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import unknown_fields
@@ -50,10 +50,6 @@ class ControlConnection:
     writer: asyncio.StreamWriter
     peer: PeerCred
     privileged: bool = True
-    # Tasks started for this connection (e.g. exec sessions), cancelled when it closes.
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    # While a streaming session runs, the client may stay silent for long: no idle timeout.
-    keep_alive: bool = False
     closed: bool = False
 
     def __str__(self) -> str:
@@ -68,7 +64,7 @@ class ControlConnection:
 
 @dataclass
 class ServerLimits:
-    idle_timeout: float = 600.0  # no request for this long: disconnect (not during sessions)
+    idle_timeout: float = 600.0  # no request for this long: disconnect
     frame_timeout: float = 10.0  # a started frame must complete within this
     max_clients: int = 256
     max_message: int = framing.MAX_MESSAGE_SIZE
@@ -167,8 +163,6 @@ class ControlServer:
             log.exception("%s: internal error; connection closed", conn)
         finally:
             conn.closed = True
-            for task in list(conn.tasks):
-                task.cancel()
             del self.clients[conn.ident]
             writer.close()
             with contextlib.suppress(Exception):
@@ -181,7 +175,7 @@ class ControlServer:
             try:
                 body = await aioframing.read_frame(
                     conn.reader,
-                    idle_timeout=None if conn.keep_alive else lim.idle_timeout,
+                    idle_timeout=lim.idle_timeout,
                     frame_timeout=lim.frame_timeout,
                     max_size=lim.max_message,
                 )
