@@ -10,6 +10,10 @@ APT_PACKAGES=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev   # venv + systemd-python build
     systemd                                                          # systemd-analyze verify
     ca-certificates git
+    libc6-dev                                                        # static build of the in-container service
+    busybox-static e2fsprogs                                         # demo GuestOS image (mkfs.ext4 -d)
+    libseccomp2 util-linux iproute2 procps                           # runtime: seccomp binding, tests (nsenter, ip, ps)
+    runc                                                             # bench reference: runc run of the same rootfs
 )
 
 missing=()
