@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cml_common import paths
-from cml_common.messages.container_pb2 import ContainerStatus
+from cml_common.messages.container_pb2 import ContainerStatus, ContainerTokenType
 from cml_common.messages.control_pb2 import ContainerStartParams, ControllerToDaemon, DaemonToController
 from cml_common.textconfig import to_text
 
@@ -163,7 +163,11 @@ class Commands:
             return EXIT_FAILED
         return EXIT_OK
 
-    def _params(self, uuid: str, key: str | None, setup: bool = False) -> ContainerStartParams:
+    def _params(self, uuid: str, key: str | None, setup: bool = False) -> ContainerStartParams | None:
+        """Start parameters: the PIN for a container with a token; none for token type NONE."""
+        cfg = self.client.request(C(command=C.GET_CONTAINER_CONFIG, container_uuids=[uuid]))
+        if cfg.container_configs and cfg.container_configs[0].token_type == ContainerTokenType.NONE:
+            return ContainerStartParams(setup=True) if setup else None
         handles = self.client.request(C(command=C.CONTAINER_CMLD_HANDLES_PIN, container_uuids=[uuid]))
         params = ContainerStartParams(setup=setup) if setup else ContainerStartParams()
         if handles.code == D.CONTAINER_CMLD_HANDLES_PIN and handles.container_cmld_handles_pin:
@@ -177,11 +181,16 @@ class Commands:
     def start(self, args: argparse.Namespace) -> int:
         st = self.resolve(args.container)
         params = self._params(st.uuid, args.key, args.setup)
+        if params is None:
+            return self.simple(C.CONTAINER_START, st.uuid)
         return self.simple(C.CONTAINER_START, st.uuid, container_start_params=params)
 
     def stop(self, args: argparse.Namespace) -> int:
         st = self.resolve(args.container)
-        return self.simple(C.CONTAINER_STOP, st.uuid, container_start_params=self._params(st.uuid, args.key))
+        params = self._params(st.uuid, args.key)
+        if params is None:
+            return self.simple(C.CONTAINER_STOP, st.uuid)
+        return self.simple(C.CONTAINER_STOP, st.uuid, container_start_params=params)
 
     def change_pin(self, args: argparse.Namespace) -> int:
         st = self.resolve(args.container)

@@ -14,6 +14,8 @@ from cml_common.daemon_args import common_parser
 
 from .control.dispatcher import Dispatcher
 from .control.server import ControlServer, ServerLimits
+from .runtime import settings
+from .runtime.manager import Runtime
 from .state import CmldState
 
 
@@ -30,6 +32,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--frame-timeout", type=float, default=10.0,
                     help="disconnect a client that leaves a message unfinished this long (default %(default)s)")
     ap.add_argument("--max-clients", type=int, default=256, help="default %(default)s")
+    rt = ap.add_argument_group("container runtime")
+    rt.add_argument("--run-dir", type=Path, default=Path("/run/cml"),
+                    help="runtime state: container mount points, crash-recovery records (default %(default)s)")
+    rt.add_argument("--netns-dir", type=Path, default=Path("/run/netns"), help="default %(default)s")
+    rt.add_argument("--boot-timeout", type=float, default=settings.BOOT_TIMEOUT,
+                    help="seconds a container may stay BOOTING (default %(default)s)")
+    rt.add_argument("--stop-timeout", type=float, default=settings.STOP_TIMEOUT,
+                    help="seconds from stop to SIGKILL (default %(default)s)")
+    rt.add_argument("--freeze-timeout", type=float, default=settings.FREEZE_TIMEOUT, help="default %(default)s")
+    rt.add_argument("--pids-max", type=int, default=settings.DEFAULT_PIDS_MAX,
+                    help="process limit of every container (default %(default)s)")
+    rt.add_argument("--no-autostart", action="store_true", help="do not start c0 and allow_autostart containers")
     return ap.parse_args(argv)
 
 
@@ -42,14 +56,31 @@ def main(argv: list[str] | None = None) -> int:
             hosted_override=args.hosted, scd_socket=args.scd_socket, tpm2d_socket=args.tpm2d_socket,
         )
         state.load()
+        layout = state.layout
+        runtime = Runtime(settings.RuntimeSettings(
+            base_dir=layout.base, run_dir=args.run_dir, containers_dir=layout.containers,
+            guestos_dir=layout.guestos, shared_files_dir=layout.base / "files_shared", netns_dir=args.netns_dir,
+            hosted=state.hosted, boot_timeout=args.boot_timeout, stop_timeout=args.stop_timeout,
+            freeze_timeout=args.freeze_timeout, pids_max=args.pids_max, host_dns=state.device.host_dns,
+        ), state.guestos)
+        runtime.setup()
+        await asyncio.to_thread(runtime.recover)
+        state.runtime = runtime
         gid = grp.getgrnam(args.socket_group).gr_gid if args.socket_group else None
+        dispatcher = Dispatcher(state)
         server = ControlServer(
-            args.socket, Dispatcher(state),
+            args.socket, dispatcher, on_close=dispatcher.connection_closed,
             limits=ServerLimits(args.idle_timeout, args.frame_timeout, args.max_clients),
             mode=0o660 if gid is not None else 0o600, gid=gid,
         )
         await server.start()
-        return server.close
+        if not args.no_autostart:
+            asyncio.ensure_future(runtime.autostart(state.containers.all()))
+
+        async def close() -> None:
+            await server.close()
+            await runtime.shutdown()
+        return close
 
     return daemon_runner.run(args, "cmld", "cml-daemon", start)
 

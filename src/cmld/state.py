@@ -6,6 +6,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cml_common.fsutil import write_atomic
 from cml_common.messages.container_pb2 import (
@@ -22,6 +23,9 @@ from .container import Container
 from .container_store import ContainerStore
 from .device_config import load_device_config, load_device_uuid
 from .guestos_store import GuestOSStore
+
+if TYPE_CHECKING:
+    from .runtime.manager import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class CmldState:
         self.containers = ContainerStore(layout)
         self.units: list[Unit] = []
         self._provisioned = False
+        self.runtime: Runtime | None = None
         if scd_socket is not None:
             self.units.append(Unit(SCD_UNIT_UUID, "scd", scd_socket))
         if tpm2d_socket is not None:

@@ -187,7 +187,7 @@ class DeviceStats(_message.Message):
     def __init__(self, disk_system: _Optional[int] = ..., disk_system_free: _Optional[int] = ..., disk_system_used: _Optional[int] = ..., disk_containers: _Optional[int] = ..., disk_containers_free: _Optional[int] = ..., disk_containers_used: _Optional[int] = ..., mem_total: _Optional[int] = ..., mem_free: _Optional[int] = ..., mem_available: _Optional[int] = ...) -> None: ...
 
 class DaemonToController(_message.Message):
-    __slots__ = ("code", "guestos_configs", "container_uuids", "container_status", "container_configs", "container_ifaces", "container_cmld_handles_pin", "log_message", "response", "device_stats", "device_csr", "device_is_provisioned", "device_uuid", "logon_hardware_name", "logon_hardware_serial", "logon_imei", "logon_mac_address", "logon_phone_number", "exec_end_reason", "exec_output")
+    __slots__ = ("code", "guestos_configs", "container_uuids", "container_status", "container_configs", "container_ifaces", "container_cmld_handles_pin", "log_message", "response", "device_stats", "device_csr", "device_is_provisioned", "device_uuid", "logon_hardware_name", "logon_hardware_serial", "logon_imei", "logon_mac_address", "logon_phone_number", "exec_end_reason", "exec_output", "error_message")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         GUESTOS_CONFIGS_LIST: _ClassVar[DaemonToController.Code]
@@ -302,6 +302,7 @@ class DaemonToController(_message.Message):
     LOGON_PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     EXEC_END_REASON_FIELD_NUMBER: _ClassVar[int]
     EXEC_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     code: DaemonToController.Code
     guestos_configs: _containers.RepeatedCompositeFieldContainer[_guestos_pb2.GuestOSConfig]
     container_uuids: _containers.RepeatedScalarFieldContainer[str]
@@ -322,4 +323,5 @@ class DaemonToController(_message.Message):
     logon_phone_number: str
     exec_end_reason: str
     exec_output: bytes
-    def __init__(self, code: _Optional[_Union[DaemonToController.Code, str]] = ..., guestos_configs: _Optional[_Iterable[_Union[_guestos_pb2.GuestOSConfig, _Mapping]]] = ..., container_uuids: _Optional[_Iterable[str]] = ..., container_status: _Optional[_Iterable[_Union[_container_pb2.ContainerStatus, _Mapping]]] = ..., container_configs: _Optional[_Iterable[_Union[_container_pb2.ContainerConfig, _Mapping]]] = ..., container_ifaces: _Optional[_Iterable[str]] = ..., container_cmld_handles_pin: _Optional[bool] = ..., log_message: _Optional[_Union[LogMessage, _Mapping]] = ..., response: _Optional[_Union[DaemonToController.Response, str]] = ..., device_stats: _Optional[_Union[DeviceStats, _Mapping]] = ..., device_csr: _Optional[bytes] = ..., device_is_provisioned: _Optional[bool] = ..., device_uuid: _Optional[str] = ..., logon_hardware_name: _Optional[str] = ..., logon_hardware_serial: _Optional[str] = ..., logon_imei: _Optional[str] = ..., logon_mac_address: _Optional[str] = ..., logon_phone_number: _Optional[str] = ..., exec_end_reason: _Optional[str] = ..., exec_output: _Optional[bytes] = ...) -> None: ...
+    error_message: str
+    def __init__(self, code: _Optional[_Union[DaemonToController.Code, str]] = ..., guestos_configs: _Optional[_Iterable[_Union[_guestos_pb2.GuestOSConfig, _Mapping]]] = ..., container_uuids: _Optional[_Iterable[str]] = ..., container_status: _Optional[_Iterable[_Union[_container_pb2.ContainerStatus, _Mapping]]] = ..., container_configs: _Optional[_Iterable[_Union[_container_pb2.ContainerConfig, _Mapping]]] = ..., container_ifaces: _Optional[_Iterable[str]] = ..., container_cmld_handles_pin: _Optional[bool] = ..., log_message: _Optional[_Union[LogMessage, _Mapping]] = ..., response: _Optional[_Union[DaemonToController.Response, str]] = ..., device_stats: _Optional[_Union[DeviceStats, _Mapping]] = ..., device_csr: _Optional[bytes] = ..., device_is_provisioned: _Optional[bool] = ..., device_uuid: _Optional[str] = ..., logon_hardware_name: _Optional[str] = ..., logon_hardware_serial: _Optional[str] = ..., logon_imei: _Optional[str] = ..., logon_mac_address: _Optional[str] = ..., logon_phone_number: _Optional[str] = ..., exec_end_reason: _Optional[str] = ..., exec_output: _Optional[bytes] = ..., error_message: _Optional[str] = ...) -> None: ...

@@ -17,6 +17,11 @@ from cml_common.textconfig import ConfigError
 
 from ..container import Container
 from ..container_store import parse_container_config
+from ..modules.base import StartError
+from ..modules.devices import DevicesModule
+from ..runtime.exec_session import ExecSession
+from ..runtime.manager import Runtime
+from ..runtime.transitions import EXEC_STATES, STOPPABLE
 from ..state import CmldState
 from .replies import container_configs, exec_end, response
 from .server import ControlConnection
@@ -34,6 +39,8 @@ def state_name(c: Container) -> str:
 class ContainerCommands:
     def __init__(self, state: CmldState) -> None:
         self.state = state
+        self.sessions: dict[int, ExecSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def resolve(self, req: ControllerToDaemon, conn: ControlConnection) -> Container | None:
         name = C.Command.Name(req.command)
@@ -141,66 +148,110 @@ class ContainerCommands:
         await conn.send(response(D.CMD_OK))
 
     async def wipe(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        """Deletes the key and every image of the container; a running container is killed
+        first (as the original); a ZOMBIE becomes STOPPED."""
         c = await self._resolve_or_fail(req, conn)
         if c is None:
             return
-        if c.is_active:
-            log.warning("%s: CONTAINER_WIPE: %s is %s; stop it first", conn, c.uuid, state_name(c))
-            await conn.send(response(D.CMD_FAILED))
-            return
+        rt = self.state.runtime
+        if c.is_active and rt is not None:
+            comp = rt.compartment(c)
+            log.info("%s: CONTAINER_WIPE: killing %s first", conn, c.name)
+            if c.state in (ContainerState.FROZEN, ContainerState.FREEZING):
+                await comp.unfreeze()
+            comp.kill()
+            if not await comp.wait_stopped(10):
+                await conn.send(response(D.CMD_FAILED, "container did not stop"))
+                return
         try:
             removed = await asyncio.to_thread(self.state.containers.wipe, c)
         except OSError as e:
             log.error("%s: CONTAINER_WIPE %s failed: %s", conn, c.uuid, e)
-            await conn.send(response(D.CMD_FAILED))
+            await conn.send(response(D.CMD_FAILED, str(e)))
             return
+        if c.state == ContainerState.ZOMBIE:
+            if rt is not None:
+                rt.compartment(c).set_state(ContainerState.STOPPED)
+            else:
+                c.state = ContainerState.STOPPED
         log.info("%s: wiped %s: %d file(s) removed", conn, c.uuid, len(removed))
         await conn.send(response(D.CMD_OK))
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _runtime(self) -> Runtime | None:
+        rt = self.state.runtime
+        if rt is None or rt.driver is None:
+            return None
+        return rt
+
     async def start(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = await self._resolve_or_fail(req, conn)
         if c is None:
             return
+        rt = self._runtime()
         if c.is_c0:
             await conn.send(response(D.CMD_UNSUPPORTED))
         elif c.is_active:
-            await conn.send(response(D.CONTAINER_START_EEXIST))
+            await conn.send(response(D.CONTAINER_START_EEXIST, f"container is {state_name(c)}"))
+        elif rt is None:
+            why = self.state.runtime.unavailable if self.state.runtime else "no container runtime"
+            await conn.send(response(D.CONTAINER_START_EINTERNAL, why))
+        elif c.state == ContainerState.ZOMBIE:
+            await conn.send(response(D.CONTAINER_START_EINTERNAL, "container is ZOMBIE; wipe it first"))
         else:
-            log.warning("%s: CONTAINER_START %s: the container runtime is not part of this build", conn, c.uuid)
-            await conn.send(response(D.CMD_UNSUPPORTED))
+            setup = req.HasField("container_start_params") and req.container_start_params.setup
+            try:
+                await rt.compartment(c).start(setup=setup)
+            except StartError as e:
+                log.warning("%s: start of %s refused: %s", conn, c.name, e)
+                await conn.send(response(D.CONTAINER_START_EINTERNAL, str(e)))
+                return
+            log.info("%s: started %s", conn, c.name)
+            await conn.send(response(D.CONTAINER_START_OK))
 
     async def stop(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = await self._resolve_or_fail(req, conn)
         if c is None:
             return
+        rt = self._runtime()
         if c.is_c0:
             await conn.send(response(D.CMD_UNSUPPORTED))
-        elif c.state not in (ContainerState.RUNNING, ContainerState.BOOTING, ContainerState.SETUP):
-            await conn.send(response(D.CONTAINER_STOP_FAILED_NOT_RUNNING))
+        elif c.state not in STOPPABLE or rt is None:
+            await conn.send(response(D.CONTAINER_STOP_FAILED_NOT_RUNNING, f"container is {state_name(c)}"))
         else:
-            await conn.send(response(D.CMD_UNSUPPORTED))
+            try:
+                await rt.compartment(c).stop()
+            except StartError as e:
+                await conn.send(response(D.CONTAINER_STOP_FAILED_NOT_RUNNING, str(e)))
+                return
+            log.info("%s: stopping %s", conn, c.name)
+            await conn.send(response(D.CONTAINER_STOP_OK))
 
     async def freeze(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = await self._resolve_or_fail(req, conn)
         if c is None:
             return
-        if c.state not in (ContainerState.RUNNING, ContainerState.SETUP):
+        rt = self._runtime()
+        if rt is None or c.state not in (ContainerState.RUNNING, ContainerState.SETUP, ContainerState.FROZEN,
+                                         ContainerState.FREEZING):
             log.warning("%s: cannot freeze %s in state %s", conn, c.uuid, state_name(c))
-            await conn.send(response(D.CMD_FAILED))
-        else:
-            await conn.send(response(D.CMD_UNSUPPORTED))
+            await conn.send(response(D.CMD_FAILED, f"container is {state_name(c)}"))
+            return
+        ok = await rt.compartment(c).freeze()
+        await conn.send(response(D.CMD_OK) if ok else response(D.CMD_FAILED, "not frozen in time"))
 
     async def unfreeze(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = await self._resolve_or_fail(req, conn)
         if c is None:
             return
-        if c.state not in (ContainerState.FREEZING, ContainerState.FROZEN):
+        rt = self._runtime()
+        if rt is None or c.state not in (ContainerState.FREEZING, ContainerState.FROZEN):
             log.warning("%s: cannot unfreeze %s in state %s", conn, c.uuid, state_name(c))
-            await conn.send(response(D.CMD_FAILED))
-        else:
-            await conn.send(response(D.CMD_UNSUPPORTED))
+            await conn.send(response(D.CMD_FAILED, f"container is {state_name(c)}"))
+            return
+        ok = await rt.compartment(c).unfreeze()
+        await conn.send(response(D.CMD_OK if ok else D.CMD_FAILED))
 
     async def not_yet(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         """Known container, machinery not in this build (network, audio, snapshot, switch)."""
@@ -220,32 +271,83 @@ class ContainerCommands:
         c = await self._resolve_or_fail(req, conn)
         if c is None:
             return
+        rt = self._runtime()
+        comp = rt.compartment(c) if rt is not None else None
+        devices = comp.ctx.data.get("devices") if comp is not None and comp.ctx is not None else None
         if not DEV_RULE.match(req.dev_rule):
             log.warning("%s: DEV_ACCESS: malformed rule %r (want e.g. 'c 4:1 rwm')", conn, req.dev_rule)
-            await conn.send(response(D.CMD_FAILED))
-        elif c.state not in (ContainerState.RUNNING, ContainerState.SETUP, ContainerState.BOOTING):
+            await conn.send(response(D.CMD_FAILED, f"malformed device rule {req.dev_rule!r}"))
+        elif c.state not in EXEC_STATES or comp is None or comp.ctx is None or not isinstance(devices, DevicesModule):
             log.warning("%s: DEV_ACCESS: %s is %s", conn, c.uuid, state_name(c))
-            await conn.send(response(D.CMD_FAILED))
+            await conn.send(response(D.CMD_FAILED, f"container is {state_name(c)}"))
         else:
-            await conn.send(response(D.CMD_UNSUPPORTED))
+            try:
+                done = devices.dev_access(comp.ctx, req.dev_rule)
+            except (ValueError, OSError) as e:
+                await conn.send(response(D.CMD_FAILED, str(e)))
+                return
+            log.info("%s: container %s: device %s %s", conn, c.name, req.dev_rule, done)
+            await conn.send(response(D.CMD_OK))
 
     # ------------------------------------------------------------------ exec
 
     async def exec_cmd(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = self.resolve(req, conn)
+        rt = self._runtime()
         if c is None:
             await conn.send(exec_end("no such container"))
-        elif not req.exec_args:
+            return
+        if not req.exec_args:
             log.warning("%s: EXEC_CMD without exec_args", conn)
             await conn.send(exec_end("no command given"))
-        elif c.state not in (ContainerState.BOOTING, ContainerState.RUNNING, ContainerState.SETUP):
+            return
+        comp = rt.compartment(c) if rt is not None else None
+        ctx = comp.ctx if comp is not None else None
+        if c.state not in EXEC_STATES or ctx is None or ctx.init_pid <= 0:
             await conn.send(exec_end(f"container is not running (state {state_name(c)})"))
-        else:
-            await conn.send(exec_end("exec is not supported by this cmld"))
+            return
+        if conn.ident in self.sessions:
+            await conn.send(exec_end("this connection already runs a command"))
+            return
+        try:
+            session = await ExecSession.start(init_pid=ctx.init_pid, cgroup_procs=ctx.spec.cgroup_procs,
+                                              userns=ctx.spec.uid_start is not None, cap_drop=ctx.spec.cap_drop,
+                                              argv=list(req.exec_args), pty=req.exec_pty)
+        except OSError as e:
+            await conn.send(exec_end(f"cannot start the command: {e}"))
+            return
+        log.info("%s: exec in %s: %s (pty %s)", conn, c.name, " ".join(req.exec_args), req.exec_pty)
+        self.sessions[conn.ident] = session
+
+        async def output(chunk: bytes) -> None:
+            await conn.send(D(code=D.EXEC_OUTPUT, exec_output=chunk))
+
+        async def relay() -> None:
+            try:
+                reason = await session.relay(output)
+                await conn.send(exec_end(reason))
+            except (ConnectionError, OSError) as e:
+                log.info("%s: exec session ended: %s", conn, e)
+                session.kill()
+            finally:
+                self.sessions.pop(conn.ident, None)
+
+        task = asyncio.ensure_future(relay())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def exec_input(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
-        log.warning("%s: EXEC_INPUT without an exec session on this connection", conn)
-        await conn.send(response(D.CMD_FAILED))
+        session = self.sessions.get(conn.ident)
+        if session is None:
+            log.warning("%s: EXEC_INPUT without an exec session on this connection", conn)
+            await conn.send(response(D.CMD_FAILED, "no command runs on this connection"))
+            return
+        await session.write_input(req.exec_input.encode())
+
+    def connection_closed(self, conn: ControlConnection) -> None:
+        session = self.sessions.pop(conn.ident, None)
+        if session is not None:
+            session.kill()
 
     # ------------------------------------------------------------------ tokens
 

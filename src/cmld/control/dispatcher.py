@@ -28,6 +28,7 @@ class Dispatcher:
         self.state = state
         dev = DeviceCommands(state)
         ctr = ContainerCommands(state)
+        self.connection_closed = ctr.connection_closed
         self.table: dict[int, Handler] = {
             C.LIST_GUESTOS_CONFIGS: dev.list_guestos_configs,
             C.LIST_CONTAINERS: dev.list_containers,

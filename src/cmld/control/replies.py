@@ -8,8 +8,11 @@ from cml_common.messages.container_pb2 import ContainerConfig, ContainerStatus
 from cml_common.messages.control_pb2 import DaemonToController as D
 
 
-def response(code: int) -> D:
-    return D(code=D.RESPONSE, response=code)  # type: ignore[arg-type]
+def response(code: int, error: str = "") -> D:
+    reply = D(code=D.RESPONSE, response=code)  # type: ignore[arg-type]
+    if error:
+        reply.error_message = error
+    return reply
 
 
 def container_configs(pairs: Iterable[tuple[str, ContainerConfig]] = ()) -> D:

@@ -97,9 +97,11 @@ def unknown_command_value(body: bytes) -> int | None:
 
 class ControlServer:
     def __init__(self, path: Path, handler: Handler, *, limits: ServerLimits | None = None,
-                 mode: int = 0o600, gid: int | None = None, privileged: bool = True) -> None:
+                 mode: int = 0o600, gid: int | None = None, privileged: bool = True,
+                 on_close: Callable[[ControlConnection], None] | None = None) -> None:
         self.path = path
         self.handler = handler
+        self.on_close = on_close
         self.limits = limits or ServerLimits()
         self.mode = mode
         self.gid = gid
@@ -164,6 +166,8 @@ class ControlServer:
         finally:
             conn.closed = True
             del self.clients[conn.ident]
+            if self.on_close is not None:
+                self.on_close(conn)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

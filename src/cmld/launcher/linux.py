@@ -6,11 +6,10 @@ Every wrapper raises OSError with errno and the call's name, so callers report w
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)  # glibc; find_library would spawn ldconfig
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
@@ -161,15 +160,43 @@ def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, userns_fd: i
                     ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
 
 
-def idmapped_bind(source_fd: int, target: str, userns_fd: int, readonly: bool = False) -> None:
-    """Bind the tree at `source_fd` onto `target` with IDs shifted through `userns_fd`."""
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
+def idmapped_bind(source_fd: int, target_fd: int, userns_fd: int, readonly: bool = False) -> None:
+    """Bind the tree at `source_fd` onto the directory `target_fd` with IDs shifted through
+    `userns_fd` (kernel >= 5.12 and a filesystem that supports idmapped mounts)."""
     tree = open_tree(source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE)
     try:
         mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE,
                       MOUNT_ATTR_IDMAP | (MOUNT_ATTR_RDONLY if readonly else 0), userns_fd)
-        move_mount(tree, "", -100, target, MOVE_MOUNT_F_EMPTY_PATH)
+        move_mount(tree, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
     finally:
         os.close(tree)
+
+
+def bind_tree(source: str | int, target_fd: int, *, readonly: bool = False, recursive: bool = True,
+              extra_attrs: int = 0) -> None:
+    """Bind `source` (a path, or an fd with the tree to clone) onto the directory or file
+    `target_fd`, read-only if asked, in one step: no window in which a writable bind is
+    visible, and no path to re-resolve after mounting (which would hit the old mount)."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    if isinstance(source, int):
+        tree = open_tree(source, "", flags | AT_EMPTY_PATH)
+    else:
+        tree = open_tree(-100, source, flags)
+    try:
+        attrs = (MOUNT_ATTR_RDONLY if readonly else 0) | extra_attrs
+        if attrs:
+            mount_setattr(tree, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0), attrs)
+        move_mount(tree, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        os.close(tree)
+
+
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
 
 
 # ---------------------------------------------------------------------------- capabilities

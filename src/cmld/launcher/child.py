@@ -1,0 +1,248 @@
+"""The container's first process, from fork to execve of init (the original's `start_child`,
+`start_pre_exec_child_early` and `start_pre_exec_child` hooks)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import time
+
+from . import linux, netdev
+from .channel import Channel
+from .early import EarlyMounts, fd_path
+from .spec import ERR_GENERIC, ERR_SERVICE, ERR_TIME, ERR_VOL, MSG_GO, MSG_SUCCESS, LaunchSpec
+
+SERVICE_SOCKET = "/run/socket/cml-service"
+
+# Files of /proc a container must not read (hidden behind /dev/null or an empty read-only tmpfs)
+# and trees it must not write; the same list runc and crun use.
+MASKED_PROC = ("/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+               "/proc/sched_debug", "/proc/acpi", "/proc/scsi", "/proc/interrupts")
+READONLY_PROC = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+class ChildError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _mount_proc_sys(spec: LaunchSpec, early: EarlyMounts) -> None:
+    fd = early.open_target("/proc")
+    try:
+        linux.mount("proc", fd_path(fd), "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    finally:
+        os.close(fd)
+    fd = early.open_target("/sys")
+    try:
+        flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | (linux.MS_RDONLY if spec.sysfs_readonly else 0)
+        try:
+            linux.mount("sysfs", fd_path(fd), "sysfs", flags)
+        except OSError as e:
+            # A user namespace without its own network namespace may not mount sysfs; it gets a
+            # read-only bind it cannot remount (the superblock belongs to the host's user namespace).
+            if e.errno != errno.EPERM:
+                raise
+            linux.bind_tree("/sys", fd, readonly=True)
+    finally:
+        os.close(fd)
+
+
+def _mask_proc(early: EarlyMounts) -> None:
+    for path in MASKED_PROC:
+        try:
+            fd = linux.open_in_root(early.root_fd, path, os.O_PATH)
+        except OSError:
+            continue
+        try:
+            if os.path.isdir(fd_path(fd)):
+                linux.mount("tmpfs", fd_path(fd), "tmpfs", linux.MS_RDONLY, "size=0")
+            else:
+                null = linux.open_in_root(early.root_fd, "/dev/null", os.O_PATH)
+                try:
+                    linux.bind_tree(null, fd, recursive=False)
+                finally:
+                    os.close(null)
+        finally:
+            os.close(fd)
+    for path in READONLY_PROC:
+        try:
+            fd = linux.open_in_root(early.root_fd, path, os.O_PATH)
+        except OSError:
+            continue
+        try:
+            linux.bind_tree(fd, fd, readonly=True, extra_attrs=linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
+                            | linux.MOUNT_ATTR_NOEXEC)
+        finally:
+            os.close(fd)
+
+
+def _mount_devpts(early: EarlyMounts) -> None:
+    fd = early.open_target("/dev/pts")
+    try:
+        linux.mount("devpts", fd_path(fd), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
+                    "newinstance,ptmxmode=0666,mode=0620")
+    finally:
+        os.close(fd)
+
+
+def _own_root() -> int:
+    """A copy of the root mount owned by this mount namespace. Mounts inherited across the
+    user namespace boundary are locked, and pivot_root refuses a locked new root; the copy is
+    not locked (its submounts stay locked, so nothing under them is revealed)."""
+    cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        tree = linux.open_tree(cwd, "", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_EMPTY_PATH
+                               | linux.AT_RECURSIVE)
+        linux.move_mount(tree, "", cwd, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        os.close(cwd)
+    return tree  # now the root of the attached copy
+
+
+def _pivot(early: EarlyMounts) -> None:
+    os.fchdir(early.root_fd)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+
+
+def _stdio_to_null() -> None:
+    """The container's own /dev/null replaces the launcher's stdio (cmld's log file)."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
+def _enter_time_namespace() -> None:
+    """The container's clocks start at zero: `uptime` inside shows the container's uptime."""
+    linux.unshare(linux.CLONE_NEWTIME)
+    now = time.clock_gettime(time.CLOCK_MONOTONIC)
+    boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    with open("/proc/self/timens_offsets", "w") as f:
+        f.write(f"monotonic {-int(now)} 0\nboottime {-int(boot)} 0\n")
+    fd = os.open("/proc/self/ns/time_for_children", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.setns(fd, linux.CLONE_NEWTIME)
+    finally:
+        os.close(fd)
+
+
+def _service_socket(spec: LaunchSpec) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        os.unlink(SERVICE_SOCKET)
+    except FileNotFoundError:
+        pass
+    s.bind(SERVICE_SOCKET)
+    os.chmod(SERVICE_SOCKET, 0o660)
+    s.listen(8)
+    return s
+
+
+def _find_init(spec: LaunchSpec) -> str | None:
+    if not spec.init:
+        return None
+    path = spec.init[0]
+    if os.access(path, os.X_OK) and os.path.isfile(path):
+        return path
+    return None
+
+
+def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
+    """Never returns: execs init, or exits after reporting an error to cmld."""
+    try:
+        chan.expect(MSG_GO)
+        # The launcher's fd of the root belongs to the mount namespace it had before it
+        # unshared ours; mounts must be made through the copy in our namespace.
+        os.close(early.root_fd)
+        early.root_fd = _own_root()
+        if spec.uid_start is not None:
+            os.setgroups([])
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        linux.sethostname(spec.hostname)
+        try:
+            _mount_proc_sys(spec, early)
+            _mount_devpts(early)
+            if spec.mask_proc:
+                _mask_proc(early)
+            _pivot(early)
+            _stdio_to_null()
+        except OSError as e:
+            raise ChildError(ERR_VOL, f"preparing the root file system: {e}") from None
+        if spec.netns:
+            netdev.loopback_up()
+        if spec.timens:
+            try:
+                _enter_time_namespace()
+            except OSError as e:
+                raise ChildError(ERR_TIME, f"time namespace: {e}") from None
+        init = _find_init(spec)
+        if init is None and not spec.setup_mode:
+            shown = spec.init[0] if spec.init else "(none)"
+            raise ChildError(ERR_GENERIC, f"init {shown} is missing or not executable in the container image")
+        fds: list[int] = []
+        names: list[str] = []
+        service = None
+        if spec.service_socket:
+            try:
+                service = _service_socket(spec)
+            except OSError as e:
+                raise ChildError(ERR_SERVICE, f"service socket: {e}") from None
+            fds.append(service.fileno())
+            names.append("service")
+        linux.drop_bounding(spec.cap_drop)
+        seccomp_fd = -1
+        if spec.seccomp:
+            from cmld.seccomp.filter import install_filter
+
+            seccomp_fd = install_filter(allow_system_time=spec.allow_system_time)
+            fds.append(seccomp_fd)
+            names.append("seccomp")
+        chan.send({"type": MSG_SUCCESS, "fds": names}, fds)
+        if service is not None:
+            service.close()
+        if seccomp_fd >= 0:
+            os.close(seccomp_fd)
+        chan.expect(MSG_GO)
+    except ChildError as e:
+        _fail(chan, e.code, str(e))
+    except Exception as e:
+        _fail(chan, ERR_GENERIC, f"{type(e).__name__}: {e}")
+    _exec_init(spec, chan)
+
+
+def _fail(chan: Channel, code: int, message: str) -> None:
+    try:
+        chan.send({"type": "error", "code": code, "message": message})
+    finally:
+        os._exit(1)
+
+
+def _exec_init(spec: LaunchSpec, chan: Channel) -> None:
+    sync = chan.sock.fileno()
+    os.set_inheritable(sync, False)
+    # No fd of cmld or the launcher may reach the container; the sync socket closes on exec,
+    # which is how cmld learns that init was exec'd.
+    if sync > 3:
+        linux.close_range(3, sync - 1)
+    linux.close_range(sync + 1)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    os.umask(0o022)
+    init = _find_init(spec)
+    if init is None:  # setup mode without init: keep the namespaces alive for `run`
+        while True:
+            signal.pause()
+    env = list(spec.env) or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    try:
+        os.execve(init, spec.init, dict(e.split("=", 1) for e in env if "=" in e))
+    except OSError as e:
+        chan.send({"type": "error", "code": ERR_GENERIC, "message": f"exec {init}: {e.strerror}"})
+        os._exit(127)

@@ -1,0 +1,142 @@
+"""`python -m cmld.launcher.execute JSON`: run one command inside a running container.
+
+Joins the container's cgroup and every namespace of its init (through a pidfd, all at once),
+becomes the container's root, drops the same capabilities as the container, and runs the
+command, on a PTY of the container's own devpts or with plain pipes to cmld. The exit status
+goes to the status fd named in the request as "exit N" or "signal N".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import sys
+import termios
+
+from . import linux
+
+NAMESPACES = (("user", linux.CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS), ("pid", linux.CLONE_NEWPID),
+              ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC), ("net", linux.CLONE_NEWNET),
+              ("cgroup", linux.CLONE_NEWCGROUP), ("time", linux.CLONE_NEWTIME))
+
+
+def _differs(pid: int, ns: str) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{ns}").st_ino != os.stat(f"/proc/self/ns/{ns}").st_ino
+    except FileNotFoundError:
+        return False
+
+
+def join(pid: int, cgroup_procs: list[str], userns: bool, cap_drop: list[int]) -> None:
+    for procs in cgroup_procs:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    pidfd = os.pidfd_open(pid)
+    flags = 0
+    for ns, flag in NAMESPACES:
+        if _differs(pid, ns):
+            flags |= flag
+    linux.setns(pidfd, flags)
+    os.close(pidfd)
+    if userns:
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    linux.drop_bounding(cap_drop)
+    os.chdir("/")
+
+
+def _status(st: int) -> str:
+    if os.WIFSIGNALED(st):
+        return f"signal {os.WTERMSIG(st)}"
+    return f"exit {os.waitstatus_to_exitcode(st)}"
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        os.write(2, f"{argv[0]}: {e.strerror}\n".encode())
+        os._exit(127)
+
+
+def run_pty(argv: list[str], env: dict[str, str]) -> str:
+    master, slave = os.openpty()  # opens the container's /dev/ptmx: a pty of its own devpts
+    pid = os.fork()
+    if pid == 0:
+        os.close(master)
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        for fd in (0, 1, 2):
+            os.dup2(slave, fd)
+        if slave > 2:
+            os.close(slave)
+        linux.close_range(3)
+        _exec(argv, env)
+    os.close(slave)
+    stdin_open = True
+    while True:
+        fds = [master] + ([0] if stdin_open else [])
+        ready, _, _ = select.select(fds, [], [])
+        if 0 in ready:
+            data = os.read(0, 4096)
+            if data:
+                os.write(master, data)
+            else:
+                stdin_open = False
+                os.write(master, b"\x04")  # EOF for a canonical-mode reader
+        if master in ready:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the last holder of the slave side is gone
+                data = b""
+            if not data:
+                break
+            os.write(1, data)
+    _, st = os.waitpid(pid, 0)
+    return _status(st)
+
+
+def run_pipes(argv: list[str], env: dict[str, str]) -> str:
+    pid = os.fork()
+    if pid == 0:
+        linux.close_range(3)
+        _exec(argv, env)
+    os.close(0)
+    _, st = os.waitpid(pid, 0)
+    return _status(st)
+
+
+def main() -> None:
+    req = json.loads(sys.argv[1])
+    status_fd = int(req["status_fd"])
+    os.set_inheritable(status_fd, False)
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    try:
+        join(int(req["pid"]), list(req["cgroup_procs"]), bool(req["userns"]), list(req["cap_drop"]))
+    except OSError as e:
+        os.write(status_fd, f"error joining the container: {e}".encode())
+        os._exit(1)
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "TERM": req.get("term") or "xterm"}
+    # Fork once more so the command is inside the container's PID namespace.
+    pid = os.fork()
+    if pid == 0:
+        status = run_pty(req["argv"], env) if req["pty"] else run_pipes(req["argv"], env)
+        os.write(status_fd, status.encode())
+        os._exit(0)
+    os.close(0)
+    os.close(1)
+    os.close(2)
+    os.close(status_fd)
+    _, st = os.waitpid(pid, 0)
+    os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
+
+
+if __name__ == "__main__":
+    main()

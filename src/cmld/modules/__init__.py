@@ -1,0 +1,1 @@
+"""Per-container modules, one concern each, run in a fixed order (see `order.py`)."""

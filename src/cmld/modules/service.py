@@ -1,0 +1,109 @@
+"""The in-container service channel (the original's c_service): `/run/socket/cml-service`.
+
+The child binds the socket inside the container and hands the listening fd to cmld. A service
+reports BOOT_COMPLETED (BOOTING -> RUNNING), asks for the hostname and DNS server, and receives
+SHUTDOWN when the container is stopped. Unsolicited messages go to the first connected client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from cml_common.aioframing import read_frame, write_frame
+from cml_common.framing import FramingError, MessageError, parse, serialize
+from cml_common.messages.c_service_pb2 import CmldToServiceMessage, ServiceToCmldMessage
+
+from ..runtime.context import StartContext
+from .base import Module
+
+log = logging.getLogger(__name__)
+MAX_CLIENTS = 8
+MAX_SERVICE_FRAME = 1 << 20
+S2C = ServiceToCmldMessage
+C2S = CmldToServiceMessage
+
+
+class ServiceModule(Module):
+    name = "service"
+
+    def __init__(self, on_boot_completed: Callable[[], None], host_dns: str) -> None:
+        self.on_boot_completed = on_boot_completed
+        self.host_dns = host_dns
+        self.server: asyncio.AbstractServer | None = None
+        self.clients: list[asyncio.StreamWriter] = []
+        self.ctx: StartContext | None = None
+
+    async def prepare(self, ctx: StartContext) -> None:
+        ctx.spec.service_socket = True
+
+    async def pre_exec(self, ctx: StartContext) -> None:
+        fd = ctx.take_fd("service")
+        if fd is None:
+            return
+        self.ctx = ctx
+        sock = socket.socket(fileno=fd)
+        self.server = await asyncio.start_unix_server(self._serve, sock=sock)
+
+    def connected(self) -> bool:
+        return bool(self.clients)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ctx = self.ctx
+        if ctx is None or len(self.clients) >= MAX_CLIENTS:
+            writer.close()
+            return
+        self.clients.append(writer)
+        name = ctx.container.name
+        try:
+            while True:
+                body = await read_frame(reader, max_size=MAX_SERVICE_FRAME, frame_timeout=10)
+                if body is None:
+                    break
+                try:
+                    msg = parse(S2C, body)
+                except MessageError as e:
+                    log.warning("container %s: service sent a malformed message: %s", name, e)
+                    continue
+                await self._handle(ctx, msg, writer)
+        except (FramingError, ConnectionError) as e:
+            log.warning("container %s: service connection: %s", name, e)
+        finally:
+            if writer in self.clients:
+                self.clients.remove(writer)
+            writer.close()
+
+    async def _handle(self, ctx: StartContext, msg: ServiceToCmldMessage, writer: asyncio.StreamWriter) -> None:
+        cfg = ctx.container.config
+        if msg.code == S2C.BOOT_COMPLETED:
+            log.info("container %s: service reports boot completed", cfg.name)
+            self.on_boot_completed()
+        elif msg.code == S2C.CONTAINER_CFG_NAME_REQ:
+            await write_frame(writer, serialize(C2S(code=C2S.CONTAINER_CFG_NAME, container_cfg_name=cfg.name)))
+        elif msg.code == S2C.CONTAINER_CFG_DNS_REQ:
+            dns = cfg.dns_server or self.host_dns
+            await write_frame(writer, serialize(C2S(code=C2S.CONTAINER_CFG_DNS, container_cfg_dns=dns)))
+        else:
+            log.info("container %s: service message %s not handled", cfg.name, S2C.Code.Name(msg.code))
+
+    async def stop(self, ctx: StartContext) -> bool:
+        if not self.clients:
+            return False
+        try:
+            await write_frame(self.clients[0], serialize(C2S(code=C2S.SHUTDOWN)))
+        except (ConnectionError, OSError) as e:
+            log.info("container %s: SHUTDOWN not delivered: %s", ctx.container.name, e)
+            return False
+        log.info("container %s: SHUTDOWN sent to the service", ctx.container.name)
+        return True
+
+    async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
+        for w in self.clients:
+            w.close()
+        self.clients.clear()
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.ctx = None

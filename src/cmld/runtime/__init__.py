@@ -1,0 +1,1 @@
+"""Running containers: the launcher handshake, the state machine, crash recovery."""

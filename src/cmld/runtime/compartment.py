@@ -1,0 +1,337 @@
+"""One container's life: the start handshake, state machine, timers, stop, freeze, exit.
+
+A start runs every module's `prepare`, spawns the launcher, and walks the original's handshake
+(pid -> post_clone -> GO -> SUCCESS -> pre_exec -> GO -> exec). Any failure on the way kills what
+exists, runs every module's `cleanup` and leaves the container STOPPED (ZOMBIE for a corrupted
+volume), so nothing half-made survives a failed start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from cml_common.messages.container_pb2 import ContainerState as S
+
+from ..container import Container
+from ..launcher.spec import ERR_VOL_CORRUPTED, LaunchSpec
+from ..modules.base import Module, StartError
+from .context import StartContext
+from .launch import InitWatcher, Launcher, LaunchError
+from .transitions import EXEC_STATES, FREEZABLE, STARTABLE, STOPPABLE, allowed
+
+if TYPE_CHECKING:
+    from .manager import Runtime
+
+log = logging.getLogger(__name__)
+Observer = Callable[[Container, int, int], None]
+
+
+class Compartment:
+    def __init__(self, container: Container, runtime: Runtime) -> None:
+        self.container = container
+        self.runtime = runtime
+        self.ctx: StartContext | None = None
+        self.modules: list[Module] = []
+        self.watcher: InitWatcher | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._exit_task: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._stopped_event = asyncio.Event()
+        self._stopped_event.set()
+        self._state_before_freeze = S.RUNNING
+        self.last_error = ""
+        self.observers: list[Observer] = []
+        self._bg: set[asyncio.Future[None]] = set()
+        self._launcher: Launcher | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> int:
+        return self.container.state
+
+    def set_state(self, new: int) -> None:
+        old = self.container.state
+        if old == new:
+            return
+        if not allowed(old, new):
+            log.error("container %s: refusing state change %s -> %s", self.container.name,
+                      S.Name(old), S.Name(new))  # type: ignore[arg-type]
+            return
+        self.container.state = new
+        log.info("container %s (%s): %s -> %s", self.container.name, self.container.uuid,
+                 S.Name(old), S.Name(new))  # type: ignore[arg-type]
+        if new == S.STARTING:
+            self.container.started_monotonic = time.monotonic()
+        for obs in list(self.observers):
+            try:
+                obs(self.container, old, new)
+            except Exception:
+                log.exception("state observer failed")
+
+    def module(self, cls: type[Module]) -> Module | None:
+        return next((m for m in self.modules if isinstance(m, cls)), None)
+
+    def _arm(self, seconds: float, what: str, action: Callable[[], None]) -> None:
+        self._disarm()
+
+        def fire() -> None:
+            self._timer = None
+            log.warning("container %s: %s timeout (%.1f s)", self.container.name, what, seconds)
+            action()
+        self._timer = asyncio.get_running_loop().call_later(seconds, fire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ------------------------------------------------------------------ start
+
+    def _base_spec(self, setup: bool) -> LaunchSpec:
+        c = self.container
+        gos = self.runtime.guestos_config(c)
+        init: list[str] = []
+        env: list[str] = []
+        if gos is not None:
+            init = [gos.init_path or "/init", *gos.init_param]
+            env = list(gos.init_env)
+        env += list(c.config.init_env)
+        run_dir = self.runtime.settings.run_dir / "containers" / c.uuid
+        return LaunchSpec(uuid=c.uuid, name=c.name, hostname=c.name, root_dir=str(run_dir / "root"),
+                          work_dir=str(run_dir / "work"), init=init, env=env, setup_mode=setup)
+
+    async def start(self, *, setup: bool = False) -> None:
+        """Returns once init runs (BOOTING/SETUP); raises StartError with the reason otherwise."""
+        async with self._start_lock:
+            if self.state not in STARTABLE:
+                raise StartError(f"container is {S.Name(self.state)}")  # type: ignore[arg-type]
+            self.last_error = ""
+            self._stopped_event.clear()
+            self.set_state(S.STARTING)
+            try:
+                await self._start(setup)
+            except BaseException as e:
+                await self._abort(e)
+                raise StartError(self.last_error, corrupted=self.state == S.ZOMBIE) from None
+
+    async def _start(self, setup: bool) -> None:
+        gos = self.runtime.guestos_config(self.container)
+        spec = self._base_spec(setup)
+        ctx = StartContext(self.container, gos, self.runtime.settings, spec, setup_mode=setup)
+        self.ctx = ctx
+        self.modules = self.runtime.build_modules(self.container)
+        ctx.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in ("root", "work"):
+            (ctx.run_dir / d).mkdir(exist_ok=True, mode=0o700)
+        for m in self.modules:
+            await m.prepare(ctx)
+        self.runtime.records.write(ctx)
+        launcher = await Launcher.spawn(spec, ctx.run_dir / "launcher.log")
+        self._launcher = launcher
+        msg, _ = await launcher.recv("pid")
+        ctx.init_pid = int(msg["pid"])
+        self.watcher = InitWatcher(ctx.init_pid)
+        await launcher.reap()
+        self._launcher = None
+        self.runtime.records.write(ctx)
+        for m in self.modules:
+            await m.post_clone(ctx)
+        await launcher.chan.send({"type": "go"})
+        msg, fds = await launcher.recv("success")
+        names = msg.get("fds", [])
+        ctx.received_fds = dict(zip(names, fds, strict=False))
+        for m in self.modules:
+            await m.pre_exec(ctx)
+        for fd_name in list(ctx.received_fds):
+            fd = ctx.take_fd(fd_name)
+            if fd is not None:
+                import os
+                os.close(fd)
+        await launcher.chan.send({"type": "go"})
+        closed, _ = await launcher.chan.recv()
+        if closed is not None:  # exec failed: the child reports and exits
+            raise LaunchError(str(closed.get("message", "init could not be executed")))
+        launcher.chan.close()
+        self.set_state(S.SETUP if setup else S.BOOTING)
+        self._exit_task = asyncio.ensure_future(self._wait_exit())
+        for m in self.modules:
+            await m.post_exec(ctx)
+        if self.state == S.BOOTING:
+            if self.runtime.has_service(self):
+                self._arm(self.runtime.settings.boot_timeout, "boot", self.kill)
+            else:
+                self.set_state(S.RUNNING)
+
+    async def _abort(self, err: BaseException) -> None:
+        if isinstance(err, (StartError, LaunchError)):
+            self.last_error = str(err)
+        elif isinstance(err, OSError):
+            self.last_error = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        else:
+            self.last_error = f"{type(err).__name__}: {err}"
+        corrupted = (isinstance(err, StartError) and err.corrupted) or (
+            isinstance(err, LaunchError) and err.code == ERR_VOL_CORRUPTED)
+        log.error("container %s: start failed: %s", self.container.name, self.last_error)
+        try:
+            await self._undo_start()
+        except Exception:  # noqa: BLE001 - the state must still end STOPPED
+            log.exception("container %s: undoing the failed start", self.container.name)
+        finally:
+            self.set_state(S.ZOMBIE if corrupted else S.STOPPED)
+            self._stopped_event.set()
+
+    async def _undo_start(self) -> None:
+        launcher = self._launcher
+        if launcher is not None:
+            launcher.kill()
+            launcher.chan.close()
+            await launcher.reap()
+            self._launcher = None
+        if self.watcher is not None:
+            self._kill_all()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.watcher.exited), 10)
+            except TimeoutError:
+                log.error("container %s: init %d did not die", self.container.name, self.watcher.pid)
+            self.watcher.close()
+            self.watcher = None
+        await self._cleanup(rebooting=False)
+
+    # ------------------------------------------------------------------ exit
+
+    async def _wait_exit(self) -> None:
+        assert self.watcher is not None
+        how, status = await self.watcher.exited
+        self._disarm()
+        pid = self.watcher.pid
+        self.watcher.close()
+        self.watcher = None
+        rebooting = how == "signal" and status == signal.SIGHUP and self.state != S.SHUTDOWN
+        oom = self.runtime.oom_kills(self)
+        what = f"exit code {status}" if how == "exit" else f"signal {signal.Signals(status).name}"
+        log.info("container %s: init %d ended (%s%s)", self.container.name, pid, what,
+                 f", {oom} OOM kill(s)" if oom else "")
+        # Whatever init left behind in its cgroup goes with it.
+        await asyncio.to_thread(self.runtime.kill_cgroup, self)
+        if rebooting:
+            self.set_state(S.REBOOTING)
+        await self._cleanup(rebooting=rebooting)
+        if rebooting:
+            log.info("container %s: rebooting", self.container.name)
+            try:
+                await self.start()
+            except StartError as e:
+                log.error("container %s: restart after reboot failed: %s", self.container.name, e)
+            return
+        self.set_state(S.STOPPED)
+        self.container.started_monotonic = None
+        self._stopped_event.set()
+        self.runtime.on_stopped(self)
+
+    async def _cleanup(self, rebooting: bool) -> None:
+        ctx = self.ctx
+        if ctx is None:
+            return
+        for m in reversed(self.modules):
+            try:
+                await m.cleanup(ctx, rebooting)
+            except Exception:
+                log.exception("container %s: cleanup of %s failed", self.container.name, m.name)
+        for fd_name in list(ctx.received_fds):
+            fd = ctx.take_fd(fd_name)
+            if fd is not None:
+                import os
+                os.close(fd)
+        self.runtime.records.remove(ctx)
+        self.runtime.remove_run_dir(ctx)
+        self.ctx = None
+        self.modules = []
+
+    # ------------------------------------------------------------------ stop, kill, freeze
+
+    def _kill_all(self) -> None:
+        """SIGKILL to init ends its PID namespace and with it every process of the container;
+        the cgroup sweep (in a thread: it waits, and the loop must stay free to reap init)
+        catches anything that was not in the namespace, such as an exec session."""
+        if self.watcher is not None:
+            self.watcher.signal(signal.SIGKILL)
+        task = asyncio.ensure_future(asyncio.to_thread(self.runtime.kill_cgroup, self))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def kill(self) -> None:
+        log.warning("container %s: killing", self.container.name)
+        self._kill_all()
+
+    async def stop(self) -> None:
+        if self.state not in STOPPABLE:
+            raise StartError(f"container is {S.Name(self.state)}")  # type: ignore[arg-type]
+        ctx = self.ctx
+        assert ctx is not None
+        self.set_state(S.SHUTDOWN)
+        self._arm(self.runtime.settings.stop_timeout, "stop", self.kill)
+        for m in self.modules:
+            try:
+                if await m.stop(ctx):
+                    return
+            except Exception as e:
+                log.warning("container %s: %s could not stop it: %s", self.container.name, m.name, e)
+        log.warning("container %s: no clean way to stop it; killing", self.container.name)
+        self.kill()
+
+    async def wait_stopped(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._stopped_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def freeze(self) -> bool:
+        if self.state in (S.FROZEN, S.FREEZING):
+            return True
+        if self.state not in FREEZABLE:
+            return False
+        self._state_before_freeze = self.state
+        self.set_state(S.FREEZING)
+        cg = self.runtime.cgroup_of(self)
+        if cg is None:
+            self.set_state(self._state_before_freeze)
+            return False
+        cg.freeze()
+        deadline = time.monotonic() + self.runtime.settings.freeze_timeout
+        while time.monotonic() < deadline:
+            if cg.is_frozen():
+                self.set_state(S.FROZEN)
+                return True
+            await asyncio.sleep(0.1 if time.monotonic() > deadline - 4.9 else 0.005)
+            if self.state != S.FREEZING:
+                return False
+        log.warning("container %s: not frozen within %.1f s; thawing", self.container.name,
+                    self.runtime.settings.freeze_timeout)
+        cg.thaw()
+        self.set_state(self._state_before_freeze)
+        return False
+
+    async def unfreeze(self) -> bool:
+        if self.state not in (S.FREEZING, S.FROZEN):
+            return False
+        cg = self.runtime.cgroup_of(self)
+        if cg is None:
+            return False
+        cg.thaw()
+        self.set_state(self._state_before_freeze)
+        return True
+
+    def boot_completed(self) -> None:
+        if self.state == S.BOOTING:
+            self._disarm()
+            self.set_state(S.RUNNING)
+
+    def in_exec_state(self) -> bool:
+        return self.state in EXEC_STATES

@@ -1,0 +1,208 @@
+"""The container runtime of cmld: compartments, module order, recovery, autostart, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cml_common.messages.container_pb2 import ContainerState as S
+from cml_common.messages.guestos_pb2 import GuestOSConfig
+
+from ..cgroups.driver import CgroupDriver, ContainerCgroup, detect
+from ..container import Container
+from ..launcher import linux
+from ..modules.base import Module
+from ..modules.capabilities import CapabilitiesModule
+from ..modules.cgroups import CgroupsModule
+from ..modules.devices import DeviceAssignments, DevicesModule
+from ..modules.halt import HaltModule
+from ..modules.network import NetworkModule, unbind_netns
+from ..modules.seccomp import SeccompModule
+from ..modules.service import ServiceModule
+from ..modules.timens import TimeModule
+from ..modules.userns import UserNamespaceModule
+from ..modules.volumes import VolumesModule
+from .compartment import Compartment
+from .context import StartContext
+from .records import RecordStore
+from .settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from ..guestos_store import GuestOSStore
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: RuntimeSettings, guestos: GuestOSStore) -> None:
+        self.settings = settings
+        self.guestos = guestos
+        self.records = RecordStore(settings.run_dir)
+        self.assignments = DeviceAssignments()
+        self.compartments: dict[str, Compartment] = {}
+        self.driver: CgroupDriver | None = None
+        self.unavailable = ""
+
+    def setup(self) -> None:
+        """Become the subreaper of container inits and find the cgroup hierarchy."""
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.driver = detect()
+        except (OSError, RuntimeError) as e:
+            self.unavailable = f"no usable cgroup hierarchy: {e}"
+            log.error("container runtime unavailable: %s", self.unavailable)
+            return
+        log.info("container runtime: cgroup v%d, run dir %s", self.driver.version, self.settings.run_dir)
+
+    # ------------------------------------------------------------------ compartments
+
+    def compartment(self, c: Container) -> Compartment:
+        comp = self.compartments.get(c.uuid)
+        if comp is None or comp.container is not c:
+            comp = Compartment(c, self)
+            self.compartments[c.uuid] = comp
+        return comp
+
+    def guestos_config(self, c: Container) -> GuestOSConfig | None:
+        gos = self.guestos.latest(c.config.guest_os)
+        return gos.config if gos is not None else None
+
+    def build_modules(self, c: Container) -> list[Module]:
+        """The fixed module order (the original's link order): identity and limits first, then
+        namespaces and file systems, then what talks to the running container, then the last
+        restrictions applied in the child right before exec."""
+        assert self.driver is not None
+        comp = self.compartment(c)
+        return [
+            UserNamespaceModule(),
+            CgroupsModule(self.driver),
+            DevicesModule(self.assignments),
+            NetworkModule(),
+            VolumesModule(self.settings.guestos_dir, self.settings.shared_files_dir),
+            ServiceModule(comp.boot_completed, self.settings.host_dns),
+            HaltModule(),
+            TimeModule(),
+            CapabilitiesModule(),
+            SeccompModule(),
+        ]
+
+    def has_service(self, comp: Compartment) -> bool:
+        return comp.module(ServiceModule) is not None
+
+    def cgroup_of(self, comp: Compartment) -> ContainerCgroup | None:
+        if comp.ctx is None:
+            return None
+        cg = comp.ctx.data.get("cgroup")
+        return cg if isinstance(cg, ContainerCgroup) else None
+
+    def kill_cgroup(self, comp: Compartment) -> None:
+        cg = self.cgroup_of(comp)
+        if cg is not None:
+            try:
+                cg.kill_all()
+            except (OSError, RuntimeError) as e:
+                log.warning("container %s: killing its cgroup: %s", comp.container.name, e)
+
+    def oom_kills(self, comp: Compartment) -> int:
+        cg = self.cgroup_of(comp)
+        try:
+            return cg.oom_killed() if cg is not None else 0
+        except OSError:
+            return 0
+
+    def on_stopped(self, comp: Compartment) -> None:
+        c = comp.container
+        if c.pending_config is not None:
+            c.config = c.pending_config
+            c.pending_config = None
+            log.info("container %s: updated config applied", c.name)
+
+    def remove_run_dir(self, ctx: StartContext) -> None:
+        shutil.rmtree(ctx.run_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ daemon start and stop
+
+    def recover(self) -> None:
+        """Containers a previous cmld left running (it crashed or was killed) are stopped and
+        everything they held is released: processes, cgroups, the netns binding, run dirs.
+        cmld cannot re-adopt them: their sync and service sockets died with the old daemon."""
+        for rec in self.records.all():
+            uuid = rec["uuid"]
+            log.warning("container %s (%s) was left by a previous cmld; stopping it and cleaning up",
+                        rec.get("name", "?"), uuid)
+            self._kill_pid(int(rec.get("init_pid") or 0))
+            if self.driver is not None:
+                cg = self.driver.open_existing(uuid)
+                if cg is not None:
+                    try:
+                        cg.kill_all()
+                    finally:
+                        cg.remove()
+            if rec.get("netns"):
+                unbind_netns(str(rec["netns"]))
+            run_dir = Path(str(rec.get("run_dir", "")))
+            if run_dir.is_relative_to(self.settings.run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            self.records.path(uuid).unlink(missing_ok=True)
+
+    @staticmethod
+    def _kill_pid(pid: int) -> None:
+        if pid <= 1:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            linux.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.01)
+
+    async def autostart(self, containers: list[Container]) -> None:
+        """c0 first, then every container with allow_autostart."""
+        if self.driver is None:
+            return
+        ordered = sorted((c for c in containers if c.is_c0 or c.config.allow_autostart), key=lambda c: not c.is_c0)
+        for c in ordered:
+            comp = self.compartment(c)
+            try:
+                await comp.start()
+            except Exception as e:
+                log.error("autostart of %s failed: %s", c.name, e)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop every container (when cmld itself stops), killing those that do not end in time."""
+        active = [comp for comp in self.compartments.values() if comp.container.is_active]
+        for comp in active:
+            if comp.state in (S.RUNNING, S.BOOTING, S.SETUP):
+                try:
+                    await comp.stop()
+                except Exception as e:
+                    log.warning("stopping %s: %s", comp.container.name, e)
+            elif comp.state in (S.FROZEN, S.FREEZING):
+                await comp.unfreeze()
+                comp.kill()
+            else:
+                comp.kill()
+        wait = self.settings.stop_timeout + 2 if timeout is None else timeout
+        results = await asyncio.gather(*(comp.wait_stopped(wait) for comp in active))
+        for comp, ok in zip(active, results, strict=False):
+            if not ok:
+                comp.kill()
+                await comp.wait_stopped(5)

@@ -1,0 +1,33 @@
+"""Runtime options of cmld that apply to every container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..launcher import linux
+
+BOOT_TIMEOUT = 800.0  # s, BOOTING -> killed if the service never reports (original value)
+STOP_TIMEOUT = 45.0  # s, SHUTDOWN -> SIGKILL
+FREEZE_TIMEOUT = 5.0  # s, FREEZING -> back to RUNNING
+DEFAULT_PIDS_MAX = 2048
+
+
+@dataclass
+class RuntimeSettings:
+    base_dir: Path
+    run_dir: Path
+    containers_dir: Path
+    guestos_dir: Path
+    shared_files_dir: Path
+    netns_dir: Path = Path("/run/netns")
+    hosted: bool = True
+    boot_timeout: float = BOOT_TIMEOUT
+    stop_timeout: float = STOP_TIMEOUT
+    freeze_timeout: float = FREEZE_TIMEOUT
+    pids_max: int = DEFAULT_PIDS_MAX
+    host_dns: str = ""
+
+
+def cap_numbers(names: list[str]) -> list[int]:
+    return [linux.CAP[n] for n in names]
