@@ -165,6 +165,9 @@ def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
             os.setgroups([])
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
+            # The uid change made us non-dumpable, which gives our /proc files to the host's
+            # root; the container's root must own them (timens_offsets, later /proc/1/...).
+            linux.prctl(linux.PR_SET_DUMPABLE, 1)
         linux.sethostname(spec.hostname)
         try:
             _mount_proc_sys(spec, early)
