@@ -93,8 +93,10 @@ class DaemonFactory:
         base.mkdir(parents=True, exist_ok=True)
         if device_conf is not None and not (base / "device.conf").exists():
             (base / "device.conf").write_text(device_conf)
+        # Own run dir: a cmld recovers (stops) whatever containers its run dir records.
         return self.launch("cmld", name, "--scd-socket", str(self.tmp / "scd.sock"),
-                           "--tpm2d-socket", str(self.tmp / "tpm2d.sock"), *extra, base=base)
+                           "--tpm2d-socket", str(self.tmp / "tpm2d.sock"), "--run-dir", str(self.tmp / f"{name}-run"),
+                           *extra, base=base)
 
     def stop_all(self) -> None:
         for d in self.started:

@@ -42,6 +42,11 @@ def _pump_stdin(client: ControlClient, uuid: str, done: threading.Event) -> None
         except OSError:
             return
         if not data:
+            # End of our input: an empty EXEC_INPUT closes the command's stdin (cmld extension;
+            # the original has no way to signal EOF).
+            with contextlib.suppress(ControlError):
+                client.send(ControllerToDaemon(command=ControllerToDaemon.CONTAINER_EXEC_INPUT,
+                                               container_uuids=[uuid], exec_input=""))
             return
         msg = ControllerToDaemon(
             command=ControllerToDaemon.CONTAINER_EXEC_INPUT, container_uuids=[uuid],

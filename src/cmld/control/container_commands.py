@@ -19,6 +19,7 @@ from ..container import Container
 from ..container_store import parse_container_config
 from ..modules.base import StartError
 from ..modules.devices import DevicesModule
+from ..modules.seccomp import session_supervisor
 from ..runtime.exec_session import ExecSession
 from ..runtime.manager import Runtime
 from ..runtime.transitions import EXEC_STATES, STOPPABLE
@@ -27,6 +28,7 @@ from .replies import container_configs, exec_end, response
 from .server import ControlConnection
 
 log = logging.getLogger(__name__)
+
 D = DaemonToController
 C = ControllerToDaemon
 DEV_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
@@ -312,7 +314,8 @@ class ContainerCommands:
         try:
             session = await ExecSession.start(init_pid=ctx.init_pid, cgroup_procs=ctx.spec.cgroup_procs,
                                               userns=ctx.spec.uid_start is not None, cap_drop=ctx.spec.cap_drop,
-                                              argv=list(req.exec_args), pty=req.exec_pty)
+                                              argv=list(req.exec_args), pty=req.exec_pty,
+                                              supervise=session_supervisor(ctx))
         except OSError as e:
             await conn.send(exec_end(f"cannot start the command: {e}"))
             return

@@ -82,8 +82,12 @@ class EarlyMounts:
             except OSError as e:
                 if e.errno not in (errno.EINVAL, errno.EPERM, errno.ENOSYS):
                     raise
+                self.idmap_supported = False
             finally:
                 os.close(src)
+            if not readonly and os.stat(staged).st_uid == 0:
+                # No idmapped mounts here: the original's fallback, the container root owns the top.
+                os.chown(staged, self.spec.uid_start or 0, self.spec.uid_start or 0)
         linux.bind_tree(staged, target_fd, readonly=readonly)
 
     def _tmpfs_opts(self, mode: str = "755", extra: str = "") -> str:

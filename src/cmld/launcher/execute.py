@@ -30,6 +30,18 @@ def _differs(pid: int, ns: str) -> bool:
         return False
 
 
+def _install_seccomp(req: dict[str, object]) -> None:
+    """The container's filter for the session too; its listener goes to cmld's supervisor."""
+    import socket
+
+    from cmld.seccomp.filter import install_filter
+
+    fd = install_filter(allow_system_time=bool(req.get("allow_system_time")))
+    with socket.socket(fileno=int(req["seccomp_sock"])) as s:  # type: ignore[call-overload]
+        socket.send_fds(s, [b"s"], [fd])
+    os.close(fd)
+
+
 def join(pid: int, cgroup_procs: list[str], userns: bool, cap_drop: list[int]) -> None:
     for procs in cgroup_procs:
         with open(procs, "w") as f:
@@ -117,8 +129,14 @@ def main() -> None:
     status_fd = int(req["status_fd"])
     os.set_inheritable(status_fd, False)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if req.get("seccomp_sock") is not None:  # load the binding while the host's libraries are reachable
+        from .__main__ import _preload_seccomp
+
+        _preload_seccomp()
     try:
         join(int(req["pid"]), list(req["cgroup_procs"]), bool(req["userns"]), list(req["cap_drop"]))
+        if req.get("seccomp_sock") is not None:
+            _install_seccomp(req)
     except OSError as e:
         os.write(status_fd, f"error joining the container: {e}".encode())
         os._exit(1)

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..runtime.context import StartContext
+
+if TYPE_CHECKING:
+    from ..seccomp.supervisor import SeccompSupervisor
 from .base import Module
 
 log = logging.getLogger(__name__)
@@ -17,32 +22,49 @@ class SeccompModule(Module):
     name = "seccomp"
 
     def __init__(self) -> None:
-        self.supervisor: object | None = None
+        self.supervisor: SeccompSupervisor | None = None
+        self.ctx: StartContext | None = None
 
     async def prepare(self, ctx: StartContext) -> None:
         ctx.spec.seccomp = True
         ctx.spec.allow_system_time = bool(ctx.container.config.allow_system_time)
 
-    async def pre_exec(self, ctx: StartContext) -> None:
-        fd = ctx.take_fd("seccomp")
-        if fd is None:
-            return
+    def _supervisor(self, ctx: StartContext, fd: int) -> SeccompSupervisor:
         from ..seccomp.supervisor import SeccompSupervisor
         from .devices import DevicesModule
 
-        devices = ctx.data.get("devices")
-
         def allowed(dev_type: str, major: int, minor: int) -> bool:
+            devices = ctx.data.get("devices")
             return isinstance(devices, DevicesModule) and devices.is_allowed(dev_type, major, minor)
 
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
                                 uid_offset=ctx.spec.uid_start)
         sup.start(asyncio.get_running_loop())
-        self.supervisor = sup
+        return sup
+
+    async def pre_exec(self, ctx: StartContext) -> None:
+        fd = ctx.take_fd("seccomp")
+        if fd is None:
+            return
+        self.supervisor = self._supervisor(ctx, fd)
+        self.ctx = ctx
+        ctx.data["seccomp"] = self
+
+    def supervise_session(self, fd: int) -> SeccompSupervisor:
+        """An exec session runs under the same filter; its listener gets its own supervisor."""
+        assert self.ctx is not None
+        return self._supervisor(self.ctx, fd)
 
     async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
         sup = self.supervisor
         if sup is not None:
-            sup.close()  # type: ignore[attr-defined]
+            sup.close()
             self.supervisor = None
+        self.ctx = None
+
+
+def session_supervisor(ctx: StartContext) -> Callable[[int], SeccompSupervisor] | None:
+    """For ExecSession.start: supervise an exec session's listener like the container's."""
+    mod = ctx.data.get("seccomp")
+    return mod.supervise_session if isinstance(mod, SeccompModule) else None

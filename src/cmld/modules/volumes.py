@@ -123,7 +123,9 @@ class VolumesModule(Module):
         assert gos is not None
         gos_dir = self.guestos_dir / f"{gos.name}-{gos.version}"
         cont_dir = ctx.settings.containers_dir / ctx.uuid
-        owner = ctx.spec.uid_start or 0
+        # Files are stored with the container's own IDs; the launcher's idmapped mount shifts
+        # them to the container's host range (or chowns the top directory where it cannot).
+        owner = 0
         checks: list[tuple[Path, GuestOSMount]] = []
         ops: list[MountOp] = []
         for m in table:

@@ -180,7 +180,7 @@ class Compartment:
         log.error("container %s: start failed: %s", self.container.name, self.last_error)
         try:
             await self._undo_start()
-        except Exception:  # noqa: BLE001 - the state must still end STOPPED
+        except Exception:
             log.exception("container %s: undoing the failed start", self.container.name)
         finally:
             self.set_state(S.ZOMBIE if corrupted else S.STOPPED)

@@ -10,10 +10,35 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+async def _receive_fd(sock: socket.socket, proc: asyncio.subprocess.Process) -> int | None:
+    """The listener fd from the helper, or None if it failed before installing the filter."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(sock, lambda: fut.done() or fut.set_result(None))
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        await asyncio.wait([fut, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(sock)
+        waiter.cancel()
+    try:
+        _, fds, _, _ = socket.recv_fds(sock, 16, 1)
+    except BlockingIOError:
+        return None
+    return fds[0] if fds else None
 CHUNK = 4096
 Output = Callable[[bytes], Awaitable[None]]
 
@@ -22,24 +47,39 @@ class ExecSession:
     def __init__(self, proc: asyncio.subprocess.Process, status_r: int) -> None:
         self.proc = proc
         self.status_r = status_r
+        self.supervisor: Closeable | None = None
 
     @classmethod
     async def start(cls, *, init_pid: int, cgroup_procs: list[str], userns: bool, cap_drop: list[int],
-                    argv: list[str], pty: bool, term: str = "") -> ExecSession:
+                    argv: list[str], pty: bool, term: str = "",
+                    supervise: Callable[[int], Closeable] | None = None) -> ExecSession:
+        """`supervise` receives the session's seccomp listener fd (the session runs under the
+        container's filter) and returns the running supervisor; None: no filter."""
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         req = {"pid": init_pid, "cgroup_procs": cgroup_procs, "userns": userns, "cap_drop": cap_drop,
-               "argv": argv, "pty": pty, "term": term, "status_fd": status_w}
+               "argv": argv, "pty": pty, "term": term, "status_fd": status_w,
+               "seccomp_sock": theirs.fileno() if supervise is not None else None}
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cmld.launcher.execute", json.dumps(req), pass_fds=[status_w],
+                sys.executable, "-m", "cmld.launcher.execute", json.dumps(req),
+                pass_fds=[status_w, theirs.fileno()],
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONDONTWRITEBYTECODE": "1"})
         except BaseException:
             os.close(status_r)
+            ours.close()
             raise
         finally:
             os.close(status_w)
-        return cls(proc, status_r)
+            theirs.close()
+        session = cls(proc, status_r)
+        if supervise is not None:
+            fd = await _receive_fd(ours, proc)
+            if fd is not None:
+                session.supervisor = supervise(fd)
+        ours.close()
+        return session
 
     async def write_input(self, data: bytes) -> None:
         stdin = self.proc.stdin
@@ -68,9 +108,16 @@ class ExecSession:
         raw = await loop.run_in_executor(None, os.read, self.status_r, 4096)
         os.close(self.status_r)
         self.status_r = -1
+        self.close_supervisor()
         return raw.decode(errors="replace") or "the exec helper ended without a status"
 
+    def close_supervisor(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.close()
+            self.supervisor = None
+
     def kill(self) -> None:
+        self.close_supervisor()
         if self.proc.returncode is None:
             try:
                 self.proc.kill()

@@ -8,7 +8,6 @@ waits for it through a pidfd in the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
