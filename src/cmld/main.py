@@ -74,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             mode=0o660 if gid is not None else 0o600, gid=gid,
         )
         await server.start()
-        if not args.no_autostart:
-            asyncio.ensure_future(runtime.autostart(state.containers.all()))
+        autostart = None if args.no_autostart else asyncio.ensure_future(runtime.autostart(state.containers.all()))
 
         async def close() -> None:
+            if autostart is not None:
+                autostart.cancel()
             await server.close()
             await runtime.shutdown()
         return close

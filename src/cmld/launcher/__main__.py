@@ -6,6 +6,7 @@ handed the container over, so a daemon crash mid-start leaves no half-built cont
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,10 +19,8 @@ from .spec import ERR_CGROUPS, ERR_GENERIC, ERR_USER, ERR_VOL, MSG_PID, MSG_SPEC
 
 
 def _report(chan: Channel, code: int, message: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         chan.send({"type": "error", "code": code, "message": message})
-    except OSError:
-        pass
     os._exit(1)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -134,10 +135,8 @@ def _enter_time_namespace() -> None:
 
 def _service_socket(spec: LaunchSpec) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(SERVICE_SOCKET)
-    except FileNotFoundError:
-        pass
     s.bind(SERVICE_SOCKET)
     os.chmod(SERVICE_SOCKET, 0o660)
     s.listen(8)
@@ -245,7 +244,7 @@ def _exec_init(spec: LaunchSpec, chan: Channel) -> None:
             signal.pause()
     env = list(spec.env) or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
     try:
-        os.execve(init, spec.init, dict(e.split("=", 1) for e in env if "=" in e))
+        os.execve(init, spec.init, dict(e.split("=", 1) for e in env if "=" in e))  # noqa: S606 - exec without a shell is the point
     except OSError as e:
         chan.send({"type": "error", "code": ERR_GENERIC, "message": f"exec {init}: {e.strerror}"})
         os._exit(127)

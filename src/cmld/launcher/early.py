@@ -226,7 +226,7 @@ class EarlyMounts:
             for name in ("pts", "shm"):
                 os.mkdir(name, 0o755 if name == "pts" else 0o1777, dir_fd=dev)
                 os.chown(name, uid, uid, dir_fd=dev)
-            os.chmod("shm", 0o1777, dir_fd=dev)
+            os.chmod("shm", 0o1777, dir_fd=dev)  # noqa: S103 - /dev/shm is sticky and world-writable
         finally:
             os.close(dev)
 

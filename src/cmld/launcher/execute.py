@@ -71,7 +71,7 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
     try:
-        os.execvpe(argv[0], argv, env)
+        os.execvpe(argv[0], argv, env)  # noqa: S606 - exec without a shell is the point
     except OSError as e:
         os.write(2, f"{argv[0]}: {e.strerror}\n".encode())
         os._exit(127)

@@ -182,10 +182,7 @@ def bind_tree(source: str | int, target_fd: int, *, readonly: bool = False, recu
     `target_fd`, read-only if asked, in one step: no window in which a writable bind is
     visible, and no path to re-resolve after mounting (which would hit the old mount)."""
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    if isinstance(source, int):
-        tree = open_tree(source, "", flags | AT_EMPTY_PATH)
-    else:
-        tree = open_tree(-100, source, flags)
+    tree = open_tree(source, "", flags | AT_EMPTY_PATH) if isinstance(source, int) else open_tree(-100, source, flags)
     try:
         attrs = (MOUNT_ATTR_RDONLY if readonly else 0) | extra_attrs
         if attrs:
@@ -287,7 +284,7 @@ def loop_attach(image_fd: int, *, readonly: bool, autoclear: bool = True) -> tup
                 os.close(dev)
                 if e.errno == 16:  # EBUSY: another process took it between GET_FREE and CONFIGURE
                     continue
-                raise OSError(e.errno, f"loop configure {path}: {os.strerror(e.errno)}") from None
+                raise OSError(e.errno, f"loop configure {path}: {e.strerror}") from None
             # With autoclear, closing the last fd detaches the device: the caller keeps `dev` open
             # until the mount holds the device, then closes it.
             return path, dev

@@ -3,6 +3,7 @@ only `lo` up, bound at /run/netns/<uuid> so `ip netns exec <uuid>` reaches it.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -14,14 +15,10 @@ log = logging.getLogger(__name__)
 
 
 def unbind_netns(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         linux.umount2(path, linux.MNT_DETACH)
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class NetworkModule(Module):

@@ -43,7 +43,7 @@ class Compartment:
         self._start_lock = asyncio.Lock()
         self._stopped_event = asyncio.Event()
         self._stopped_event.set()
-        self._state_before_freeze = S.RUNNING
+        self._state_before_freeze: int = S.RUNNING
         self.last_error = ""
         self.observers: list[Observer] = []
         self._bg: set[asyncio.Future[None]] = set()
@@ -61,11 +61,11 @@ class Compartment:
             return
         if not allowed(old, new):
             log.error("container %s: refusing state change %s -> %s", self.container.name,
-                      S.Name(old), S.Name(new))  # type: ignore[arg-type]
+                      S.Name(old), S.Name(new))
             return
         self.container.state = new
         log.info("container %s (%s): %s -> %s", self.container.name, self.container.uuid,
-                 S.Name(old), S.Name(new))  # type: ignore[arg-type]
+                 S.Name(old), S.Name(new))
         if new == S.STARTING:
             self.container.started_monotonic = time.monotonic()
         for obs in list(self.observers):
@@ -110,7 +110,7 @@ class Compartment:
         """Returns once init runs (BOOTING/SETUP); raises StartError with the reason otherwise."""
         async with self._start_lock:
             if self.state not in STARTABLE:
-                raise StartError(f"container is {S.Name(self.state)}")  # type: ignore[arg-type]
+                raise StartError(f"container is {S.Name(self.state)}")
             self.last_error = ""
             self._stopped_event.clear()
             self.set_state(S.STARTING)
@@ -169,7 +169,7 @@ class Compartment:
                 self.set_state(S.RUNNING)
 
     async def _abort(self, err: BaseException) -> None:
-        if isinstance(err, (StartError, LaunchError)):
+        if isinstance(err, StartError | LaunchError):
             self.last_error = str(err)
         elif isinstance(err, OSError):
             self.last_error = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
@@ -271,7 +271,7 @@ class Compartment:
 
     async def stop(self) -> None:
         if self.state not in STOPPABLE:
-            raise StartError(f"container is {S.Name(self.state)}")  # type: ignore[arg-type]
+            raise StartError(f"container is {S.Name(self.state)}")
         ctx = self.ctx
         assert ctx is not None
         self.set_state(S.SHUTDOWN)

@@ -7,6 +7,7 @@ is relayed with and without a PTY, byte for byte, and the exit status ends the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,8 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from .launch import wait_readable
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +29,12 @@ async def _receive_fd(sock: socket.socket, proc: asyncio.subprocess.Process) -> 
     """The listener fd from the helper, or None if it failed before installing the filter."""
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(sock, lambda: fut.done() or fut.set_result(None))
+    readable = asyncio.ensure_future(wait_readable(loop, sock))
     waiter = asyncio.ensure_future(proc.wait())
     try:
-        await asyncio.wait([fut, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([readable, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        loop.remove_reader(sock)
+        readable.cancel()
         waiter.cancel()
     try:
         _, fds, _, _ = socket.recv_fds(sock, 16, 1)
@@ -119,7 +121,5 @@ class ExecSession:
     def kill(self) -> None:
         self.close_supervisor()
         if self.proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
-            except ProcessLookupError:
-                pass

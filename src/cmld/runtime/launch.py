@@ -8,6 +8,7 @@ waits for it through a pidfd in the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,19 @@ class LaunchError(Exception):
         self.code = code
 
 
+async def wait_readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+    loop.add_reader(sock, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(sock)
+
+
 class SyncChannel:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -44,12 +58,7 @@ class SyncChannel:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_RECORD, MAX_FDS)
             except BlockingIOError:
-                fut: asyncio.Future[None] = self.loop.create_future()
-                self.loop.add_reader(self.sock, lambda: fut.done() or fut.set_result(None))
-                try:
-                    await fut
-                finally:
-                    self.loop.remove_reader(self.sock)
+                await wait_readable(self.loop, self.sock)
                 continue
             if not data:
                 for fd in fds:
@@ -111,12 +120,12 @@ class Launcher:
         return msg, fds
 
     async def _why_gone(self) -> str:
-        err = b""
-        if self.stderr_task is not None:
-            try:
-                err = await asyncio.wait_for(self.stderr_task, 2)
-            except (TimeoutError, OSError):
-                pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 2)
+        try:
+            err = self.stderr_path.read_bytes()[-4096:]
+        except OSError:
+            err = b""
         text = err.decode(errors="replace").strip().splitlines()
         return text[-1] if text else "the launcher exited without a message"
 
@@ -129,10 +138,8 @@ class Launcher:
 
     def kill(self) -> None:
         if self.proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
-            except ProcessLookupError:
-                pass
 
 
 class InitWatcher:
@@ -184,8 +191,6 @@ class InitWatcher:
             log.debug("signal %d to init %d: %s", sig, self.pid, e)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.pidfd)
-        except (ValueError, OSError):
-            pass
         os.close(self.pidfd)

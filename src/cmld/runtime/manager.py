@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -168,10 +169,8 @@ class Runtime:
             os.close(fd)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.01)
 
     async def autostart(self, containers: list[Container]) -> None:
