@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: installs what is needed, starts tpm2d, scd and cmld on a demo base directory
-# (hosted mode), installs the demo GuestOS config, creates the demo container and lists it.
+# The main job: installs what is needed, builds the demo busybox GuestOS, starts tpm2d, scd and
+# cmld on a demo base directory (hosted mode), creates and starts the demo container, runs a
+# command in it and lists it.
 #   bash scripts/demo.sh        start (or restart) the demo
 #   bash scripts/demo.sh stop   stop the demo daemons
 set -euo pipefail
@@ -16,7 +17,7 @@ stop_demo() {
             pid=$(cat "$pidf")
             if kill -0 "$pid" 2>/dev/null; then
                 kill "$pid"
-                for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+                for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             fi
             rm -f "$pidf"
         fi
@@ -34,15 +35,25 @@ stop_demo
 rm -rf "$demo/base"
 mkdir -p "$demo/base/operatingsystems" "$demo/logs"
 cp examples/device.conf "$demo/base/device.conf"
-cp examples/busybox-1.conf "$demo/base/operatingsystems/busybox-1.conf"
+"$bin/python" scripts/build-guestos.py "$demo/base/operatingsystems" >/dev/null
 
 common=(--base-dir "$demo/base" --log-dir "$demo/logs")
 "$bin/tpm2d" "${common[@]}" --pid-file "$demo/tpm2d.pid"
 "$bin/scd" "${common[@]}" --pid-file "$demo/scd.pid"
-"$bin/cmld" "${common[@]}" --pid-file "$demo/cmld.pid"
+"$bin/cmld" "${common[@]}" --pid-file "$demo/cmld.pid" --run-dir "$demo/run" --stop-timeout 10
 
 echo "\$ cml-control create examples/demo-container.conf"
 "$bin/cml-control" create examples/demo-container.conf
+echo
+echo "\$ cml-control start demo"
+"$bin/cml-control" start demo
+for _ in $(seq 100); do
+    "$bin/cml-control" state demo | grep -q 'state: RUNNING' && break
+    sleep 0.05
+done
+echo
+echo "\$ cml-control run demo nopty sh -c 'hostname; cat /proc/1/comm; ls /sys/class/net'"
+"$bin/cml-control" run demo nopty sh -c 'hostname; cat /proc/1/comm; ls /sys/class/net'
 echo
 echo "\$ cml-control list"
 "$bin/cml-control" list
