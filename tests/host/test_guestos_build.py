@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from cml_common.aioframing import read_frame
+from cml_common.framing import encode_frame
+from cml_common.messages.c_service_pb2 import CmldToServiceMessage as C
+from cml_common.messages.c_service_pb2 import ServiceToCmldMessage as S
 from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import load_text_file
 
@@ -110,3 +118,66 @@ def test_reproducible_and_named(built: tuple[Path, Path], tmp_path: Path) -> Non
     img = tmp_path / "other" / "tiny-7" / "root.img"
     assert cfg.mounts[0].image_sha2_256 == sha256(img) != sha256(out / "busybox-1" / "root.img")
     assert debugfs(img, "cat /etc/hostname") == "tiny\n"
+
+
+def test_image_boots_busybox_init_and_powers_off_on_shutdown(built: tuple[Path, Path]) -> None:
+    """The unpacked image under its own busybox init (PID 1 of a new PID namespace, chroot), with a
+    fake cmld on /run/socket/cml-service: the service reports, writes /run/hosts and /run/resolv.conf
+    through the /etc symlinks, and SHUTDOWN powers the guest off."""
+    out, _ = built
+    work = Path(tempfile.mkdtemp(prefix="cmlgos-"))  # short: socket paths are limited to 108 bytes
+    try:
+        root, run = work / "root", work / "run"
+        root.mkdir()
+        subprocess.run(["debugfs", "-R", f"rdump / {root}", str(out / "busybox-1" / "root.img")],
+                       capture_output=True, check=True, timeout=60)
+        assert (root / "sbin" / "cml-service").is_file()
+        (run / "socket").mkdir(parents=True)
+        asyncio.run(asyncio.wait_for(_boot_and_shutdown(root, run), 60))
+        assert (run / "hosts").read_text() == "127.0.0.1\tlocalhost\n127.0.1.1\tguest\n"
+        assert (run / "resolv.conf").read_text() == "nameserver 192.0.2.1\n"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _boot_and_shutdown(root: Path, run: Path) -> None:
+    codes: list[int] = []
+    booted = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (body := await read_frame(reader)) is not None:
+            code = S.FromString(body).code
+            codes.append(code)
+            if code == S.CONTAINER_CFG_NAME_REQ:
+                msg = C(code=C.CONTAINER_CFG_NAME, container_cfg_name="guest")
+            elif code == S.CONTAINER_CFG_DNS_REQ:
+                msg = C(code=C.CONTAINER_CFG_DNS, container_cfg_dns="192.0.2.1")
+            else:  # BOOT_COMPLETED: the guest is up, power it off again
+                msg = C(code=C.SHUTDOWN)
+                booted.set()
+            writer.write(encode_frame(msg.SerializeToString()))
+            await writer.drain()
+        writer.close()
+
+    sock = run / "socket" / "cml-service"
+    server = await asyncio.start_unix_server(serve, path=str(sock))
+    script = 'mount --bind "$2" "$1/run"; mount -t proc proc "$1/proc"; exec chroot "$1" /sbin/init'
+    proc = await asyncio.create_subprocess_exec(
+        "unshare", "--pid", "--fork", "--mount", "--uts", "--kill-child", "sh", "-ec", script, "sh",
+        str(root), str(run), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert booted.is_set(), output
+        assert codes == [S.CONTAINER_CFG_NAME_REQ, S.CONTAINER_CFG_DNS_REQ, S.BOOT_COMPLETED]
+        assert b"Requesting system poweroff" in output
+        # reboot(POWER_OFF) by a PID namespace's init ends it with SIGINT; unshare passes that on.
+        assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT), output
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        server.close()
+        await server.wait_closed()
+        sock.unlink(missing_ok=True)
