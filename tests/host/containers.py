@@ -67,9 +67,9 @@ def container_conf(name: str, guestos: str = "busybox", **fields: object) -> str
     return "\n".join(lines) + "\n"
 
 
-def create(d: Daemon, tmp: Path, name: str, **fields: object) -> str:
+def create(d: Daemon, tmp: Path, name: str, guestos: str = "busybox", **fields: object) -> str:
     conf = tmp / f"{name}-{uuid.uuid4().hex[:6]}.conf"
-    conf.write_text(container_conf(name, **fields))
+    conf.write_text(container_conf(name, guestos, **fields))
     r = cli(d.socket, "create", str(conf))
     assert r.rc == 0, r.out + r.err
     return name

@@ -5,8 +5,8 @@ Every case checks the same four things: cmld says clearly what went wrong (the s
 of the container is left on the host (`host_leaks`: mounts, loop devices, cgroups, the netns
 binding, runtime records, run dirs; after a cmld crash also no process in the container's cgroups).
 
-The crash cases (cmld SIGKILLed during a start, a stop, a run) are strict xfails: each reason names
-the cmld defect it reproduces, so a fix shows up as XPASS and the marker has to go.
+The crash cases SIGKILL cmld during a start, a stop and a run: the next cmld must stop what the
+old one left and release everything it held.
 """
 
 from __future__ import annotations
@@ -43,14 +43,6 @@ pytestmark = [
 ]
 
 FAST = ("--stop-timeout", "3", "--boot-timeout", "30")
-# The cmld defect the three crash cases expose (xfail, strict: they turn XPASS once it is fixed).
-NETNS_NOT_RECORDED = (
-    "cmld bug: the runtime record is written before post_clone, where NetworkModule binds the netns at "
-    "/run/netns/<uuid>, and never again, so the record's `netns` stays empty; recover() after a cmld "
-    "crash therefore leaves the /run/netns/<uuid> bind mount behind and every later start of the "
-    "container fails with 'binding the network namespace at /run/netns/<uuid>: File exists'")
-
-
 @pytest.fixture(scope="module")
 def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return demo_guestos(tmp_path_factory.mktemp("guestos"))
@@ -351,11 +343,6 @@ def restart_problems(d: Daemon, name: str, uuid: str) -> list[str]:
     return []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cmld bugs: (1) a kill during a start's module prepare (the first start's mkfs of data.img) leaves the "
-    "container's cgroups in every hierarchy and RUN_DIR/containers/<uuid> behind, because CgroupsModule "
-    "creates the cgroups (and _start the run dir) before the first runtime record is written, so recover() "
-    "does not know them; (2) " + NETNS_NOT_RECORDED))
 def test_cmld_killed_during_start(env: Env) -> None:
     """SIGKILL to cmld at several points of a start (each time a fresh cmld on the same base and
     run dir, which first recovers what the previous one left). The first round falls into the first
@@ -387,7 +374,6 @@ def test_cmld_killed_during_start(env: Env) -> None:
     assert_healthy(env, d, u)
 
 
-@pytest.mark.xfail(strict=True, reason=NETNS_NOT_RECORDED)
 def test_cmld_killed_during_stop(env: Env) -> None:
     d = env.cmld(*FAST)
     u = env.create(d, "c1")
@@ -403,7 +389,6 @@ def test_cmld_killed_during_stop(env: Env) -> None:
     assert_healthy(env, d, u)
 
 
-@pytest.mark.xfail(strict=True, reason=NETNS_NOT_RECORDED)
 def test_cmld_killed_while_container_runs(env: Env) -> None:
     d = env.cmld(*FAST)
     u = env.create(d, "c1")

@@ -73,6 +73,7 @@ def create_empty_image(path: Path, size_mb: int, fstype: str, owner: int) -> Non
         raise StartError(f"not enough space for {path.name}: {size_mb} MiB needed (+10 %), "
                          f"{free >> 20} MiB free on {path.parent}")
     tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # left by a crash mid-format
     try:
         with open(tmp, "wb") as f:
             f.truncate(size_mb << 20)

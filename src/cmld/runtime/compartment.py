@@ -126,6 +126,10 @@ class Compartment:
         ctx = StartContext(self.container, gos, self.runtime.settings, spec, setup_mode=setup)
         self.ctx = ctx
         self.modules = self.runtime.build_modules(self.container)
+        # The record exists before anything else does, and is rewritten as the start makes
+        # more (cgroups, init, the netns binding): a cmld killed at any point leaves enough
+        # for the next one to clean up.
+        self.runtime.records.write(ctx)
         ctx.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for d in ("root", "work"):
             (ctx.run_dir / d).mkdir(exist_ok=True, mode=0o700)
@@ -142,6 +146,7 @@ class Compartment:
         self.runtime.records.write(ctx)
         for m in self.modules:
             await m.post_clone(ctx)
+        self.runtime.records.write(ctx)
         await launcher.chan.send({"type": "go"})
         msg, fds = await launcher.recv("success")
         names = msg.get("fds", [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import contextlib
 import logging
 import os
@@ -108,8 +109,11 @@ class Runtime:
         if cg is not None:
             try:
                 cg.kill_all()
+            except FileNotFoundError:
+                pass  # already removed by the cleanup
             except (OSError, RuntimeError) as e:
-                log.warning("container %s: killing its cgroup: %s", comp.container.name, e)
+                if getattr(e, "errno", None) != errno.ENOENT:
+                    log.warning("container %s: killing its cgroup: %s", comp.container.name, e)
 
     def oom_kills(self, comp: Compartment) -> int:
         cg = self.cgroup_of(comp)
@@ -146,8 +150,11 @@ class Runtime:
                         cg.kill_all()
                     finally:
                         cg.remove()
-            if rec.get("netns"):
-                unbind_netns(str(rec["netns"]))
+            for netns in {str(rec.get("netns") or ""), str(self.settings.netns_dir / uuid)} - {""}:
+                unbind_netns(netns)
+            # An EMPTY image whose mkfs the old cmld never saw finish is incomplete.
+            for tmp in (self.settings.containers_dir / uuid).glob("*.img.tmp"):
+                tmp.unlink(missing_ok=True)
             run_dir = Path(str(rec.get("run_dir", "")))
             if run_dir.is_relative_to(self.settings.run_dir):
                 shutil.rmtree(run_dir, ignore_errors=True)
