@@ -67,7 +67,7 @@ class ExecSession:
                 sys.executable, "-m", "cmld.launcher.execute", json.dumps(req),
                 pass_fds=[status_w, theirs.fileno()],
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONDONTWRITEBYTECODE": "1"})
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         except BaseException:
             os.close(status_r)
             ours.close()

@@ -96,7 +96,7 @@ class Launcher:
                 sys.executable, "-m", "cmld.launcher", str(theirs.fileno()),
                 pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=err,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             )
         finally:
             theirs.close()
