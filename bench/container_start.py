@@ -57,7 +57,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,6 +66,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from benchlib import REPO, git, wait_for_socket
 
 from cml_common.messages.container_pb2 import ContainerState
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
@@ -78,7 +79,6 @@ D = DaemonToController
 S = ContainerState
 
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parent.parent
 HOSTED_DEVICE_CONF = "hostedmode: true\nsigned_configs: false\ntpm_enabled: false\n"
 POLL_S = 0.002  # GET_CONTAINER_STATUS polling interval
 STATE_TIMEOUT_S = 60.0  # longest wait for RUNNING or STOPPED
@@ -150,20 +150,6 @@ def run_quiet(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProces
                           check=False)
 
 
-def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"cmld exited with {proc.returncode} before its socket came up")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(str(path))
-            return
-        except OSError:
-            time.sleep(0.02)
-        finally:
-            s.close()
-    raise TimeoutError(f"cmld: {path} did not come up within {timeout:g} s")
 
 
 class Cmld:
@@ -189,7 +175,7 @@ class Cmld:
             self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=err)
         try:
-            wait_for_socket(self.sock, self.proc)
+            wait_for_socket(self.sock, self.proc, "cmld", 20.0)
         except Exception:
             self.print_stderr()
             raise
@@ -650,13 +636,6 @@ def profile_table(sections: list[tuple[str, list[tuple[str, Sample]]]]) -> str:
                   {2, 3, 4})
 
 
-def git(*args: str) -> str:
-    try:
-        p = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False,
-                           timeout=10)
-    except OSError:
-        return ""
-    return p.stdout.strip() if p.returncode == 0 else ""
 
 
 # ---------------------------------------------------------------------------- main

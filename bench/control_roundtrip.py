@@ -40,7 +40,6 @@ import multiprocessing as mp
 import os
 import platform
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -55,6 +54,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from benchlib import git, wait_for_socket
+
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 from cml_control.client import ControlClient
 
@@ -68,7 +69,6 @@ HOSTED_DEVICE_CONF = "hostedmode: true\nsigned_configs: false\ntpm_enabled: fals
 ECHO_REPLY_BODY = D(code=D.CONTAINERS_LIST).SerializeToString()
 assert len(ECHO_REPLY_BODY) == 2, ECHO_REPLY_BODY
 HEADER = struct.Struct(">I")
-REPO = Path(__file__).resolve().parent.parent
 BLOCKS = 10  # socket benchmarks alternate target and reference in this many blocks
 CONCURRENT_ROUNDS = 4  # concurrent runs alternate in this many rounds (per-client count split)
 T = TypeVar("T")
@@ -170,20 +170,6 @@ def stop_process(proc: subprocess.Popen[bytes], name: str) -> None:
         proc.wait(5)
 
 
-def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], name: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode} before its socket came up")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(str(path))
-            return
-        except OSError:
-            time.sleep(0.02)
-        finally:
-            s.close()
-    raise TimeoutError(f"{name}: {path} did not come up within {timeout:g} s")
 
 
 @contextlib.contextmanager
@@ -426,13 +412,6 @@ def check_cli(sock: Path, count: int) -> None:
         raise RuntimeError(f"cml-control list failed (rc {p.returncode}): {p.stderr or p.stdout}")
 
 
-def git(*args: str) -> str:
-    try:
-        p = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False,
-                           timeout=10)
-    except OSError:
-        return ""
-    return p.stdout.strip() if p.returncode == 0 else ""
 
 
 # ---------------------------------------------------------------------------- output

@@ -1,0 +1,37 @@
+"""What the benchmark scripts share (they run as standalone scripts, so this sits beside them
+rather than in tests/)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], name: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode} before its socket came up")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(path))
+            return
+        except OSError:
+            time.sleep(0.02)
+        finally:
+            s.close()
+    raise TimeoutError(f"{name}: {path} did not come up within {timeout:g} s")
+
+
+def git(*args: str) -> str:
+    """Output of a git command in the repository, "" when git or the repository is missing."""
+    try:
+        p = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False,
+                           timeout=10)
+    except OSError:
+        return ""
+    return p.stdout.strip() if p.returncode == 0 else ""
