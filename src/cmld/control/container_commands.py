@@ -19,7 +19,6 @@ from ..container import Container
 from ..container_store import parse_container_config
 from ..modules.base import StartError
 from ..modules.devices import DevicesModule
-from ..modules.seccomp import session_supervisor
 from ..runtime.exec_session import ExecSession
 from ..runtime.manager import Runtime
 from ..runtime.transitions import EXEC_STATES, STOPPABLE
@@ -312,10 +311,7 @@ class ContainerCommands:
             await conn.send(exec_end("this connection already runs a command"))
             return
         try:
-            session = await ExecSession.start(init_pid=ctx.init_pid, cgroup_procs=ctx.spec.cgroup_procs,
-                                              userns=ctx.spec.uid_start is not None, cap_drop=ctx.spec.cap_drop,
-                                              argv=list(req.exec_args), pty=req.exec_pty,
-                                              supervise=session_supervisor(ctx))
+            session = await ExecSession.in_container(ctx, list(req.exec_args), req.exec_pty)
         except OSError as e:
             await conn.send(exec_end(f"cannot start the command: {e}"))
             return

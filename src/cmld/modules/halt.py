@@ -8,7 +8,6 @@ import logging
 from ..runtime.context import StartContext
 from ..runtime.exec_session import ExecSession
 from .base import Module
-from .seccomp import session_supervisor
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +19,7 @@ class HaltModule(Module):
 
     async def stop(self, ctx: StartContext) -> bool:
         try:
-            session = await ExecSession.start(init_pid=ctx.init_pid, cgroup_procs=ctx.spec.cgroup_procs,
-                                              userns=ctx.spec.uid_start is not None, cap_drop=ctx.spec.cap_drop,
-                                              argv=["halt"], pty=False,
-                                              supervise=session_supervisor(ctx))
+            session = await ExecSession.in_container(ctx, ["halt"], pty=False)
         except OSError as e:
             log.info("container %s: halt not started: %s", ctx.container.name, e)
             return False

@@ -22,7 +22,7 @@ from ..launcher.spec import ERR_VOL_CORRUPTED, LaunchSpec
 from ..modules.base import Module, StartError
 from .context import StartContext
 from .launch import InitWatcher, Launcher, LaunchError
-from .transitions import EXEC_STATES, FREEZABLE, STARTABLE, STOPPABLE, allowed
+from .transitions import FREEZABLE, STARTABLE, STOPPABLE, allowed
 
 if TYPE_CHECKING:
     from .manager import Runtime
@@ -153,11 +153,7 @@ class Compartment:
         ctx.received_fds = dict(zip(names, fds, strict=False))
         for m in self.modules:
             await m.pre_exec(ctx)
-        for fd_name in list(ctx.received_fds):
-            fd = ctx.take_fd(fd_name)
-            if fd is not None:
-                import os
-                os.close(fd)
+        ctx.close_received_fds()  # modules took what they use
         await launcher.chan.send({"type": "go"})
         closed, _ = await launcher.chan.recv()
         if closed is not None:  # exec failed: the child reports and exits
@@ -248,11 +244,7 @@ class Compartment:
                 await m.cleanup(ctx, rebooting)
             except Exception:
                 log.exception("container %s: cleanup of %s failed", self.container.name, m.name)
-        for fd_name in list(ctx.received_fds):
-            fd = ctx.take_fd(fd_name)
-            if fd is not None:
-                import os
-                os.close(fd)
+        ctx.close_received_fds()
         self.runtime.records.remove(ctx)
         self.runtime.remove_run_dir(ctx)
         self.ctx = None
@@ -338,5 +330,3 @@ class Compartment:
             self._disarm()
             self.set_state(S.RUNNING)
 
-    def in_exec_state(self) -> bool:
-        return self.state in EXEC_STATES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,3 +38,9 @@ class StartContext:
 
     def take_fd(self, name: str) -> int | None:
         return self.received_fds.pop(name, None)
+
+    def close_received_fds(self) -> None:
+        """The child's fds no module took."""
+        for fd in self.received_fds.values():
+            os.close(fd)
+        self.received_fds.clear()

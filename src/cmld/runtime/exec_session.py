@@ -14,9 +14,12 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .launch import wait_readable
+
+if TYPE_CHECKING:
+    from .context import StartContext
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,15 @@ class ExecSession:
                 session.supervisor = supervise(fd)
         ours.close()
         return session
+
+    @classmethod
+    async def in_container(cls, ctx: StartContext, argv: list[str], pty: bool) -> ExecSession:
+        """A session with the container's cgroup, namespaces, capabilities and seccomp filter."""
+        from ..modules.seccomp import session_supervisor
+
+        return await cls.start(init_pid=ctx.init_pid, cgroup_procs=ctx.spec.cgroup_procs,
+                               userns=ctx.spec.uid_start is not None, cap_drop=ctx.spec.cap_drop,
+                               argv=argv, pty=pty, supervise=session_supervisor(ctx))
 
     async def write_input(self, data: bytes) -> None:
         stdin = self.proc.stdin

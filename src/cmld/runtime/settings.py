@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..launcher import linux
-
 BOOT_TIMEOUT = 800.0  # s, BOOTING -> killed if the service never reports (original value)
 STOP_TIMEOUT = 45.0  # s, SHUTDOWN -> SIGKILL
 FREEZE_TIMEOUT = 5.0  # s, FREEZING -> back to RUNNING
@@ -27,7 +25,3 @@ class RuntimeSettings:
     freeze_timeout: float = FREEZE_TIMEOUT
     pids_max: int = DEFAULT_PIDS_MAX
     host_dns: str = ""
-
-
-def cap_numbers(names: list[str]) -> list[int]:
-    return [linux.CAP[n] for n in names]
