@@ -40,7 +40,7 @@ DEFAULT_EPOCH = 1704067200  # 2024-01-01, when SOURCE_DATE_EPOCH is not set
 INITTAB = "::once:/sbin/cml-service\n::shutdown:/bin/true\n"  # never `umount -a` nor `swapoff`
 DIRS = {"bin": 0o755, "sbin": 0o755, "usr": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755, "dev": 0o755,
         "proc": 0o555, "sys": 0o555, "run": 0o755, "tmp": 0o1777, "data": 0o755, "etc": 0o755,
-        "root": 0o700, "var": 0o755}
+        "root": 0o700, "var": 0o755, "mnt": 0o755, "opt": 0o755, "srv": 0o755}
 
 
 def build_service() -> Path:

@@ -9,6 +9,7 @@ cannot redirect a mount onto the host.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -90,6 +91,28 @@ class EarlyMounts:
                 os.chown(staged, self.spec.uid_start or 0, self.spec.uid_start or 0)
         linux.bind_tree(staged, target_fd, readonly=readonly)
 
+    def _shifted(self, staged: str, readonly: bool) -> str:
+        """An idmapped view of a staged mount, for use as an overlay layer: overlayfs itself cannot
+        be idmapped, but (kernel >= 5.19) it can stack on idmapped layers, which gives the
+        container's root ownership of the merged tree. Returns `staged` unchanged where the
+        kernel or filesystem cannot (then the overlay gets the chown fallback of `_place`)."""
+        if self.userns_fd is None or not self.idmap_supported:
+            return staged
+        view = self._staging("idmapped")
+        src = os.open(staged, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        dst = os.open(view, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            linux.idmapped_bind(src, dst, self.userns_fd, readonly)
+            return view
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM, errno.ENOSYS):
+                raise
+            self.idmap_supported = False
+            return staged
+        finally:
+            os.close(src)
+            os.close(dst)
+
     def _tmpfs_opts(self, mode: str = "755", extra: str = "") -> str:
         uid = self.spec.uid_start or 0
         opts = f"mode={mode},uid={uid},gid={uid}"
@@ -122,13 +145,17 @@ class EarlyMounts:
 
     def _mount_overlay(self, op: MountOp, target_fd: int | None, root_path: str | None = None) -> None:
         lowers: list[str] = []
+        shifted = True  # every layer seen through the container's ID mapping (or no userns at all)
         for image in op.lower:
             staged = self._staging("lower")
             self._mount_image(image, staged, op.lower_fstype or op.fstype, True, "")
-            lowers.append(staged)
+            view = self._shifted(staged, readonly=True)
+            shifted = shifted and (view != staged or self.userns_fd is None)
+            lowers.append(view)
         if op.over_existing:
             if target_fd is None:
                 raise MountError("an overlay over an existing directory cannot be the root")
+            # A clone of what is there already, which carries the root's idmapping if it has one.
             base = self._staging("base")
             base_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -148,21 +175,31 @@ class EarlyMounts:
                 linux.mount("tmpfs", upper_root, "tmpfs", linux.MS_NODEV, "mode=755")
             for d in ("upper", "work"):
                 os.makedirs(os.path.join(upper_root, d), exist_ok=True)
-            opts += f",upperdir={upper_root}/upper,workdir={upper_root}/work"
+            view = self._shifted(upper_root, readonly=False)
+            shifted = shifted and (view != upper_root or self.userns_fd is None)
+            opts += f",upperdir={view}/upper,workdir={view}/work"
         staged = self._staging("overlay")
+        uid = self.spec.uid_start or 0
         try:
-            linux.mount("overlay", staged, "overlay", self.base_flags | (linux.MS_RDONLY if readonly else 0), opts)
+            with linux.fs_identity(uid, uid) if shifted and not readonly and uid else contextlib.nullcontext():
+                linux.mount("overlay", staged, "overlay", self.base_flags | (linux.MS_RDONLY if readonly else 0),
+                            opts)
         except OSError as e:
             raise MountError(f"overlay at {op.target}: {e.strerror}") from None
-        if root_path is not None:
-            fd = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
+        if not readonly and os.statvfs(staged).f_flag & os.ST_RDONLY:
+            # overlayfs falls back to read-only (with only a kernel log line) when its work
+            # directory cannot be made: a writable volume must not silently lose its writes.
+            raise MountError(f"overlay at {op.target} came up read-only: the upper layer is not usable "
+                             "(see the kernel log)")
+        fd = target_fd if target_fd is not None else os.open(root_path or "", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if shifted and self.userns_fd is not None:
+                linux.bind_tree(staged, fd, readonly=readonly)  # the layers carry the idmapping
+            else:
                 self._place(staged, fd, readonly)
-            finally:
+        finally:
+            if target_fd is None:
                 os.close(fd)
-        else:
-            assert target_fd is not None
-            self._place(staged, target_fd, readonly)
 
     def mount_op(self, op: MountOp) -> None:
         if op.kind == "bind":

@@ -5,9 +5,14 @@ Every wrapper raises OSError with errno and the call's name, so callers report w
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)  # glibc; find_library would spawn ldconfig
 _syscall = _libc.syscall
@@ -245,6 +250,34 @@ def drop_from_all_sets(caps: list[int]) -> None:
         data[idx].permitted &= mask
         data[idx].inheritable &= mask
     _check(_libc.capset(ctypes.byref(hdr), data), "capset")
+
+
+def raise_effective() -> None:
+    """Effective set := permitted set (a change of fsuid away from 0 clears the file caps from
+    the effective set; the permitted set keeps them)."""
+    hdr = _CapHeader(0x20080522, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(hdr), data), "capget")
+    for d in data:
+        d.effective = d.permitted
+    _check(_libc.capset(ctypes.byref(hdr), data), "capset")
+
+
+@contextlib.contextmanager
+def fs_identity(uid: int, gid: int) -> Iterator[None]:
+    """Run the body with filesystem IDs uid/gid but every capability still effective, then go back
+    to 0/0. overlayfs records its mounter's credentials and does every upper-layer operation
+    with them: for layers on idmapped mounts those IDs must be mapped by the mounts' user
+    namespace, or creating the work directory (and every later copy-up) fails with EOVERFLOW."""
+    _libc.setfsgid(gid)
+    _libc.setfsuid(uid)
+    try:
+        raise_effective()
+        yield
+    finally:
+        _libc.setfsuid(0)
+        _libc.setfsgid(0)
+        raise_effective()
 
 
 # ---------------------------------------------------------------------------- loop devices
