@@ -6,6 +6,7 @@ non-empty reason is an error message from cmld.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import re
@@ -36,21 +37,30 @@ def exit_code_from_reason(reason: str) -> tuple[int, str | None]:
 
 def _pump_stdin(client: ControlClient, uuid: str, done: threading.Event) -> None:
     fd = sys.stdin.fileno()
+    # exec_input is a proto string: decode incrementally, so a multi-byte character split
+    # across two reads is not turned into two replacement characters.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while not done.is_set():
         try:
             data = os.read(fd, INPUT_CHUNK)
         except OSError:
             return
         if not data:
+            if tail := decoder.decode(b"", final=True):
+                with contextlib.suppress(ControlError):
+                    client.send(ControllerToDaemon(command=ControllerToDaemon.CONTAINER_EXEC_INPUT,
+                                                   container_uuids=[uuid], exec_input=tail))
             # End of our input: an empty EXEC_INPUT closes the command's stdin (cmld extension;
             # the original has no way to signal EOF).
             with contextlib.suppress(ControlError):
                 client.send(ControllerToDaemon(command=ControllerToDaemon.CONTAINER_EXEC_INPUT,
                                                container_uuids=[uuid], exec_input=""))
             return
+        text = decoder.decode(data)
+        if not text:
+            continue  # only the start of a character so far; an empty EXEC_INPUT would mean EOF
         msg = ControllerToDaemon(
-            command=ControllerToDaemon.CONTAINER_EXEC_INPUT, container_uuids=[uuid],
-            exec_input=data.decode("utf-8", errors="replace"),
+            command=ControllerToDaemon.CONTAINER_EXEC_INPUT, container_uuids=[uuid], exec_input=text,
         )
         try:
             client.send(msg)

@@ -28,6 +28,8 @@ class Container:
     started_monotonic: float | None = None
     # Set when the config on disk changed while the container was active; applied when it stops.
     pending_config: ContainerConfig | None = field(default=None, repr=False)
+    # c0 made in memory from device.conf's c0os (no config file), as the original's cmld_init_c0.
+    implicit: bool = False
 
     @property
     def name(self) -> str:

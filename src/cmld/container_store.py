@@ -16,7 +16,7 @@ import uuid as uuidlib
 from pathlib import Path
 
 from cml_common.fsutil import remove_quietly, write_atomic
-from cml_common.messages.container_pb2 import ContainerConfig, ContainerState
+from cml_common.messages.container_pb2 import ContainerConfig, ContainerState, ContainerTokenType, ContainerType
 from cml_common.paths import C0_UUID, Layout
 from cml_common.textconfig import ConfigError, load_text_file, parse_text
 
@@ -126,14 +126,28 @@ class ContainerStore:
                 log.info("loaded container %s (%s)", fresh.uuid, fresh.name)
             elif old.is_active:
                 old.pending_config = fresh.config
+                old.implicit = False
             else:
+                old.implicit = False
                 old.config = fresh.config
                 old.created = fresh.created
         for uuid in list(self._containers):
-            if uuid not in seen and not self._containers[uuid].is_active:
+            c = self._containers[uuid]
+            if uuid not in seen and not c.is_active and not c.implicit:
                 log.info("container %s has no config any more; dropped", uuid)
                 del self._containers[uuid]
         return sorted(seen)
+
+    def add_implicit_c0(self, guestos: str) -> Container:
+        """The management container the original builds when no c0 config exists: name c0,
+        1024 MB, its own netns, no userns, no token; kept in memory only."""
+        cfg = ContainerConfig(name="c0", guest_os=guestos, ram_limit=1024, color=0xFFFFFF00,
+                              type=ContainerType.CONTAINER, token_type=ContainerTokenType.NONE,
+                              userns=False, netns=True)
+        c0 = Container(uuid=C0_UUID, config=cfg, created=0, implicit=True)
+        self._containers[C0_UUID] = c0
+        log.info("implicit c0 from GuestOS %s", guestos)
+        return c0
 
     # ------------------------------------------------------------------ changes
 

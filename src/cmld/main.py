@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import grp
+import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,9 +16,12 @@ from cml_common.daemon_args import common_parser
 
 from .control.dispatcher import Dispatcher
 from .control.server import ControlServer, ServerLimits
+from .host_power import HOST_POWEROFF, systemd_is_init
 from .runtime import settings
 from .runtime.manager import Runtime
 from .state import CmldState
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     rt.add_argument("--freeze-timeout", type=float, default=settings.FREEZE_TIMEOUT, help="default %(default)s")
     rt.add_argument("--pids-max", type=int, default=settings.DEFAULT_PIDS_MAX,
                     help="process limit of every container (default %(default)s)")
+    rt.add_argument("--c0-down", choices=("poweroff", "exit"), default="poweroff",
+                    help="once c0 is down on a device (not hosted) and the others are stopped: power off "
+                         "through systemd (cmld exits where systemd is not init), or just exit "
+                         "(default %(default)s)")
     rt.add_argument("--no-autostart", action="store_true", help="do not start c0 and allow_autostart containers")
     return ap.parse_args(argv)
 
@@ -74,6 +83,24 @@ def main(argv: list[str] | None = None) -> int:
             mode=0o660 if gid is not None else 0o600, gid=gid,
         )
         await server.start()
+
+        async def serve_c0_control(sock: socket.socket) -> ControlServer:
+            c0_server = ControlServer(None, dispatcher, on_close=dispatcher.connection_closed,
+                                      limits=server.limits, privileged=True)
+            await c0_server.start_on(sock)
+            return c0_server
+
+        async def c0_down() -> None:
+            if args.c0_down == "poweroff" and systemd_is_init():
+                log.warning("c0 is down: powering the device off")
+                await asyncio.create_subprocess_exec(*HOST_POWEROFF)
+            else:
+                log.warning("c0 is down: cmld exits (%s)", "--c0-down exit" if args.c0_down == "exit"
+                            else "systemd is not init, nothing to power off through")
+                stop.set()
+
+        runtime.serve_control = serve_c0_control
+        runtime.on_c0_down = c0_down
         autostart = None if args.no_autostart else asyncio.ensure_future(runtime.autostart(state.containers.all()))
 
         async def close() -> None:

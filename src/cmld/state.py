@@ -93,7 +93,11 @@ class CmldState:
         self.guestos.load()
         self.containers.load()
         if not self.hosted and self.containers.get(C0_UUID) is None:
-            log.warning("no c0 config and the management container runtime is not available yet")
+            if self.guestos.latest(self.device.c0os) is not None:
+                self.containers.add_implicit_c0(self.device.c0os)
+            else:
+                log.error("no c0 config and no GuestOS %r (device.conf c0os) to make one from: this device "
+                          "has no management container", self.device.c0os)
         log.info("%d GuestOS(es), %d container(s) loaded",
                  len(self.guestos.names()), len(self.containers.all()))
 

@@ -12,22 +12,17 @@ from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToControll
 from .. import log_export
 from ..ca_store import CAError, register_ca, register_local_ca
 from ..device_stats import device_stats
+from ..host_power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
 from ..state import CmldState
 from .replies import container_status, response
 from .server import ControlConnection
 
 log = logging.getLogger(__name__)
 D = DaemonToController
-HOST_REBOOT = ["systemctl", "reboot"]
-HOST_POWEROFF = ["systemctl", "poweroff"]
 
 
 def _read_all(path: Path) -> list[tuple[str, bool]]:
     return list(log_export.read_fragments(path))
-
-
-def _systemd_is_init() -> bool:
-    return Path("/run/systemd/system").is_dir()
 
 
 class DeviceCommands:
@@ -216,7 +211,7 @@ class DeviceCommands:
                      conn)
             await conn.send(response(D.CMD_OK))
             return
-        if not _systemd_is_init():
+        if not systemd_is_init():
             log.error("%s: REBOOT_DEVICE: no systemd to reboot through", conn)
             await conn.send(response(D.CMD_FAILED))
             return
@@ -246,5 +241,5 @@ class DeviceCommands:
         st.guestos.clear()
         log.warning("%s: device wiped (GuestOSes, containers, keys, tokens, old logs)", conn)
         await conn.send(response(D.CMD_OK))
-        if not st.hosted and _systemd_is_init():
+        if not st.hosted and systemd_is_init():
             await asyncio.create_subprocess_exec(*HOST_POWEROFF)

@@ -96,10 +96,10 @@ def unknown_command_value(body: bytes) -> int | None:
 
 
 class ControlServer:
-    def __init__(self, path: Path, handler: Handler, *, limits: ServerLimits | None = None,
+    def __init__(self, path: Path | None, handler: Handler, *, limits: ServerLimits | None = None,
                  mode: int = 0o600, gid: int | None = None, privileged: bool = True,
                  on_close: Callable[[ControlConnection], None] | None = None) -> None:
-        self.path = path
+        self.path: Path | None = path
         self.handler = handler
         self.on_close = on_close
         self.limits = limits or ServerLimits()
@@ -110,7 +110,14 @@ class ControlServer:
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
 
+    async def start_on(self, sock: socket.socket) -> None:
+        """Serve a listening socket made elsewhere (c0's, bound inside c0 by the launcher); its
+        file is not ours to chmod or remove."""
+        self.path = None
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+
     async def start(self) -> None:
+        assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale_socket()
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
@@ -120,6 +127,7 @@ class ControlServer:
         log.info("control socket listening on %s", self.path)
 
     def _remove_stale_socket(self) -> None:
+        assert self.path is not None
         try:
             st = self.path.lstat()
         except FileNotFoundError:
@@ -145,8 +153,9 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer_cred(writer.get_extra_info("socket"))

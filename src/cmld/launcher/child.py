@@ -16,6 +16,7 @@ from .early import EarlyMounts, fd_path
 from .spec import ERR_GENERIC, ERR_SERVICE, ERR_TIME, ERR_VOL, MSG_GO, MSG_SUCCESS, LaunchSpec
 
 SERVICE_SOCKET = "/run/socket/cml-service"
+CONTROL_SOCKET = "/run/socket/cml-control"
 
 # Files of /proc a container must not read (hidden behind /dev/null or an empty read-only tmpfs)
 # and trees it must not write; the same list runc and crun use.
@@ -133,12 +134,14 @@ def _enter_time_namespace() -> None:
         os.close(fd)
 
 
-def _service_socket(spec: LaunchSpec) -> socket.socket:
+def _listen(path: str, mode: int) -> socket.socket:
+    """A listening socket bound inside the container, by the container's root: its file belongs
+    to the container, and cmld serves it through the fd handed over in SUCCESS."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(SERVICE_SOCKET)
-    s.bind(SERVICE_SOCKET)
-    os.chmod(SERVICE_SOCKET, 0o660)
+        os.unlink(path)
+    s.bind(path)
+    os.chmod(path, mode)
     s.listen(8)
     return s
 
@@ -190,14 +193,17 @@ def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
             raise ChildError(ERR_GENERIC, f"init {shown} is missing or not executable in the container image")
         fds: list[int] = []
         names: list[str] = []
-        service = None
-        if spec.service_socket:
+        sockets: list[socket.socket] = []
+        for wanted, name, path, mode in ((spec.service_socket, "service", SERVICE_SOCKET, 0o660),
+                                         (spec.control_socket, "control", CONTROL_SOCKET, 0o600)):
+            if not wanted:
+                continue
             try:
-                service = _service_socket(spec)
+                sockets.append(_listen(path, mode))
             except OSError as e:
-                raise ChildError(ERR_SERVICE, f"service socket: {e}") from None
-            fds.append(service.fileno())
-            names.append("service")
+                raise ChildError(ERR_SERVICE, f"{name} socket {path}: {e}") from None
+            fds.append(sockets[-1].fileno())
+            names.append(name)
         linux.drop_bounding(spec.cap_drop)
         seccomp_fd = -1
         if spec.seccomp:
@@ -207,8 +213,8 @@ def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
             fds.append(seccomp_fd)
             names.append("seccomp")
         chan.send({"type": MSG_SUCCESS, "fds": names}, fds)
-        if service is not None:
-            service.close()
+        for sock in sockets:
+            sock.close()
         if seccomp_fd >= 0:
             os.close(seccomp_fd)
         chan.expect(MSG_GO)

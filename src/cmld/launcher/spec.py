@@ -80,6 +80,7 @@ class LaunchSpec:
     seccomp: bool = True
     allow_system_time: bool = False
     service_socket: bool = True
+    control_socket: bool = False  # c0 only: cmld's privileged control socket inside
     init: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)
     setup_mode: bool = False

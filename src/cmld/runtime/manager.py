@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from ..launcher import linux
 from ..modules.base import Module
 from ..modules.capabilities import CapabilitiesModule
 from ..modules.cgroups import CgroupsModule
+from ..modules.control_socket import ControlSocketModule, ServeControl
 from ..modules.devices import DeviceAssignments, DevicesModule
 from ..modules.halt import HaltModule
 from ..modules.network import NetworkModule, unbind_netns
@@ -50,6 +52,12 @@ class Runtime:
         self.compartments: dict[str, Compartment] = {}
         self.driver: CgroupDriver | None = None
         self.unavailable = ""
+        # Set by cmld's main: how c0's control socket is served, and what happens once c0 is
+        # down on a device (power off, or end cmld where there is no systemd to do it).
+        self.serve_control: ServeControl | None = None
+        self.on_c0_down: Callable[[], Awaitable[None]] | None = None
+        self._shutting_down = False
+        self._c0_down_task: asyncio.Task[None] | None = None
 
     def setup(self) -> None:
         """Become the subreaper of container inits and find the cgroup hierarchy."""
@@ -69,8 +77,26 @@ class Runtime:
         comp = self.compartments.get(c.uuid)
         if comp is None or comp.container is not c:
             comp = Compartment(c, self)
+            if c.is_c0:
+                comp.observers.append(self._watch_c0)
             self.compartments[c.uuid] = comp
         return comp
+
+    def _watch_c0(self, c: Container, old: int, new: int) -> None:
+        """c0 down (halted inside, or crashed) on a device: nothing may run without the management
+        container, so every other container is stopped, then the device goes down (the original)."""
+        if new not in (S.STOPPED, S.ZOMBIE) or self.settings.hosted or self._shutting_down:
+            return
+        if old == S.STARTING:
+            return  # a start that failed: cmld stays up so the operator can see why (autostart logs it)
+        if self._c0_down_task is None or self._c0_down_task.done():
+            log.warning("c0 is %s: stopping every other container", S.Name(new))
+            self._c0_down_task = asyncio.ensure_future(self._c0_down())
+
+    async def _c0_down(self) -> None:
+        await self.shutdown(only_others=True)
+        if self.on_c0_down is not None:
+            await self.on_c0_down()
 
     def guestos_config(self, c: Container) -> GuestOSConfig | None:
         gos = self.guestos.latest(c.config.guest_os)
@@ -89,6 +115,7 @@ class Runtime:
             NetworkModule(),
             VolumesModule(self.settings.guestos_dir, self.settings.shared_files_dir),
             ServiceModule(comp.boot_completed, self.settings.host_dns),
+            *([ControlSocketModule(self.serve_control)] if c.is_c0 and self.serve_control else []),
             HaltModule(),
             TimeModule(),
             CapabilitiesModule(),
@@ -184,17 +211,41 @@ class Runtime:
         """c0 first, then every container with allow_autostart."""
         if self.driver is None:
             return
-        ordered = sorted((c for c in containers if c.is_c0 or c.config.allow_autostart), key=lambda c: not c.is_c0)
-        for c in ordered:
-            comp = self.compartment(c)
-            try:
-                await comp.start()
-            except Exception as e:
-                log.error("autostart of %s failed: %s", c.name, e)
+        c0 = next((c for c in containers if c.is_c0), None)
+        if c0 is not None and not await self._start_c0(c0) and not self.settings.hosted:
+            log.critical("c0 did not come up: no other container is started")
+            return
+        for c in containers:
+            if c.config.allow_autostart and not c.is_c0:
+                try:
+                    await self.compartment(c).start()
+                except Exception as e:
+                    log.error("autostart of %s failed: %s", c.name, e)
 
-    async def shutdown(self, timeout: float | None = None) -> None:
-        """Stop every container (when cmld itself stops), killing those that do not end in time."""
-        active = [comp for comp in self.compartments.values() if comp.container.is_active]
+    async def _start_c0(self, c0: Container) -> bool:
+        """Start c0 and wait until it is RUNNING: the others come after it (it is their router and
+        where the operator works), as in the original."""
+        comp = self.compartment(c0)
+        try:
+            await comp.start()
+        except Exception as e:
+            log.error("starting c0 failed: %s", e)
+            return False
+        deadline = time.monotonic() + self.settings.boot_timeout + 1
+        while c0.state in (S.STARTING, S.BOOTING) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if c0.state != S.RUNNING:
+            log.error("c0 is %s, not RUNNING", S.Name(c0.state))
+            return False
+        return True
+
+    async def shutdown(self, timeout: float | None = None, *, only_others: bool = False) -> None:
+        """Stop every container (when cmld itself stops), killing those that do not end in time;
+        with only_others, every container but c0."""
+        if not only_others:
+            self._shutting_down = True
+        active = [comp for comp in self.compartments.values()
+                  if comp.container.is_active and not (only_others and comp.container.is_c0)]
         for comp in active:
             if comp.state in (S.RUNNING, S.BOOTING, S.SETUP):
                 try:
