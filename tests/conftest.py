@@ -49,11 +49,12 @@ class Daemon:
         return self.proc.poll() is None
 
     def stop(self) -> int:
-        """SIGTERM, then SIGKILL after 10 s; returns the exit status."""
+        """SIGTERM, then SIGKILL after 30 s (cmld stops its containers first, up to --stop-timeout
+        + 2 s); returns the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.wait(5)
