@@ -13,6 +13,7 @@ from cml_common.daemon_args import common_parser
 from cml_common.messages.scd_pb2 import DaemonToToken, TokenType
 from cml_common.paths import Layout
 
+from . import watchdog
 from .devicekey import DeviceKeyError, FileDeviceKey
 from .identity import DeviceIdentity, IdentityError
 from .server import ScdServer
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = common_parser("scd", "Security helper daemon (GyroidOS compatible).", paths.SCD_SOCKET)
     ap.add_argument("--pkcs11-module", type=Path,
                     help="PKCS#11 module for token_type PKCS11 (e.g. /usr/lib/softhsm/libsofthsm2.so)")
+    ap.add_argument("--se-watchdog-interval", type=float, default=10.0,
+                    help="seconds between presence checks of USB tokens (default %(default)s)")
     args = ap.parse_args(argv)
 
     async def start(stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
@@ -63,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         tokens = TokenManager(token_factories(layout, args.pkcs11_module))
         server = ScdServer(args.socket, Scd(layout, tokens, identity))
         await server.start()
+        dog = asyncio.create_task(watchdog.watch(tokens, server.send_event, args.se_watchdog_interval,
+                                                 min(1.0, args.se_watchdog_interval)))
 
         async def close() -> None:
+            dog.cancel()
             await server.close()
             await asyncio.to_thread(tokens.close_all)
 

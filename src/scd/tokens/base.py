@@ -37,6 +37,8 @@ class CorruptBlob(TokenError):
 class Token(abc.ABC):
     """One token, identified by (type, uuid); created locked by TOKEN_ADD."""
 
+    removable = False  # hardware that can disappear: watched by scd's watchdog
+
     def __init__(self, uuid: str) -> None:
         self.uuid = uuid
 

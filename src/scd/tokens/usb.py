@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class UsbToken(Token):
+    removable = True
+
     def __init__(self, uuid: str, reader_serial: str) -> None:
         super().__init__(uuid)
         self.serial = reader_serial
