@@ -100,8 +100,8 @@ def main() -> int:
         pub = work / "pub.pem"
         pub.write_bytes(subprocess.run(["openssl", "x509", "-in", str(pki / "ssig_cml.cert"), "-pubkey", "-noout"],
                                        capture_output=True, check=True).stdout)
-        dgst = ["openssl", "dgst", "-sha512", "-sigopt", "rsa_padding_mode:pss", "-verify", str(pub),
-                "-signature", str(sig), str(conf)]
+        pss = ["-sigopt", "rsa_padding_mode:pss"] if args.key_type.startswith("rsa") else []
+        dgst = ["openssl", "dgst", "-sha512", *pss, "-verify", str(pub), "-signature", str(sig), str(conf)]
         chain = ["openssl", "verify", "-CAfile", str(pki / "ssig_rootca.cert"), "-untrusted", str(cert), str(cert)]
         ossl_dgst = timed(n_verify, lambda: subprocess.run(dgst, capture_output=True, check=True))
         ossl_both = timed(n_verify, lambda: (subprocess.run(chain, capture_output=True, check=True),
