@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cml_common.fsutil import write_atomic
 
-from .secrets import equal
+from .secretbuf import equal
 
 VERSION = b"v1:"
 

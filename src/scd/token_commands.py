@@ -10,7 +10,7 @@ import logging
 
 from cml_common.messages.scd_pb2 import DaemonToToken, TokenToDaemon
 
-from .secrets import secret, wipe
+from .secretbuf import secret, wipe
 from .tokenmgr import Entry, TokenManager
 from .tokens.base import AlreadyPaired, CorruptBlob, NotPaired, TokenError, TokenLocked, WrongPin
 

@@ -14,7 +14,7 @@ from cml_sign import pki
 from cml_sign.signer import SignError, parse_pkcs11_uri
 from scd.chain import ChainError, build_path
 from scd.lockout import Lockout
-from scd.secrets import equal, secret
+from scd.secretbuf import equal, secret
 from scd.tokens import seal
 from scd.tokens.base import CorruptBlob
 from scd.tokens.soft import _der_complete

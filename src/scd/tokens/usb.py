@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from ..secrets import wipe
+from ..secretbuf import wipe
 from . import schsm
 from .base import CorruptBlob, Token, TokenError, TokenLocked, WrongPin
 
