@@ -11,12 +11,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], name: str, timeout: float = 15.0) -> None:
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], name: str, timeout: float = 15.0,
+                    kind: int = socket.SOCK_STREAM) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode} before its socket came up")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_UNIX, kind)
         try:
             s.connect(str(path))
             return

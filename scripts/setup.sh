@@ -14,6 +14,9 @@ APT_PACKAGES=(
     busybox-static e2fsprogs                                         # demo GuestOS image (mkfs.ext4 -d)
     libseccomp2 util-linux iproute2 procps                           # runtime: seccomp binding, tests (nsenter, ip, ps)
     runc                                                             # bench reference: runc run of the same rootfs
+    openssl softhsm2                                                 # scd: signature cross-checks, PKCS#11 token tests
+    pcscd vsmartcard-vpcd swig libpcsclite-dev                       # scd: USB token over PC/SC (pyscard build + vpcd)
+    squashfs-tools cryptsetup-bin                                    # cml-sign guestos: mksquashfs, veritysetup
 )
 
 missing=()

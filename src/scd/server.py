@@ -1,8 +1,7 @@
 """scd's control socket: SOCK_SEQPACKET, DaemonToToken in, TokenToDaemon out (inventory §4).
 
-Tokens, PINs, wrapping, verification and provisioning arrive with the scd issue; this server
-implements the transport, hashing and the event-listener registration, and answers every other
-request with the original's CMD_UNKNOWN, never with a fake success.
+The transport and the event-listener registration live here; `service.Scd` answers the commands.
+Requests on one connection are answered in order; connections are served concurrently.
 """
 
 from __future__ import annotations
@@ -16,15 +15,16 @@ from pathlib import Path
 from cml_common import aioframing, framing
 from cml_common.messages.scd_pb2 import DaemonToToken, TokenToDaemon
 
-from .hashing import ALGORITHMS, digest_buffer, digest_file
+from .service import Scd
 
 log = logging.getLogger(__name__)
 T = TokenToDaemon
 
 
 class ScdServer:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, service: Scd) -> None:
         self.path = path
+        self.service = service
         self.sock: socket.socket | None = None
         self.listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -90,25 +90,27 @@ class ScdServer:
                 self.listener = None
             conn.close()
 
+    async def send_event(self, event: TokenToDaemon) -> bool:
+        """Send an unsolicited event (TOKEN_SE_REMOVED) to the registered listener, if any."""
+        conn = self.listener
+        if conn is None:
+            return False
+        try:
+            await aioframing.async_send_seqpacket(asyncio.get_running_loop(), conn, framing.serialize(event))
+        except OSError as e:
+            log.warning("cannot send event to the listener: %s", e)
+            return False
+        return True
+
     async def handle(self, req: DaemonToToken, conn: socket.socket) -> TokenToDaemon | None:
-        code = req.code
-        if code == DaemonToToken.CRYPTO_HASH_BUF:
-            if req.hash_algo not in ALGORITHMS or not req.HasField("hash_buf"):
-                return T(code=T.CRYPTO_HASH_ERROR)
-            return T(code=T.CRYPTO_HASH_OK, hash_value=digest_buffer(req.hash_algo, req.hash_buf))
-        if code == DaemonToToken.CRYPTO_HASH_FILE:
-            if req.hash_algo not in ALGORITHMS or not req.hash_file:
-                return T(code=T.CRYPTO_HASH_ERROR)
-            try:
-                value = await asyncio.to_thread(digest_file, req.hash_algo, Path(req.hash_file))
-            except OSError as e:
-                log.warning("cannot hash %s: %s", req.hash_file, e.strerror)
-                return T(code=T.CRYPTO_HASH_ERROR)
-            return T(code=T.CRYPTO_HASH_OK, hash_value=value)
-        if code == DaemonToToken.REGISTER_EVENT_LISTENER:
+        if req.code == DaemonToToken.REGISTER_EVENT_LISTENER:
             if self.listener is not None and self.listener is not conn:
                 return T(code=T.REGISTER_EVENT_LISTENER_ERROR)
             self.listener = conn
             return T(code=T.REGISTER_EVENT_LISTENER_OK)
-        log.warning("scd: %s is not implemented yet; answering CMD_UNKNOWN", DaemonToToken.Code.Name(code))
-        return T(code=T.CMD_UNKNOWN)
+        try:
+            return await self.service.handle(req)
+        except Exception:
+            # A bug in one handler must not take the daemon down for every other client.
+            log.exception("scd: internal error handling %s", DaemonToToken.Code.Name(req.code))
+            return T(code=T.CMD_UNKNOWN)

@@ -129,8 +129,10 @@ def test_scd_hash_file(scd: Daemon, tmp_path: Path) -> None:
 
 def test_scd_unimplemented_code_is_cmd_unknown(scd: Daemon) -> None:
     with scd_connect(scd) as s:
-        r = scd_request(s, Q(code=Q.UNLOCK, token_pin="1234"))
+        # Unimplemented in the original too: DERIVE_KEY and TOKEN_QUERY_PAIR_STATE.
+        r = scd_request(s, Q(code=Q.DERIVE_KEY, pbkdf_pass="x", pbkdf_salt=b"salt"))
         assert r.code == T.CMD_UNKNOWN == 100
+        assert scd_request(s, Q(code=Q.TOKEN_QUERY_PAIR_STATE)).code == T.CMD_UNKNOWN
         assert_scd_serving(scd)
 
 

@@ -17,12 +17,14 @@ class TokenType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NONE: _ClassVar[TokenType]
     SOFT: _ClassVar[TokenType]
     USB: _ClassVar[TokenType]
+    PKCS11: _ClassVar[TokenType]
 SHA1: HashAlgo
 SHA256: HashAlgo
 SHA512: HashAlgo
 NONE: TokenType
 SOFT: TokenType
 USB: TokenType
+PKCS11: TokenType
 
 class DaemonToToken(_message.Message):
     __slots__ = ("code", "token_pin", "token_newpin", "token_type", "token_uuid", "container_uuid", "pairing_secret", "usbtoken_serial", "unwrapped_key", "wrapped_key", "pbkdf_pass", "pbkdf_salt", "device_cert", "hash_algo", "hash_file", "hash_buf", "verify_data_file", "verify_sig_file", "verify_cert_file", "verify_data_buf", "verify_sig_buf", "verify_cert_buf", "verify_ignore_time")

@@ -1,0 +1,1 @@
+"""cml-sign: operator tooling (development PKI, signing, verification, signed GuestOS builds)."""

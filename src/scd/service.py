@@ -1,0 +1,72 @@
+"""What scd does with each DaemonToToken (inventory §4.3); the transport is in `server.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cml_common.messages.scd_pb2 import DaemonToToken, TokenToDaemon
+from cml_common.paths import Layout
+
+from .crypto_commands import CryptoCommands
+from .identity import DeviceIdentity, IdentityError
+from .token_commands import TokenCommands
+from .tokenmgr import TokenManager
+
+log = logging.getLogger(__name__)
+T = TokenToDaemon
+Q = DaemonToToken
+TOKEN_CODES = {Q.TOKEN_ADD, Q.TOKEN_REMOVE, Q.LOCK, Q.UNLOCK, Q.CHANGE_PIN, Q.PROVISION_PIN, Q.WRAP_KEY, Q.UNWRAP_KEY}
+
+
+class Scd:
+    def __init__(self, layout: Layout, tokens: TokenManager, identity: DeviceIdentity | None) -> None:
+        self.layout = layout
+        self.tokens = TokenCommands(tokens)
+        self.crypto = CryptoCommands(layout)
+        self.identity = identity
+
+    async def handle(self, req: DaemonToToken) -> TokenToDaemon:
+        code = req.code
+        if code in TOKEN_CODES:
+            return await self.tokens.handle(req)
+        if code in (Q.CRYPTO_HASH_BUF, Q.CRYPTO_HASH_FILE):
+            return await self.crypto.hash(req)
+        if code in (Q.CRYPTO_VERIFY_FILE, Q.CRYPTO_VERIFY_BUF):
+            return await self.crypto.verify(req)
+        if code == Q.PULL_DEVICE_CSR:
+            return await self.pull_csr()
+        if code == Q.PUSH_DEVICE_CERT:
+            return await self.push_cert(req)
+        # DERIVE_KEY and TOKEN_QUERY_PAIR_STATE are unimplemented in the original too.
+        log.warning("scd: %s is not implemented; answering CMD_UNKNOWN", Q.Code.Name(code))
+        return T(code=T.CMD_UNKNOWN)
+
+    async def pull_csr(self) -> TokenToDaemon:
+        if self.identity is None:
+            log.warning("PULL_DEVICE_CSR: no device identity (see the start-up log)")
+            return T(code=T.DEVICE_CSR_ERROR)
+        if not self.identity.provisioning:
+            log.warning("PULL_DEVICE_CSR refused: not in provisioning mode")
+            return T(code=T.DEVICE_PROV_ERROR)
+        try:
+            csr = await asyncio.to_thread(self.identity.csr)
+        except OSError as e:
+            log.warning("PULL_DEVICE_CSR: %s", e)
+            return T(code=T.DEVICE_CSR_ERROR)
+        return T(code=T.DEVICE_CSR, device_csr=csr)
+
+    async def push_cert(self, req: DaemonToToken) -> TokenToDaemon:
+        if self.identity is None:
+            log.warning("PUSH_DEVICE_CERT: no device identity (see the start-up log)")
+            return T(code=T.DEVICE_CERT_ERROR)
+        if not self.identity.provisioning:
+            log.warning("PUSH_DEVICE_CERT refused: not in provisioning mode")
+            return T(code=T.DEVICE_PROV_ERROR)
+        try:
+            await asyncio.to_thread(self.identity.install_certificate, req.device_cert)
+        except (IdentityError, OSError) as e:
+            log.warning("PUSH_DEVICE_CERT rejected: %s", e)
+            return T(code=T.DEVICE_CERT_ERROR)
+        log.info("PUSH_DEVICE_CERT: device certificate installed; used from the next start")
+        return T(code=T.DEVICE_CERT_OK)

@@ -1,0 +1,1 @@
+"""Token implementations: one module per token type behind `base.Token`."""
