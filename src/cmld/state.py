@@ -17,12 +17,14 @@ from cml_common.messages.container_pb2 import (
     CryptfsMode,
 )
 from cml_common.messages.device_pb2 import DeviceConfig
-from cml_common.paths import C0_UUID, SCD_UNIT_UUID, TPM2D_UNIT_UUID, Layout
+from cml_common.paths import C0_UUID, SCD_SOCKET, SCD_UNIT_UUID, TPM2D_UNIT_UUID, Layout
 
 from .container import Container
+from .container_keys import ContainerKeys
 from .container_store import ContainerStore
 from .device_config import load_device_config, load_device_uuid
 from .guestos_store import GuestOSStore
+from .scd_client import ScdClient
 
 if TYPE_CHECKING:
     from .runtime.manager import Runtime
@@ -77,6 +79,8 @@ class CmldState:
         self.runtime: Runtime | None = None
         if scd_socket is not None:
             self.units.append(Unit(SCD_UNIT_UUID, "scd", scd_socket))
+        self.scd = ScdClient(scd_socket or SCD_SOCKET)
+        self.keys = ContainerKeys(layout, self.scd)
         if tpm2d_socket is not None:
             self.units.append(Unit(TPM2D_UNIT_UUID, "tpm2d", tpm2d_socket))
 

@@ -16,6 +16,7 @@ from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToControll
 from cml_common.textconfig import ConfigError
 
 from ..container import Container
+from ..container_keys import TokenFailure
 from ..container_store import parse_container_config
 from ..modules.base import StartError
 from ..modules.devices import DevicesModule
@@ -98,6 +99,11 @@ class ContainerCommands:
             log.error("%s: CREATE_CONTAINER failed to store the config: %s", conn, e)
             await conn.send(container_configs())
             return
+        try:
+            await self.state.keys.add_token(c)
+        except TokenFailure as e:
+            # The container exists; its token is made again at its first start or PIN change.
+            log.warning("%s: container %s created, but %s", conn, c.name, e)
         log.info("%s: created container %s (%s)", conn, c.uuid, c.name)
         await conn.send(container_configs([(c.uuid, c.config)]))
 
@@ -140,6 +146,7 @@ class ContainerCommands:
             await conn.send(response(D.CMD_FAILED))
             return
         try:
+            await self.state.keys.remove_token(c)
             await asyncio.to_thread(self.state.containers.remove, c)
         except OSError as e:
             log.error("%s: REMOVE_CONTAINER %s failed: %s", conn, c.uuid, e)
@@ -203,13 +210,34 @@ class ContainerCommands:
         else:
             setup = req.HasField("container_start_params") and req.container_start_params.setup
             try:
-                await rt.compartment(c).start(setup=setup)
+                key = await self._container_key(req, c)
+            except TokenFailure as e:
+                log.warning("%s: start of %s refused: %s", conn, c.name, e)
+                if e.corrupt and rt is not None:
+                    rt.compartment(c).set_state(ContainerState.ZOMBIE)
+                await conn.send(response(e.code, e.message))
+                return
+            try:
+                await rt.compartment(c).start(setup=setup, key=key)
             except StartError as e:
                 log.warning("%s: start of %s refused: %s", conn, c.name, e)
                 await conn.send(response(D.CONTAINER_START_EINTERNAL, str(e)))
                 return
             log.info("%s: started %s", conn, c.name)
             await conn.send(response(D.CONTAINER_START_OK))
+
+    async def _container_key(self, req: ControllerToDaemon, c: Container) -> bytearray | None:
+        """The unwrapped key of a container with a token (None without one): the PIN comes in the
+        start parameters; a PIN pad (usb_pin_entry) is not supported by this cmld."""
+        keys = self.state.keys
+        if not keys.has_token(c):
+            return None
+        if c.config.usb_pin_entry:
+            raise TokenFailure(D.CONTAINER_USB_PIN_ENTRY_FAIL, "PIN entry on a USB PIN pad is not supported "
+                                                               "by this cmld")
+        if not req.HasField("container_start_params"):
+            raise TokenFailure(D.CONTAINER_START_PASSWD_WRONG, f"{c.name} has a token: its PIN is needed")
+        return await keys.container_key(c, req.container_start_params.key)
 
     async def stop(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = await self._resolve_or_fail(req, conn)
@@ -221,6 +249,13 @@ class ContainerCommands:
         elif c.state not in STOPPABLE or rt is None:
             await conn.send(response(D.CONTAINER_STOP_FAILED_NOT_RUNNING, f"container is {state_name(c)}"))
         else:
+            if self.state.keys.has_token(c) and req.HasField("container_start_params"):
+                try:
+                    await self.state.keys.authorize_stop(c, req.container_start_params.key)
+                except TokenFailure as e:
+                    log.warning("%s: stop of %s refused: %s", conn, c.name, e)
+                    await conn.send(response(e.code, e.message))
+                    return
             try:
                 await rt.compartment(c).stop()
             except StartError as e:
@@ -359,9 +394,19 @@ class ContainerCommands:
         elif not req.HasField("device_pin") or not req.HasField("device_newpin"):
             log.warning("%s: CHANGE_TOKEN_PIN without the current and the new PIN", conn)
             await conn.send(response(D.CONTAINER_CHANGE_PIN_FAILED))
+        elif not self.state.keys.has_token(c):
+            log.warning("%s: CHANGE_TOKEN_PIN: %s has no token (token_type NONE)", conn, c.name)
+            await conn.send(response(D.CONTAINER_CHANGE_PIN_FAILED, f"{c.name} has no token"))
         else:
-            log.warning("%s: CHANGE_TOKEN_PIN: the token service (scd) is not available", conn)
-            await conn.send(response(D.CMD_UNSUPPORTED))
+            try:
+                paired = await self.state.keys.change_pin(c, req.device_pin, req.device_newpin)
+            except TokenFailure as e:
+                log.warning("%s: %s", conn, e)
+                await conn.send(response(e.code, e.message))
+                return
+            log.info("%s: token PIN of %s %s", conn, c.name, "set; token paired with this device" if paired
+                     else "changed")
+            await conn.send(response(D.CONTAINER_CHANGE_PIN_SUCCESSFUL))
 
     async def cmld_handles_pin(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = await self._resolve_or_fail(req, conn)

@@ -106,24 +106,29 @@ class Compartment:
         return LaunchSpec(uuid=c.uuid, name=c.name, hostname=c.name, root_dir=str(run_dir / "root"),
                           work_dir=str(run_dir / "work"), init=init, env=env, setup_mode=setup)
 
-    async def start(self, *, setup: bool = False) -> None:
-        """Returns once init runs (BOOTING/SETUP); raises StartError with the reason otherwise."""
-        async with self._start_lock:
-            if self.state not in STARTABLE:
-                raise StartError(f"container is {S.Name(self.state)}")
-            self.last_error = ""
-            self._stopped_event.clear()
-            self.set_state(S.STARTING)
-            try:
-                await self._start(setup)
-            except BaseException as e:
-                await self._abort(e)
-                raise StartError(self.last_error, corrupted=self.state == S.ZOMBIE) from None
+    async def start(self, *, setup: bool = False, key: bytearray | None = None) -> None:
+        """Returns once init runs (BOOTING/SETUP); raises StartError with the reason otherwise.
+        `key` (the unwrapped container key) is wiped when this returns, whatever happened."""
+        try:
+            async with self._start_lock:
+                if self.state not in STARTABLE:
+                    raise StartError(f"container is {S.Name(self.state)}")
+                self.last_error = ""
+                self._stopped_event.clear()
+                self.set_state(S.STARTING)
+                try:
+                    await self._start(setup, key)
+                except BaseException as e:
+                    await self._abort(e)
+                    raise StartError(self.last_error, corrupted=self.state == S.ZOMBIE) from None
+        finally:
+            if key is not None:
+                key[:] = bytes(len(key))
 
-    async def _start(self, setup: bool) -> None:
+    async def _start(self, setup: bool, key: bytearray | None = None) -> None:
         gos = self.runtime.guestos_config(self.container)
         spec = self._base_spec(setup)
-        ctx = StartContext(self.container, gos, self.runtime.settings, spec, setup_mode=setup)
+        ctx = StartContext(self.container, gos, self.runtime.settings, spec, setup_mode=setup, key=key)
         self.ctx = ctx
         self.modules = self.runtime.build_modules(self.container)
         # The record exists before anything else does, and is rewritten as the start makes

@@ -27,6 +27,9 @@ class StartContext:
     received_fds: dict[str, int] = field(default_factory=dict)
     # Per-module runtime data that cleanup needs (cgroup handle, netns path...), by module name.
     data: dict[str, Any] = field(default_factory=dict)
+    # The container key unwrapped by its token (None without a token): for the modules that set
+    # up encrypted volumes; wiped once the start is over, as the original does after clone.
+    key: bytearray | None = field(default=None, repr=False)
 
     @property
     def uuid(self) -> str:

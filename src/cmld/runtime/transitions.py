@@ -5,7 +5,7 @@ from __future__ import annotations
 from cml_common.messages.container_pb2 import ContainerState as S
 
 ALLOWED: dict[int, frozenset[int]] = {
-    S.STOPPED: frozenset({S.STARTING}),
+    S.STOPPED: frozenset({S.STARTING, S.ZOMBIE}),  # ZOMBIE: a corrupt key file, found before the start
     S.STARTING: frozenset({S.BOOTING, S.SETUP, S.STOPPED, S.ZOMBIE, S.SHUTDOWN}),
     S.BOOTING: frozenset({S.RUNNING, S.SHUTDOWN, S.STOPPED, S.REBOOTING}),
     S.RUNNING: frozenset({S.FREEZING, S.SHUTDOWN, S.STOPPED, S.REBOOTING}),
