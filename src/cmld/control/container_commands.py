@@ -23,6 +23,7 @@ from ..modules.devices import DevicesModule
 from ..runtime.exec_session import ExecSession
 from ..runtime.manager import Runtime
 from ..runtime.transitions import EXEC_STATES, STOPPABLE
+from ..scd_client import ScdError, VerifyResult
 from ..state import CmldState
 from .replies import container_configs, exec_end, response
 from .server import ControlConnection
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 
 D = DaemonToController
 C = ControllerToDaemon
+VERIFY_WHY = {
+    VerifyResult.GOOD: "valid",
+    VerifyResult.ERROR: "the signature or certificate could not be read",
+    VerifyResult.LOCALLY_SIGNED: "signed under the local CA, which is not accepted for container configs",
+    VerifyResult.BAD_SIGNATURE: "the signature does not match the config bytes",
+    VerifyResult.BAD_CERTIFICATE: "the certificate chain does not lead to a trusted CA, or is not valid now",
+}
 DEV_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
 
 
@@ -63,20 +71,40 @@ class ContainerCommands:
 
     # ------------------------------------------------------------------ configs
 
-    def _config_from_request(self, req: ControllerToDaemon, conn: ControlConnection) -> bytes | None:
+    async def _config_from_request(self, req: ControllerToDaemon, conn: ControlConnection) -> bytes | None:
+        """The config bytes, verified by scd when device.conf demands signed configs (the
+        default): only GOOD counts (a locally signed container config is refused, as the
+        original). Nothing is written before this has passed."""
         if not req.container_config_file:
             log.warning("%s: no container_config_file given", conn)
             return None
-        if self.state.signed_configs:
-            # Signed configs need the verifier (scd), which is not part of this build yet: refuse
-            # rather than accept an unverified config on a device that demands signatures.
-            log.warning("%s: device.conf requires signed configs and signature verification (scd) "
-                        "is not available; config refused", conn)
+        raw = req.container_config_file
+        if not self.state.signed_configs:
+            return raw
+        sig, cert = req.container_config_signature, req.container_config_certificate
+        if not sig or not cert:
+            log.warning("%s: config refused: device.conf requires signed configs and the request has no "
+                        "signature and certificate", conn)
             return None
-        return req.container_config_file
+        try:
+            result = await self.state.scd.verify_buf(raw, sig, cert, ignore_time=not self.state.provisioned)
+        except ScdError as e:
+            log.error("%s: config refused: its signature cannot be checked: %s", conn, e)
+            return None
+        if result != VerifyResult.GOOD:
+            log.warning("%s: config refused: signature check %s (%s)", conn, result.name, VERIFY_WHY[result])
+            return None
+        log.info("%s: config signature GOOD", conn)
+        return raw
+
+    def _sig_and_cert(self, req: ControllerToDaemon) -> tuple[bytes, bytes]:
+        """Kept next to the config (`<uuid>.sig`, `<uuid>.cert`) when they were checked."""
+        if not self.state.signed_configs:
+            return b"", b""
+        return req.container_config_signature, req.container_config_certificate
 
     async def create(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
-        raw = self._config_from_request(req, conn)
+        raw = await self._config_from_request(req, conn)
         if raw is None:
             await conn.send(container_configs())
             return
@@ -94,7 +122,7 @@ class ContainerCommands:
             log.warning("%s: container %r uses GuestOS %r, which is not installed (yet)",
                         conn, cfg.name, cfg.guest_os)
         try:
-            c = await asyncio.to_thread(self.state.containers.create, raw, cfg)
+            c = await asyncio.to_thread(self.state.containers.create, raw, cfg, *self._sig_and_cert(req))
         except OSError as e:
             log.error("%s: CREATE_CONTAINER failed to store the config: %s", conn, e)
             await conn.send(container_configs())
@@ -109,7 +137,7 @@ class ContainerCommands:
 
     async def update_config(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = self.resolve(req, conn)
-        raw = self._config_from_request(req, conn) if c is not None else None
+        raw = await self._config_from_request(req, conn) if c is not None else None
         if c is None or raw is None:
             await conn.send(container_configs())
             return
@@ -124,7 +152,7 @@ class ContainerCommands:
             await conn.send(container_configs())
             return
         try:
-            await asyncio.to_thread(self.state.containers.update, c, raw, cfg)
+            await asyncio.to_thread(self.state.containers.update, c, raw, cfg, *self._sig_and_cert(req))
         except OSError as e:
             log.error("%s: CONTAINER_UPDATE_CONFIG failed to store the config: %s", conn, e)
             await conn.send(container_configs())

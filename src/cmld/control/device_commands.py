@@ -13,6 +13,7 @@ from .. import log_export
 from ..ca_store import CAError, register_ca, register_local_ca
 from ..device_stats import device_stats
 from ..host_power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
+from ..scd_client import NotProvisioning, ScdError
 from ..state import CmldState
 from .replies import container_status, response
 from .server import ControlConnection
@@ -172,17 +173,41 @@ class DeviceCommands:
         await conn.send(response(D.CMD_OK))
 
     async def pull_device_csr(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
-        log.warning("%s: PULL_DEVICE_CSR: the device identity service (scd) is not available", conn)
-        await conn.send(response(D.CMD_UNSUPPORTED))
+        """The CSR scd made for this device; outside provisioning mode a DEVICE_CSR without one
+        (the original's reply), with the reason in error_message and the log."""
+        try:
+            csr = await self.state.scd.pull_device_csr()
+        except NotProvisioning:
+            log.warning("%s: PULL_DEVICE_CSR: the device is not in provisioning mode (it has its certificate)",
+                        conn)
+            await conn.send(D(code=D.DEVICE_CSR, error_message="the device is not in provisioning mode"))
+            return
+        except ScdError as e:
+            log.error("%s: PULL_DEVICE_CSR: %s", conn, e)
+            await conn.send(D(code=D.DEVICE_CSR, error_message=str(e)))
+            return
+        log.info("%s: device CSR handed out (%d bytes)", conn, len(csr))
+        await conn.send(D(code=D.DEVICE_CSR, device_csr=csr))
 
     async def push_device_cert(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         cert = req.device_cert
         if b"-----BEGIN CERTIFICATE-----" not in cert or b"-----END CERTIFICATE-----" not in cert:
             log.warning("%s: PUSH_DEVICE_CERT without a PEM certificate", conn)
-            await conn.send(response(D.DEVICE_CERT_ERROR))
+            await conn.send(response(D.DEVICE_CERT_ERROR, "not a PEM certificate"))
             return
-        log.warning("%s: PUSH_DEVICE_CERT: the device identity service (scd) is not available", conn)
-        await conn.send(response(D.CMD_UNSUPPORTED))
+        try:
+            await self.state.scd.push_device_cert(cert)
+        except NotProvisioning:
+            log.warning("%s: PUSH_DEVICE_CERT refused: the device is not in provisioning mode", conn)
+            await conn.send(response(D.DEVICE_PROVISIONING_ERROR, "the device is not in provisioning mode"))
+            return
+        except ScdError as e:
+            log.warning("%s: PUSH_DEVICE_CERT refused by scd: %s", conn, e)
+            await conn.send(response(D.DEVICE_CERT_ERROR, "scd refused the certificate (not for this device's "
+                                                          "key and UUID, or not valid; see scd's log)"))
+            return
+        log.warning("%s: device certificate installed", conn)
+        await conn.send(response(D.DEVICE_CERT_OK))
 
     async def unsupported(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         log.warning("%s: %s is not supported by this cmld", conn, ControllerToDaemon.Command.Name(req.command))
