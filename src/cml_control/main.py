@@ -248,7 +248,7 @@ class Commands:
             info(f"device csr written to {args.out}")
             return EXIT_OK
         if reply.code == D.DEVICE_CSR:
-            info("DEVICE_CSR_ERROR: Device not in Provisioning mode!")
+            info(f"DEVICE_CSR_ERROR: {reply.error_message or 'Device not in Provisioning mode!'}")
             return EXIT_FAILED
         return self.finish(reply)
 

@@ -208,7 +208,10 @@ class ContainerKeys:
     async def change_pin(self, c: Container, old: str, new: str) -> bool:
         """PROVISION_PIN (pairs the token with this device) the first time, CHANGE_PIN after that.
         Returns True when this call paired the token."""
-        await self.add_token(c)
+        try:
+            await self.add_token(c)
+        except TokenFailure as e:
+            raise TokenFailure(D.CONTAINER_CHANGE_PIN_FAILED, e.message) from e
         try:
             return await self.scd.pair_or_change_pin(self.container_dir(c), c.uuid, old, new,
                                                      self.pairing_secret(), self._type(c))

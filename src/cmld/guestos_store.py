@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class GuestOS:
     config: GuestOSConfig
     conf_path: Path
-    # Signature verification arrives with scd; until then every GuestOS is reported UNSIGNED.
+    # Set by guestos_install.verify_store / the push: SIGNED, LOCALLY_SIGNED or UNSIGNED.
     trust: int = ContainerTrust.UNSIGNED
 
     @property
@@ -69,6 +69,19 @@ class GuestOSStore:
 
     def latest_all(self) -> list[GuestOS]:
         return [self._by_name[n][max(self._by_name[n])] for n in sorted(self._by_name)]
+
+    def all(self) -> list[GuestOS]:
+        return [g for n in sorted(self._by_name) for _, g in sorted(self._by_name[n].items())]
+
+    def add(self, gos: GuestOS) -> None:
+        self._by_name.setdefault(gos.name, {})[gos.version] = gos
+
+    def drop(self, gos: GuestOS) -> None:
+        """Forget a GuestOS (it failed verification); its files stay for the operator to look at."""
+        versions = self._by_name.get(gos.name, {})
+        versions.pop(gos.version, None)
+        if not versions:
+            self._by_name.pop(gos.name, None)
 
     def names(self) -> list[str]:
         return sorted(self._by_name)

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             hosted_override=args.hosted, scd_socket=args.scd_socket, tpm2d_socket=args.tpm2d_socket,
         )
         state.load()
+        await state.verify_guestos()
         layout = state.layout
         runtime = Runtime(settings.RuntimeSettings(
             base_dir=layout.base, run_dir=args.run_dir, containers_dir=layout.containers,

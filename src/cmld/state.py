@@ -23,6 +23,7 @@ from .container import Container
 from .container_keys import ContainerKeys
 from .container_store import ContainerStore
 from .device_config import load_device_config, load_device_uuid
+from .guestos_install import GuestOSInstaller, TrustPolicy, verify_store
 from .guestos_store import GuestOSStore
 from .scd_client import ScdClient
 
@@ -81,6 +82,7 @@ class CmldState:
             self.units.append(Unit(SCD_UNIT_UUID, "scd", scd_socket))
         self.scd = ScdClient(scd_socket or SCD_SOCKET)
         self.keys = ContainerKeys(layout, self.scd)
+        self.installer = GuestOSInstaller(self.guestos, self.scd, "")
         if tpm2d_socket is not None:
             self.units.append(Unit(TPM2D_UNIT_UUID, "tpm2d", tpm2d_socket))
 
@@ -96,16 +98,27 @@ class CmldState:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.guestos.load()
         self.containers.load()
-        if not self.hosted and self.containers.get(C0_UUID) is None:
-            if self.guestos.latest(self.device.c0os) is not None:
-                self.containers.add_implicit_c0(self.device.c0os)
-            else:
-                log.error("no c0 config and no GuestOS %r (device.conf c0os) to make one from: this device "
-                          "has no management container", self.device.c0os)
         log.info("%d GuestOS(es), %d container(s) loaded",
                  len(self.guestos.names()), len(self.containers.all()))
 
     # ------------------------------------------------------------------ device state
+
+    async def verify_guestos(self) -> None:
+        """Trust levels for the loaded GuestOSes (scd verifies), then the implicit c0, which needs
+        its GuestOS to have passed."""
+        self.installer.device_base_url = self.device.update_base_url
+        await verify_store(self.guestos, self.scd, self.trust_policy())
+        if not self.hosted and self.containers.get(C0_UUID) is None:
+            if self.guestos.latest(self.device.c0os) is not None:
+                self.containers.add_implicit_c0(self.device.c0os)
+            else:
+                log.error("no c0 config and no usable GuestOS %r (device.conf c0os) to make one from: this "
+                          "device has no management container", self.device.c0os)
+
+    def trust_policy(self) -> TrustPolicy:
+        return TrustPolicy(signed_configs=self.signed_configs,
+                           locally_signed_images=bool(self.device.locally_signed_images),
+                           provisioned=self.provisioned)
 
     @property
     def hosted(self) -> bool:

@@ -235,6 +235,9 @@ class ContainerCommands:
             await conn.send(response(D.CONTAINER_START_EINTERNAL, why))
         elif c.state == ContainerState.ZOMBIE:
             await conn.send(response(D.CONTAINER_START_EINTERNAL, "container is ZOMBIE; wipe it first"))
+        elif rt.guestos_config(c) is None:
+            # Before the token: no PIN attempt is spent on a container that cannot start anyway.
+            await conn.send(response(D.CONTAINER_START_EINTERNAL, f"GuestOS {c.config.guest_os!r} is not installed"))
         else:
             setup = req.HasField("container_start_params") and req.container_start_params.setup
             try:

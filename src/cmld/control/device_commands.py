@@ -7,11 +7,13 @@ import logging
 import shutil
 from pathlib import Path
 
+from cml_common.messages.container_pb2 import ContainerTrust
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController, LogMessage
 
 from .. import log_export
 from ..ca_store import CAError, register_ca, register_local_ca
 from ..device_stats import device_stats
+from ..guestos_install import InstallError
 from ..host_power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
 from ..scd_client import NotProvisioning, ScdError
 from ..state import CmldState
@@ -112,10 +114,28 @@ class DeviceCommands:
     # ------------------------------------------------------------------ GuestOS and CAs
 
     async def push_guestos_config(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
-        # A GuestOS is only ever installed after its signature was verified; the verifier (scd)
-        # is not part of this build yet, so every push is refused, the original's early-reject.
-        log.warning("%s: PUSH_GUESTOS_CONFIG refused: signature verification (scd) is not available", conn)
-        await conn.send(response(D.GUESTOS_MGR_INSTALL_FAILED))
+        """Verify, then INSTALL_STARTED, the images fetched and checked, then INSTALL_COMPLETED (or
+        INSTALL_FAILED with the reason): several replies on one connection, as the original."""
+        st = self.state
+        installer = st.installer
+        raw, sig, cert = req.guestos_config_file, req.guestos_config_signature, req.guestos_config_certificate
+        try:
+            cfg, trust = await installer.check(raw, sig, cert, st.trust_policy())
+        except InstallError as e:
+            log.warning("%s: PUSH_GUESTOS_CONFIG refused: %s", conn, e)
+            await conn.send(response(D.GUESTOS_MGR_INSTALL_FAILED, str(e)))
+            return
+        log.info("%s: GuestOS %s-%d accepted (%s); fetching its images", conn, cfg.name, cfg.version,
+                 ContainerTrust.Name(trust))
+        await conn.send(response(D.GUESTOS_MGR_INSTALL_STARTED))
+        try:
+            await installer.install(raw, sig, cert, cfg, trust)
+        except (InstallError, OSError) as e:
+            log.error("%s: GuestOS %s-%d not installed: %s", conn, cfg.name, cfg.version, e)
+            await conn.send(response(D.GUESTOS_MGR_INSTALL_FAILED, str(e)))
+            return
+        log.info("%s: GuestOS %s-%d installed", conn, cfg.name, cfg.version)
+        await conn.send(response(D.GUESTOS_MGR_INSTALL_COMPLETED))
 
     async def remove_guestos(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         name = req.guestos_name

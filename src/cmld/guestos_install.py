@@ -1,0 +1,224 @@
+"""Trust in GuestOS configs: verification at load, and PUSH_GUESTOS_CONFIG (the original's
+guestos_mgr push): verify, check the version and the space, download the images with their size
+and hash checked, and only then install.
+
+Unlike the original, nothing is written into `operatingsystems/` before every image is there and
+checked: a refused or failed push leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cml_common.fsutil import write_atomic
+from cml_common.messages.container_pb2 import ContainerTrust
+from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
+from cml_common.textconfig import ConfigError, parse_text
+
+from .guestos_store import GuestOS, GuestOSStore
+from .scd_client import ScdClient, ScdError, VerifyResult
+
+log = logging.getLogger(__name__)
+M = GuestOSMount
+# Images that belong to the GuestOS (the others are made per container or not images at all).
+DOWNLOADED = frozenset({M.SHARED, M.SHARED_RW, M.OVERLAY_RO, M.FLASH})
+ATTEMPTS = 3
+CHUNK = 1 << 20
+HW_NAMES = {"x86_64": "x86", "aarch64": "arm", "riscv64": "riscv"}
+
+
+class InstallError(Exception):
+    pass
+
+
+@dataclass
+class TrustPolicy:
+    signed_configs: bool
+    locally_signed_images: bool
+    provisioned: bool
+
+
+def trust_of(result: VerifyResult, policy: TrustPolicy) -> int | None:
+    """The trust level a verified GuestOS gets, or None if it must not be used."""
+    if result == VerifyResult.GOOD:
+        return ContainerTrust.SIGNED
+    if result == VerifyResult.LOCALLY_SIGNED and policy.locally_signed_images:
+        return ContainerTrust.LOCALLY_SIGNED
+    return None
+
+
+async def verify_store(store: GuestOSStore, scd: ScdClient, policy: TrustPolicy) -> None:
+    """Give each loaded GuestOS its trust level. With signed_configs a GuestOS that does not
+    verify (or cannot be verified: scd down) is dropped; without, it stays, UNSIGNED."""
+    for gos in store.all():
+        sig, cert = gos.conf_path.with_suffix(".sig"), gos.conf_path.with_suffix(".cert")
+        why = ""
+        if sig.exists() and cert.exists():
+            try:
+                result = await scd.verify_file(gos.conf_path, sig, cert, ignore_time=not policy.provisioned)
+                trust = trust_of(result, policy)
+                if trust is not None:
+                    gos.trust = trust
+                    log.info("GuestOS %s-%d: %s", gos.name, gos.version, ContainerTrust.Name(trust))
+                    continue
+                why = f"signature check {result.name}"
+            except ScdError as e:
+                why = f"cannot be verified: {e}"
+        else:
+            why = "no .sig/.cert"
+        if policy.signed_configs:
+            log.error("GuestOS %s-%d not used: %s", gos.name, gos.version, why)
+            store.drop(gos)
+        else:
+            gos.trust = ContainerTrust.UNSIGNED
+            log.warning("GuestOS %s-%d is UNSIGNED (%s); allowed because signed_configs is off",
+                        gos.name, gos.version, why)
+
+
+def hardware() -> str:
+    m = platform.machine()
+    return HW_NAMES.get(m, m)
+
+
+def image_url(base: str, cfg: GuestOSConfig, image: str) -> str:
+    return f"{base.rstrip('/')}/operatingsystems/{hardware()}/{cfg.name}-{cfg.version}/{image}"
+
+
+def fetch(url: str, dest: Path, max_bytes: int) -> None:
+    """file:// copies, http(s):// downloads (no other schemes: no ftp, no local paths by
+    accident), never more than `max_bytes`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        src: object = open(urllib.parse.unquote(parts.path), "rb")  # noqa: SIM115
+    elif parts.scheme in ("http", "https"):
+        src = urllib.request.urlopen(url, timeout=60)  # noqa: S310 (scheme checked above)
+    else:
+        raise InstallError(f"unsupported URL scheme in {url}")
+    total = 0
+    with src as f, open(dest, "wb") as out:  # type: ignore[attr-defined]
+        while chunk := f.read(CHUNK):
+            total += len(chunk)
+            if total > max_bytes:
+                raise InstallError(f"{url} is larger than the {max_bytes} bytes the config states")
+            out.write(chunk)
+
+
+def check_download(path: Path, m: GuestOSMount, name: str) -> None:
+    size = path.stat().st_size
+    if m.HasField("image_size") and size != m.image_size:
+        raise InstallError(f"{name}: {size} bytes, the config says {m.image_size}")
+    if m.image_sha2_256:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        if h.hexdigest() != m.image_sha2_256.lower():
+            raise InstallError(f"{name}: SHA-256 {h.hexdigest()} does not match the config")
+
+
+class GuestOSInstaller:
+    def __init__(self, store: GuestOSStore, scd: ScdClient, device_base_url: str) -> None:
+        self.store = store
+        self.scd = scd
+        self.device_base_url = device_base_url
+        self._lock = asyncio.Lock()
+
+    async def check(self, raw: bytes, sig: bytes, cert: bytes, policy: TrustPolicy) -> tuple[GuestOSConfig, int]:
+        """Verify and parse a pushed config; raises InstallError with the reason."""
+        if sig or cert:
+            try:
+                result = await self.scd.verify_buf(raw, sig, cert, ignore_time=not policy.provisioned)
+            except ScdError as e:
+                raise InstallError(f"the signature cannot be checked: {e}") from e
+            trust = trust_of(result, policy)
+            if trust is None:
+                raise InstallError(f"signature check {result.name}")
+        elif policy.signed_configs:
+            raise InstallError("device.conf requires signed configs and the push has no signature and certificate")
+        else:
+            trust = ContainerTrust.UNSIGNED
+        try:
+            cfg = parse_text(raw, GuestOSConfig, source="pushed GuestOS config")
+        except ConfigError as e:
+            raise InstallError(str(e)) from e
+        if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
+            raise InstallError(f"invalid GuestOS name {cfg.name!r}")
+        installed = self.store.latest(cfg.name)
+        if installed is not None and cfg.version < installed.version:
+            raise InstallError(f"version {cfg.version} is older than the installed {installed.version}")
+        return cfg, trust
+
+    async def install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int) -> GuestOS:
+        async with self._lock:
+            return await asyncio.to_thread(self._install, raw, sig, cert, cfg, trust)
+
+    def _install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int) -> GuestOS:
+        base = cfg.update_base_url or self.device_base_url
+        images = [m for m in cfg.mounts if m.mount_type in DOWNLOADED]
+        directory = self.store.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        final_dir = directory / f"{cfg.name}-{cfg.version}"
+        need = sum(m.image_size for m in images)
+        free = shutil.disk_usage(directory).free
+        if need > free:
+            raise InstallError(f"not enough space: {need >> 20} MiB of images, {free >> 20} MiB free")
+        staging = Path(tempfile.mkdtemp(prefix=f".{cfg.name}-{cfg.version}.", dir=directory))
+        try:
+            for m in images:
+                files = [f"{m.image_file}.img"] + ([f"{m.image_file}.hash.img"] if m.image_verity_sha256 else [])
+                for fname in files:
+                    existing = final_dir / fname
+                    target = staging / fname
+                    if existing.exists() and not fname.endswith(".hash.img"):
+                        try:
+                            check_download(existing, m, fname)
+                            os.link(existing, target)
+                            continue
+                        except (InstallError, OSError):
+                            pass
+                    if not base:
+                        raise InstallError(f"{fname}: no update_base_url in the GuestOS config or device.conf")
+                    self._download(image_url(base, cfg, fname), target,
+                                   m if not fname.endswith(".hash.img") else None, fname)
+            conf = directory / f"{cfg.name}-{cfg.version}.conf"
+            if final_dir.exists():
+                shutil.rmtree(final_dir)
+            staging.rename(final_dir)
+            if sig:
+                write_atomic(conf.with_suffix(".sig"), sig, mode=0o644)
+            if cert:
+                write_atomic(conf.with_suffix(".cert"), cert, mode=0o644)
+            write_atomic(conf, raw, mode=0o644)  # last: a config on disk means a complete GuestOS
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        gos = GuestOS(cfg, conf, trust)
+        self.store.add(gos)
+        return gos
+
+    @staticmethod
+    def _download(url: str, target: Path, m: GuestOSMount | None, name: str) -> None:
+        limit = m.image_size if m is not None and m.HasField("image_size") else 1 << 40
+        last: Exception | None = None
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                fetch(url, target, limit)
+                if m is not None:
+                    check_download(target, m, name)
+                log.info("GuestOS image %s from %s (attempt %d)", name, url, attempt)
+                return
+            except (InstallError, OSError) as e:
+                last = e
+                target.unlink(missing_ok=True)
+                log.warning("GuestOS image %s from %s: attempt %d of %d failed: %s", name, url, attempt, ATTEMPTS, e)
+        raise InstallError(f"{name}: {last}")
