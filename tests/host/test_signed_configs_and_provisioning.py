@@ -46,6 +46,7 @@ def daemons(factory: DaemonFactory, src: Path, pki: Path) -> tuple[Daemon, Daemo
     (base / "tokens").mkdir(parents=True)
     shutil.copy(pki / "ssig_rootca.cert", base / "tokens" / "ssig_rootca.cert")
     install_guestos(src, base)
+    signed(base / "operatingsystems" / "busybox-1.conf", pki)  # a device uses only verified GuestOSes
     scd = factory.launch("scd", "scd", base=base, kind=socket.SOCK_SEQPACKET)
     cmld = factory.start("--stop-timeout", "10", base=base, device_conf=SIGNED_DEVICE_CONF)
     return scd, cmld
