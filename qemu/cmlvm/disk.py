@@ -46,8 +46,8 @@ def copy_modules(k: Kernel, dest: Path) -> None:
     for f in MODULE_FILES:
         (out / "kernel" / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / "kernel" / f, out / "kernel" / f)
-    for f in src.glob("modules.builtin*"):
-        shutil.copy2(f, out / f.name)
+    for meta in src.glob("modules.builtin*"):
+        shutil.copy2(meta, out / meta.name)
     shutil.copy2(src / "modules.order", out / "modules.order")
     run(["depmod", "-b", dest, k.release])
 
@@ -58,14 +58,14 @@ def install_suite(stage: Path) -> None:
     whl = wheels.project_wheel()
     shutil.copy2(whl, stage / "tmp" / whl.name)
     run(["chroot", stage, "python3", "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-cache-dir",
-         "--break-system-packages", f"/tmp/{whl.name}"])
+         "--break-system-packages", f"/tmp/{whl.name}"])  # noqa: S108 (inside the chroot)  # noqa: S108 (inside the chroot)
     (stage / "tmp" / whl.name).unlink()
     for ep in ENTRY_POINTS:
         link = stage / "usr" / "bin" / ep
         link.unlink(missing_ok=True)
         link.symlink_to(f"/usr/local/bin/{ep}")
-    for unit in (REPO / "systemd").glob("*.service"):
-        shutil.copy2(unit, stage / "etc" / "systemd" / "system" / unit.name)
+    for unit_file in (REPO / "systemd").glob("*.service"):
+        shutil.copy2(unit_file, stage / "etc" / "systemd" / "system" / unit_file.name)
     shutil.copytree(GUEST_IMAGE, stage, dirs_exist_ok=True, symlinks=True)
     (stage / "var" / "lib" / "cml" / "containers").mkdir(parents=True, exist_ok=True)
     run(["systemctl", f"--root={stage}", "enable", *UNITS])

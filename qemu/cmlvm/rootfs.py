@@ -35,7 +35,7 @@ def build(root: Path | None = None) -> Path:
         return out
     house = wheels.wheelhouse(root)
     pip_install = ["python3", "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir", "--find-links",
-                   "/tmp/wheelhouse", "--break-system-packages", *wheels.dependencies()]
+                   "/tmp/wheelhouse", "--break-system-packages", *wheels.dependencies()]  # noqa: S108 (in the chroot)  # noqa: S108 (in the chroot)
     with cache.publish(final) as tmp:
         argv: list[str | Path] = [
             "mmdebstrap", "--quiet", "--variant=essential", "--mode=root", f"--include={','.join(PACKAGES)}",

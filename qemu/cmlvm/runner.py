@@ -37,6 +37,8 @@ class Boot:
     qemu_status: int | None
     timed_out: bool
     accel: str
+    work: Path  # the temp dir, removed when boot() returns
+    pids: list[int]  # swtpm and QEMU, stopped when boot() returns
 
     @property
     def console(self) -> str:
@@ -122,7 +124,8 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
             raise ToolError(f"qemu-system-x86_64 exited with {status}: {qemu_err}")
         results_file = work / "share" / "results.json"
         results = json.loads(results_file.read_text()) if results_file.exists() else None
-        return Boot(results, console, seconds, status, timed_out, acc)
+        pids = [p.pid for p in (swtpm, qemu)]
+        return Boot(results, console, seconds, status, timed_out, acc, work, pids)
     finally:
         if qemu is not None:
             procs.stop(qemu)

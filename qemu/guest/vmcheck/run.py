@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vmcheck.common import CheckFailed  # noqa: E402
+from vmcheck.common import CheckFailed
 
 
 def write(share: Path, results: dict[str, Any]) -> None:
