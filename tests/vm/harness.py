@@ -52,7 +52,11 @@ def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None) 
                     timeout=BOOT_TIMEOUT)
     record_timing(f"boot_{name}", b.seconds)
     if b.results is not None:
+        (ARTIFACTS / f"results-{name}.json").write_text(json.dumps(b.results, indent=1) + "\n")
         record_timing(f"guest_uptime_{name}_checks_start", b.results["uptime_at_start"])
+        cmld = b.results["checks"].get("units", {}).get("data", {}).get("units", {}).get("cmld.service", {})
+        if int(cmld.get("ActiveEnterTimestampMonotonic", "0")):
+            record_timing(f"guest_uptime_{name}_cmld_ready", int(cmld["ActiveEnterTimestampMonotonic"]) / 1e6)
     return b
 
 
