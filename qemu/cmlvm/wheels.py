@@ -7,7 +7,9 @@ host, so wheels built here (systemd-python, pyscard from sdists) run there uncha
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -54,8 +56,15 @@ def project_wheel(root: Path | None = None) -> Path:
     found = sorted(final.glob("cml-*.whl")) if final.is_dir() else []
     if found:
         return found[0]
-    with cache.publish(final) as tmp:
-        run([*pip(), "wheel", "-q", "--no-deps", "-w", tmp, REPO], timeout=600)
+    # Built from a copy: setuptools writes build/ and *.egg-info into the source tree, which
+    # would race with anything else building there (and leave litter in the working tree).
+    with cache.publish(final) as tmp, tempfile.TemporaryDirectory(dir=tmp) as src:
+        for p in WHEEL_INPUTS:
+            if (REPO / p).is_dir():
+                shutil.copytree(REPO / p, Path(src) / p, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                shutil.copy2(REPO / p, Path(src) / p)
+        run([*pip(), "wheel", "-q", "--no-deps", "-w", tmp, src], timeout=600)
     found = sorted(final.glob("cml-*.whl"))
     if len(found) != 1:
         raise RuntimeError(f"pip wheel {REPO}: expected one cml-*.whl in {final}, got {found}")

@@ -4,7 +4,6 @@ the tier share one xdist group, so one worker runs them while the other runs the
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -12,15 +11,6 @@ from . import harness
 from .harness import Boot, Image
 
 SYSTEM_CHECKS = ["units", "tpm", "cgroups", "dm", "container"]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.vm)
-            item.add_marker(pytest.mark.xdist_group("vm"))
-            item.add_marker(pytest.mark.timeout(1200))
 
 
 @pytest.fixture(scope="session")

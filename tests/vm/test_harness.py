@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .harness import ARTIFACTS, BOOT_TIMEOUT, Boot, Image, assert_units_healthy, guest_check, runner
+from .harness import ARTIFACTS, BOOT_TIMEOUT, VM_MARKS, Boot, Image, assert_units_healthy, guest_check, runner
+
+pytestmark = VM_MARKS
 
 
 def test_broken_guest_fails_with_the_guests_own_error(broken_boot: Boot) -> None:

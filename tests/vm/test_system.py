@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .harness import UNITS, Boot, assert_units_healthy, guest_check
+from .harness import UNITS, VM_MARKS, Boot, assert_units_healthy, guest_check
 
+pytestmark = VM_MARKS
 ZERO = "0" * 64
 
 
