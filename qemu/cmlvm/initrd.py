@@ -59,4 +59,5 @@ def build(k: Kernel, root: Path | None = None) -> Path:
         if p.returncode != 0:
             raise ToolError(f"cpio failed with exit status {p.returncode}: {p.stderr.decode(errors='replace')}")
         (tmp / "stage1.cpio.gz").write_bytes(gzip.compress(p.stdout, compresslevel=6, mtime=0))
+    cache.prune(final.parent, final.name)
     return out

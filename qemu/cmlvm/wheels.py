@@ -65,6 +65,7 @@ def project_wheel(root: Path | None = None) -> Path:
             else:
                 shutil.copy2(REPO / p, Path(src) / p)
         run([*pip(), "wheel", "-q", "--no-deps", "-w", tmp, src], timeout=600)
+    cache.prune(final.parent, final.name, max_entries=3)
     found = sorted(final.glob("cml-*.whl"))
     if len(found) != 1:
         raise RuntimeError(f"pip wheel {REPO}: expected one cml-*.whl in {final}, got {found}")
