@@ -10,10 +10,10 @@ py="$top/.venv/bin/python"
 echo "== generated protobuf code is fresh"
 "$py" scripts/gen_proto.py --check
 echo "== ruff"
-"$top/.venv/bin/ruff" check src tests bench scripts
+"$top/.venv/bin/ruff" check src tests bench scripts qemu
 echo "== mypy"
 "$top/.venv/bin/mypy"
 echo "== systemd units"
 bash scripts/verify-units.sh
-echo "== pytest"
-"$py" -m pytest -n 2 -p no:cacheprovider "$@"
+echo "== pytest (the VM tier runs on one xdist worker, its console logs land in qemu/artifacts/)"
+"$py" -m pytest -n 2 --dist loadgroup -p no:cacheprovider "$@"

@@ -134,3 +134,18 @@ def cli(sock: Path, *args: str, stdin: str | None = None, timeout: float = 30) -
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """Under `--dist loadgroup`, every test in tests/vm/ goes to one worker: the VM tier builds
+    and boots once per session and takes both cores' worth of TCG, so it must not run twice.
+    (xdist's own xdist_group marker relies on rewriting Item._nodeid, which pytest 9 ignores.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class VmGroupScheduling(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/vm" if nodeid.startswith("tests/vm/") else super()._split_scope(nodeid)
+
+    return VmGroupScheduling(config, log)

@@ -1,0 +1,134 @@
+"""Boots the image once under QEMU with OVMF (measured boot) and an swtpm TPM 2.0, a fresh data
+disk and a 9p share, and waits for the guest to power itself off.
+
+Everything lives in one temp dir; swtpm and QEMU are stopped by PID and the temp dir removed on
+every path (pass, fail, timeout, KeyboardInterrupt). Only the serial console log is kept, at the
+path the caller gives (a CI artefact). No TCP port is used.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import accel, procs
+from .image import Image
+from .tools import ToolError, run
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+GUEST_CHECKS = Path(__file__).resolve().parent.parent / "guest" / "vmcheck"
+DATA_DISK = "1G"
+
+
+@dataclass
+class Boot:
+    """What one boot left: the guest's results (None if it wrote none), console and timings."""
+
+    results: dict[str, Any] | None
+    console_path: Path
+    seconds: float
+    qemu_status: int | None
+    timed_out: bool
+    accel: str
+    work: Path  # the temp dir, removed when boot() returns
+    pids: list[int]  # swtpm and QEMU, stopped when boot() returns
+
+    @property
+    def console(self) -> str:
+        return self.console_path.read_text(errors="replace") if self.console_path.exists() else ""
+
+    def console_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.console.splitlines()[-lines:])
+
+
+def start_swtpm(work: Path) -> subprocess.Popen[bytes]:
+    state = work / "tpm"
+    state.mkdir()
+    run(["swtpm_setup", "--tpm2", "--tpmstate", state, "--create-ek-cert", "--create-platform-cert",
+         "--lock-nvram", "--pcr-banks", "sha256", "--overwrite"], timeout=120)
+    sock = work / "swtpm.sock"
+    log = (work / "swtpm.log").open("ab")
+    with log:
+        proc = subprocess.Popen(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+                                 "--ctrl", f"type=unixio,path={sock}", "--terminate"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    deadline = time.monotonic() + 10
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            procs.stop(proc)
+            raise ToolError(f"swtpm did not come up: {(work / 'swtpm.log').read_text(errors='replace')}")
+        time.sleep(0.02)
+    return proc
+
+
+def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int, smp: int) -> list[str]:
+    return [
+        "qemu-system-x86_64", "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
+        "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
+        "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
+        "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,file={work / 'vars.fd'}",
+        "-chardev", f"socket,id=chrtpm,path={work / 'swtpm.sock'}",
+        "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
+        "-drive", f"file={work / 'root.qcow2'},format=qcow2,if=virtio,cache=unsafe",
+        "-drive", f"file={work / 'data.img'},format=raw,if=virtio,cache=unsafe",
+        "-virtfs", f"local,path={work / 'share'},mount_tag=host0,security_model=none,id=host0",
+        "-kernel", str(image.vmlinuz), "-initrd", str(image.initrd),
+        "-append", "console=ttyS0 panic=-1 loglevel=4 cml.share=1 systemd.show_status=1",
+    ]
+
+
+def prepare_share(share: Path, scenario: dict[str, Any], overlay: Path | None) -> None:
+    shutil.copytree(GUEST_CHECKS, share / "vmcheck", ignore=shutil.ignore_patterns("__pycache__"))
+    (share / "scenario.json").write_text(json.dumps(scenario))
+    if overlay is not None:
+        shutil.copytree(overlay, share / "overlay", symlinks=True)
+
+
+def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path | None = None,
+         timeout: float = 600, memory_mb: int = 1536, smp: int = 2, tmp_base: Path | None = None) -> Boot:
+    """Boot once, run `scenario` (see guest/vmcheck/run.py) in the guest, return its results."""
+    console.parent.mkdir(parents=True, exist_ok=True)
+    console.unlink(missing_ok=True)
+    acc = accel.choose()
+    work = Path(tempfile.mkdtemp(prefix="cml-vm-", dir=tmp_base))
+    swtpm: subprocess.Popen[bytes] | None = None
+    qemu: subprocess.Popen[bytes] | None = None
+    t0 = time.monotonic()
+    try:
+        (work / "share").mkdir()
+        prepare_share(work / "share", scenario, overlay)
+        shutil.copyfile(OVMF_VARS, work / "vars.fd")
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, work / "root.qcow2"])
+        run(["mke2fs", "-q", "-t", "ext4", "-L", "cmldata", work / "data.img", DATA_DISK])
+        swtpm = start_swtpm(work)
+        with (work / "qemu.log").open("ab") as qlog:
+            qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp),
+                                    stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog)
+        timed_out = False
+        try:
+            status: int | None = qemu.wait(timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            status = None
+        seconds = time.monotonic() - t0
+        qemu_err = (work / "qemu.log").read_text(errors="replace").strip()
+        if status not in (0, None) and not (work / "share" / "results.json").exists():
+            raise ToolError(f"qemu-system-x86_64 exited with {status}: {qemu_err}")
+        results_file = work / "share" / "results.json"
+        results = json.loads(results_file.read_text()) if results_file.exists() else None
+        pids = [p.pid for p in (swtpm, qemu)]
+        return Boot(results, console, seconds, status, timed_out, acc, work, pids)
+    finally:
+        if qemu is not None:
+            procs.stop(qemu)
+        if swtpm is not None:
+            procs.stop(swtpm)
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,41 @@
+"""VM tier fixtures: one image build and one boot per scenario group per session. All tests of
+the tier share one xdist group, so one worker runs them while the other runs the host tiers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from . import harness
+from .harness import Boot, Image
+
+SYSTEM_CHECKS = ["units", "tpm", "cgroups", "dm", "container"]
+
+
+@pytest.fixture(scope="session")
+def vm_image() -> Image:
+    if os.geteuid() != 0:
+        pytest.skip("the VM tier needs root (mmdebstrap --mode=root, chroot)")
+    missing = harness.missing_tools()
+    if missing:
+        pytest.skip(f"the VM tier needs {', '.join(missing)} (scripts/setup.sh installs them)")
+    return harness.build()
+
+
+@pytest.fixture(scope="session")
+def system_boot(vm_image: Image) -> Boot:
+    """The main scenario: the image as built, every system check in one boot."""
+    return harness.boot(vm_image, "system", SYSTEM_CHECKS)
+
+
+@pytest.fixture(scope="session")
+def broken_boot(vm_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Boot:
+    """A deliberately broken guest: a drop-in makes cmld fail at start (unknown socket group)."""
+    overlay = tmp_path_factory.mktemp("broken-overlay")
+    dropin = overlay / "etc" / "systemd" / "system" / "cmld.service.d"
+    dropin.mkdir(parents=True)
+    (dropin / "vmtest-broken.conf").write_text(
+        "[Service]\nExecStart=\nExecStart=/usr/bin/cmld --foreground --base-dir /var/lib/cml "
+        "--socket /run/socket/cml-control --log-dir /var/log/cml --socket-group cml-no-such-group\n")
+    return harness.boot(vm_image, "broken", ["units"], overlay=overlay)

@@ -1,0 +1,92 @@
+"""System tests inside the QEMU guest (OVMF + swtpm, Debian kernel, systemd as PID 1), one boot:
+the suite's units, the TPM and measured boot, cgroup v2 for cmld, dm-crypt over dm-integrity,
+and the busybox GuestOS container with its memory limit. The guest collects facts; the
+assertions are here, so a failure shows the guest's own output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .harness import UNITS, VM_MARKS, Boot, assert_units_healthy, guest_check
+
+pytestmark = VM_MARKS
+ZERO = "0" * 64
+
+
+def test_units_started_in_order_and_ready(system_boot: Boot) -> None:
+    data = guest_check(system_boot, "units")
+    assert_units_healthy(data)
+    u = data["units"]
+    for name in UNITS:
+        assert u[name]["StatusText"].startswith("serving /run/socket/"), u[name]
+        assert "active (running)" in u[name]["status"], u[name]["status"]
+    # Type=notify: each daemon was ready before the next one was even started.
+    tpm2d, scd, cmld = (u[n] for n in UNITS)
+    assert int(tpm2d["ActiveEnterTimestampMonotonic"]) <= int(scd["ExecMainStartTimestampMonotonic"])
+    assert int(scd["ActiveEnterTimestampMonotonic"]) <= int(cmld["ExecMainStartTimestampMonotonic"])
+    assert data["verify"]["rc"] == 0 and data["verify"]["output"] == "", data["verify"]
+    assert data["failed_units"] == "", data["failed_units"]
+
+
+def test_cml_control_list_answers_in_the_guest(system_boot: Boot) -> None:
+    data = guest_check(system_boot, "units")
+    assert data["cml_control_list"]["rc"] == 0, data["cml_control_list"]
+    assert "code: CONTAINER_STATUS" in data["cml_control_list"]["output"]
+
+
+def test_tpm_present_and_event_log_replays_to_the_pcrs(system_boot: Boot) -> None:
+    data = guest_check(system_boot, "tpm")
+    assert data["tpmrm0"] and data["tpm_version"] == "2"
+    tpm, own, tool = data["tpm_pcrs"], data["own_replay"], data["tpm2_eventlog_replay"]
+    for pcr in map(str, range(8)):
+        assert tpm[pcr] != ZERO, f"PCR{pcr} was never extended"
+        assert own[pcr] == tpm[pcr], f"PCR{pcr}: our replay {own[pcr]} != TPM {tpm[pcr]}"
+        assert tool[pcr] == tpm[pcr], f"PCR{pcr}: tpm2_eventlog {tool[pcr]} != TPM {tpm[pcr]}"
+    assert own["9"] == tpm["9"], "PCR9 (kernel command line and initrd, by the EFI stub) does not replay"
+    assert {"EV_EFI_PLATFORM_FIRMWARE_BLOB", "EV_EFI_BOOT_SERVICES_APPLICATION", "EV_SEPARATOR"} <= set(
+        data["event_types"])
+
+
+def test_cgroup_v2_controllers_are_delegated_to_cmld(system_boot: Boot) -> None:
+    data = guest_check(system_boot, "cgroups")
+    assert data["fstype"] == "cgroup2fs"
+    assert {"memory", "cpu", "pids", "cpuset"} <= set(data["cmld_controllers"]), data
+    assert data["cmld_group"].endswith("/cmld.service")
+
+
+def test_dm_crypt_over_dm_integrity_detects_a_tampered_sector(system_boot: Boot) -> None:
+    data = guest_check(system_boot, "dm")
+    targets = sorted(line.split()[3] for line in data["tables"])
+    assert targets == ["crypt", "integrity"], data["tables"]
+    assert any("integrity:32:aead" in line for line in data["tables"]), data["tables"]
+    assert data["read_back_matches"]
+    assert data["read_before"]["ok"], data["read_before"]
+    after = data["read_after"]
+    assert not after["ok"] and after["errno"] == "EIO", after
+    # O_DIRECT gets dm-crypt's own status: BLK_STS_PROTECTION, i.e. EILSEQ.
+    assert not data["read_after_direct"]["ok"] and data["read_after_direct"]["errno"] in ("EIO", "EILSEQ")
+    assert any("INTEGRITY AEAD ERROR" in line or "Checksum failed" in line for line in data["kernel_log"]), data
+
+
+def test_busybox_container_runs_under_cgroup_v2_with_its_memory_limit(system_boot: Boot) -> None:
+    data = guest_check(system_boot, "container")
+    assert data["start"]["rc"] == 0 and data["state_after_start"] == "RUNNING", data
+    cmld_group = Path("/sys/fs/cgroup") / data["cmld_cgroup"].lstrip("/")
+    own = cmld_group.parent if cmld_group.name == "supervisor" else cmld_group
+    assert data["container_groups"] == [str(own / data["uuid"])]
+    assert data["init_cgroup"] == f"0::{data['cmld_cgroup'].rsplit('/', 1)[0]}/{data['uuid']}"
+    assert data["memory_max"] == str(64 << 20)
+    assert {"memory", "pids"} <= set(data["controllers"])
+    # The hog inside the container is OOM-killed at the limit; the container keeps running.
+    assert data["hog"]["rc"] == 137 and "survived" not in data["hog"]["output"], data["hog"]
+    assert data["memory_events"]["oom_kill"] > data["oom_kill_before"], data["memory_events"]
+    assert data["state_after_hog"] == "RUNNING"
+    assert data["stop"]["rc"] == 0 and data["state_after_stop"] == "STOPPED"
+    assert not data["group_left_after_stop"]
+
+
+def test_the_harness_left_nothing_behind(system_boot: Boot) -> None:
+    assert not system_boot.work.exists()
+    for pid in system_boot.pids:
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} (qemu/swtpm) still there"
+    assert system_boot.console_path.exists() and "reboot: Power down" in system_boot.console
