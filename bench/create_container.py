@@ -36,7 +36,12 @@ DEVICE_CONF = "hostedmode: true\nsigned_configs: true\ntpm_enabled: false\n"
 def start(cmd: list[str], sock: Path, kind: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    wait_for_socket(sock, proc, sock.stem, kind=kind)
+    try:
+        wait_for_socket(sock, proc, sock.stem, kind=kind)
+    except BaseException:
+        proc.kill()  # never leave a daemon behind when it did not come up
+        proc.wait()
+        raise
     return proc
 
 
