@@ -171,3 +171,50 @@ def test_lockout_and_damaged_key_files(cmld_factory: DaemonFactory, guestos_src:
     out = start(d, "ta", PIN)
     assert "CONTAINER_START_TOKEN_UNINIT" in out and "cannot connect to scd" in out, out
     assert state(d, "ta") == "STOPPED" and not key_a.exists()
+
+
+def memory_contains(pid: int, needles: list[bytes]) -> bool:
+    """Whether any readable, private mapping of the process holds one of the byte strings."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1] or (len(fields) > 5 and fields[5].startswith("[v")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                chunk = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            if any(n in chunk for n in needles):
+                return True
+    return False
+
+
+def test_token_private_key_stays_in_scd(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """The soft token's private key (which wraps the container key) is in scd's memory while it
+    is unlocked, and never in cmld's, before or after a start that used it."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from .scdlib import SECRET, Q, request
+
+    scd, d = daemons(cmld_factory, guestos_src)
+    uid = create(d, cmld_factory.tmp, "mem")
+    assert "CONTAINER_CHANGE_PIN_SUCCESSFUL" in change_pin(d, "mem", TRANSPORT_PIN, PIN)
+    assert "CONTAINER_START_OK" in start(d, "mem", PIN)
+    wait_state(d, "mem", "RUNNING")
+    key, _, _ = pkcs12.load_key_and_certificates((d.base / "tokens" / f"{uid}.p12").read_bytes(), PIN.encode())
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    scalar = key.private_numbers().private_value.to_bytes(32, "big")
+    needles = [scalar, scalar[::-1]]  # big-endian, and as OpenSSL's little-endian limbs
+    assert not memory_contains(d.proc.pid, needles)
+    # the scan does find it where it is: in scd, with the token unlocked
+    pairing = (d.base / "keys" / "device_pairing_secret").read_bytes()
+    assert pairing != SECRET
+    r = request(scd, Q(code=Q.UNLOCK, token_uuid=uid, token_type=2, token_pin=PIN, pairing_secret=pairing))
+    assert r.code == r.UNLOCK_SUCCESSFUL
+    assert memory_contains(scd.proc.pid, needles)
+    assert cli(d.socket, "stop", "mem", f"--key={PIN}").rc == 0
+    wait_state(d, "mem", "STOPPED", timeout=15)
+    assert not memory_contains(d.proc.pid, needles)
