@@ -13,16 +13,12 @@ from pathlib import Path
 import pytest
 
 from ..conftest import DaemonFactory, cli, is_root
-from .containers import container_conf, demo_guestos, host_leaks, install_guestos, run, state, wait_state
+from .containers import container_conf, host_leaks, install_guestos, run, state, wait_state
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
 C0 = "00000000-0000-0000-0000-000000000000"
 DEVICE_CONF = 'hostedmode: false\nsigned_configs: false\ntpm_enabled: false\nc0os: "coreos"\n'
 
-
-@pytest.fixture(scope="module")
-def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_guestos(tmp_path_factory.mktemp("guestos"))
 
 
 def cap_bits(status: str) -> int:

@@ -15,14 +15,10 @@ from pathlib import Path
 import pytest
 
 from ..conftest import BIN, Daemon, DaemonFactory, cli, is_root
-from .containers import create, demo_guestos, install_guestos, run, start, wait_state
+from .containers import create, install_guestos, run, start, wait_state
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
 
-
-@pytest.fixture(scope="module")
-def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_guestos(tmp_path_factory.mktemp("guestos"))
 
 
 @pytest.fixture

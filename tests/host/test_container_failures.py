@@ -24,7 +24,6 @@ import pytest
 from ..conftest import BIN, CliResult, Daemon, DaemonFactory, cli, is_root
 from .containers import (
     container_conf,
-    demo_guestos,
     host_leaks,
     install_guestos,
     run,
@@ -43,9 +42,6 @@ pytestmark = [
 ]
 
 FAST = ("--stop-timeout", "3", "--boot-timeout", "30")
-@pytest.fixture(scope="module")
-def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_guestos(tmp_path_factory.mktemp("guestos"))
 
 
 @dataclass

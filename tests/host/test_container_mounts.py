@@ -13,15 +13,11 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import load_text_file, to_text
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
-from .containers import create, demo_guestos, host_leaks, install_guestos, run, start, uuid_of, wait_state
+from .containers import create, host_leaks, install_guestos, run, start, uuid_of, wait_state
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
 M = GuestOSMount
 
-
-@pytest.fixture(scope="module")
-def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_guestos(tmp_path_factory.mktemp("guestos"))
 
 
 def ext4_image(img: Path, files: dict[str, str]) -> M:

@@ -12,16 +12,13 @@ from pathlib import Path
 import pytest
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
-from .containers import demo_guestos, install_guestos, state, uuid_of, wait_state
+from .containers import state, uuid_of, wait_state
+from .scdlib import scd_and_cmld
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
 PIN = "pin-7Q3xK"
 TRANSPORT_PIN = "trustme"
 
-
-@pytest.fixture(scope="module")
-def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_guestos(tmp_path_factory.mktemp("guestos"))
 
 
 def token_conf(name: str) -> str:
@@ -30,12 +27,7 @@ def token_conf(name: str) -> str:
 
 
 def daemons(factory: DaemonFactory, src: Path) -> tuple[Daemon, Daemon]:
-    base = factory.tmp / "cmld-base"
-    base.mkdir(exist_ok=True)
-    install_guestos(src, base)
-    scd = factory.launch("scd", "scd", base=base, kind=socket.SOCK_SEQPACKET)
-    cmld = factory.start("--stop-timeout", "10", base=base)
-    return scd, cmld
+    return scd_and_cmld(factory, guestos=src)
 
 
 def create(d: Daemon, tmp: Path, name: str) -> str:

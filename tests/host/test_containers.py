@@ -11,14 +11,10 @@ from pathlib import Path
 import pytest
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
-from .containers import create, demo_guestos, host_leaks, install_guestos, run, start, state, uuid_of, wait_state
+from .containers import create, host_leaks, install_guestos, run, start, state, uuid_of, wait_state
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
 
-
-@pytest.fixture(scope="module")
-def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_guestos(tmp_path_factory.mktemp("guestos"))
 
 
 def start_cmld(factory: DaemonFactory, src: Path, *extra: str, **gos: object) -> Daemon:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import shutil
-import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,17 +15,12 @@ import pytest
 from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cml_common.textconfig import load_text_file, to_text
 
-from ..conftest import BIN, Daemon, DaemonFactory, cli, is_root
-from .containers import container_conf, demo_guestos, wait_state
-from .scdlib import make_pki
+from ..conftest import Daemon, DaemonFactory, cli, is_root
+from .containers import container_conf, wait_state
+from .scdlib import SIGNED_DEVICE_CONF, make_pki, scd_and_cmld, sign
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
-SIGNED_DEVICE_CONF = "hostedmode: true\nsigned_configs: true\ntpm_enabled: false\n"
 
-
-@pytest.fixture(scope="module")
-def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_guestos(tmp_path_factory.mktemp("guestos"))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +46,7 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def publish(src: Path, repo: Path, pki: Path, out: Path, *, name: str = "pushos", version: int, url: str,
-            image: bytes | None = None, sign: bool = True) -> Path:
+            image: bytes | None = None, signed: bool = True) -> Path:
     """The demo GuestOS as <name>-<version>: its image under repo's update layout, its config
     (pointing at `url`) signed with the software-signing key."""
     cfg = load_text_file(src / "busybox-1.conf", GuestOSConfig)
@@ -64,10 +56,8 @@ def publish(src: Path, repo: Path, pki: Path, out: Path, *, name: str = "pushos"
     (img_dir / "root.img").write_bytes(image if image is not None else (src / "busybox-1" / "root.img").read_bytes())
     conf = out / f"{name}-{version}.conf"
     conf.write_text(to_text(cfg))
-    if sign:
-        r = subprocess.run([str(BIN / "cml-sign"), "sign", str(conf), "-k", str(pki / "ssig_cml.key"), "--cert",
-                            str(pki / "ssig_cml.chain")], capture_output=True, text=True, check=False)
-        assert r.returncode == 0, r.stderr
+    if signed:
+        sign(conf, pki)
     return conf
 
 
@@ -80,11 +70,7 @@ def push(d: Daemon, conf: Path) -> tuple[int, str]:
 
 
 def daemons(factory: DaemonFactory, pki: Path) -> tuple[Daemon, Daemon]:
-    base = factory.tmp / "cmld-base"
-    (base / "tokens").mkdir(parents=True)
-    shutil.copy(pki / "ssig_rootca.cert", base / "tokens" / "ssig_rootca.cert")
-    scd = factory.launch("scd", "scd", base=base, kind=socket.SOCK_SEQPACKET)
-    return scd, factory.start("--stop-timeout", "10", base=base, device_conf=SIGNED_DEVICE_CONF)
+    return scd_and_cmld(factory, pki=pki, device_conf=SIGNED_DEVICE_CONF)
 
 
 def store(d: Daemon) -> set[str]:
@@ -115,8 +101,7 @@ def test_push_install_and_refusals(cmld_factory: DaemonFactory, guestos_src: Pat
     # the pushed GuestOS runs a container, reported SIGNED
     cconf = tmp / "frompush.conf"
     cconf.write_text(container_conf("frompush", "pushos"))
-    subprocess.run([str(BIN / "cml-sign"), "sign", str(cconf), "-k", str(pki / "ssig_cml.key"), "--cert",
-                    str(pki / "ssig_cml.chain")], check=True, capture_output=True)
+    sign(cconf, pki)
     r = cli(d.socket, "create", str(cconf), str(cconf.with_suffix(".sig")), str(cconf.with_suffix(".cert")))
     assert r.rc == 0, r.out + r.err
     assert "CONTAINER_START_OK" in cli(d.socket, "start", "frompush").out
@@ -149,7 +134,7 @@ def test_push_install_and_refusals(cmld_factory: DaemonFactory, guestos_src: Pat
     rc, out = push(d, tampered)
     assert rc != 0 and "BAD_SIGNATURE" in out, out
     (tmp / "unsigned").mkdir()
-    rc, out = push(d, publish(guestos_src, www, pki, tmp / "unsigned", version=8, url=http_url, sign=False))
+    rc, out = push(d, publish(guestos_src, www, pki, tmp / "unsigned", version=8, url=http_url, signed=False))
     assert rc != 0 and "no signature" in out, out
     assert store(d) == before  # nothing was written for any refused push
 

@@ -4,7 +4,6 @@ with the tampered, foreign and swapped inputs refused and nothing written for th
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -12,16 +11,11 @@ from pathlib import Path
 import pytest
 
 from ..conftest import BIN, Daemon, DaemonFactory, cli, is_root
-from .containers import container_conf, demo_guestos, install_guestos, state, wait_state
-from .scdlib import make_pki
+from .containers import container_conf, state, wait_state
+from .scdlib import SIGNED_DEVICE_CONF, make_pki, scd_and_cmld, sign
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
-SIGNED_DEVICE_CONF = "hostedmode: true\nsigned_configs: true\ntpm_enabled: false\n"
 
-
-@pytest.fixture(scope="module")
-def guestos_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_guestos(tmp_path_factory.mktemp("guestos"))
 
 
 @pytest.fixture(scope="module")
@@ -31,25 +25,8 @@ def pkis(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_pki(root / "device", "ec256"), make_pki(root / "other", "ec256")
 
 
-def cml_sign(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "cml-sign"), *args], capture_output=True, text=True, check=False)
-
-
-def signed(conf: Path, pki: Path) -> tuple[Path, Path]:
-    r = cml_sign("sign", str(conf), "-k", str(pki / "ssig_cml.key"), "--cert", str(pki / "ssig_cml.chain"))
-    assert r.returncode == 0, r.stderr
-    return conf.with_suffix(".sig"), conf.with_suffix(".cert")
-
-
 def daemons(factory: DaemonFactory, src: Path, pki: Path) -> tuple[Daemon, Daemon]:
-    base = factory.tmp / "cmld-base"
-    (base / "tokens").mkdir(parents=True)
-    shutil.copy(pki / "ssig_rootca.cert", base / "tokens" / "ssig_rootca.cert")
-    install_guestos(src, base)
-    signed(base / "operatingsystems" / "busybox-1.conf", pki)  # a device uses only verified GuestOSes
-    scd = factory.launch("scd", "scd", base=base, kind=socket.SOCK_SEQPACKET)
-    cmld = factory.start("--stop-timeout", "10", base=base, device_conf=SIGNED_DEVICE_CONF)
-    return scd, cmld
+    return scd_and_cmld(factory, pki=pki, guestos=src, device_conf=SIGNED_DEVICE_CONF)
 
 
 def container_files(base: Path) -> set[str]:
@@ -64,7 +41,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
     tmp = cmld_factory.tmp
     conf = tmp / "app.conf"
     conf.write_text(container_conf("app"))
-    sig, cert = signed(conf, pki)
+    sig, cert = sign(conf, pki)
     before = container_files(base)
 
     # unsigned, tampered (one byte), swapped certificate, foreign CA: all refused, nothing stored
@@ -74,7 +51,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
     assert cli(d.socket, "create", str(tampered), str(sig), str(cert)).rc != 0
     other_conf = tmp / "other.conf"
     other_conf.write_text(container_conf("app"))
-    other_sig, other_cert = signed(other_conf, other)
+    other_sig, other_cert = sign(other_conf, other)
     assert cli(d.socket, "create", str(conf), str(sig), str(other_cert)).rc != 0
     assert cli(d.socket, "create", str(other_conf), str(other_sig), str(other_cert)).rc != 0
     assert container_files(base) == before
@@ -97,7 +74,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
     # an update must be signed too; a tampered one leaves the stored config as it was
     new_conf = tmp / "app2.conf"
     new_conf.write_text(container_conf("app", ram_limit=96))
-    new_sig, new_cert = signed(new_conf, pki)
+    new_sig, new_cert = sign(new_conf, pki)
     bad = tmp / "app2-bad.conf"
     bad.write_bytes(new_conf.read_bytes().replace(b"96", b"97"))
     assert cli(d.socket, "update_config", "app", str(bad), str(new_sig), str(new_cert)).rc != 0
@@ -112,7 +89,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
     r = cli(d.socket, "ca_register", str(other / "ssig_rootca.cert"))
     assert r.rc == 0 and "GUESTOS_MGR_REGISTER_CA_OK" in r.out, r.out + r.err
     other_conf.write_text(container_conf("app-other"))
-    other_sig, other_cert = signed(other_conf, other)
+    other_sig, other_cert = sign(other_conf, other)
     r = cli(d.socket, "create", str(other_conf), str(other_sig), str(other_cert))
     assert r.rc == 0, r.out + r.err
     assert state(d, "app-other") == "STOPPED"
