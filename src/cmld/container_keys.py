@@ -22,6 +22,7 @@ from cml_common.paths import Layout
 
 from .container import Container
 from .scd_client import (
+    PAIRED_MARKER,
     CorruptKeyFile,
     LockedTillReboot,
     ScdClient,
@@ -36,7 +37,6 @@ D = DaemonToController
 KEY_LEN = 96
 MAX_KEYFILE = 4096
 PAIRING_SECRET_LEN = 8
-PAIRED_MARKER = "token_is_paired"
 _TOKEN_TYPES = {ContainerTokenType.SOFT: TokenType.SOFT, ContainerTokenType.USB: TokenType.USB,
                 ContainerTokenType.PKCS11: TokenType.PKCS11}
 

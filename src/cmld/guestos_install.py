@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cml_common.fsutil import write_atomic
 from cml_common.messages.container_pb2 import ContainerTrust
@@ -98,14 +99,15 @@ def fetch(url: str, dest: Path, max_bytes: int) -> None:
     """file:// copies, http(s):// downloads (no other schemes: no ftp, no local paths by
     accident), never more than `max_bytes`."""
     parts = urllib.parse.urlsplit(url)
+    src: BinaryIO
     if parts.scheme == "file":
-        src: object = open(urllib.parse.unquote(parts.path), "rb")  # noqa: SIM115
+        src = open(urllib.parse.unquote(parts.path), "rb")  # noqa: SIM115
     elif parts.scheme in ("http", "https"):
         src = urllib.request.urlopen(url, timeout=60)  # noqa: S310 (scheme checked above)
     else:
         raise InstallError(f"unsupported URL scheme in {url}")
     total = 0
-    with src as f, open(dest, "wb") as out:  # type: ignore[attr-defined]
+    with src as f, open(dest, "wb") as out:
         while chunk := f.read(CHUNK):
             total += len(chunk)
             if total > max_bytes:
@@ -127,10 +129,9 @@ def check_download(path: Path, m: GuestOSMount, name: str) -> None:
 
 
 class GuestOSInstaller:
-    def __init__(self, store: GuestOSStore, scd: ScdClient, device_base_url: str) -> None:
+    def __init__(self, store: GuestOSStore, scd: ScdClient) -> None:
         self.store = store
         self.scd = scd
-        self.device_base_url = device_base_url
         self._lock = asyncio.Lock()
 
     async def check(self, raw: bytes, sig: bytes, cert: bytes, policy: TrustPolicy) -> tuple[GuestOSConfig, int]:
@@ -158,12 +159,14 @@ class GuestOSInstaller:
             raise InstallError(f"version {cfg.version} is older than the installed {installed.version}")
         return cfg, trust
 
-    async def install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int) -> GuestOS:
+    async def install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int,
+                      device_base_url: str) -> GuestOS:
+        """`device_base_url` (device.conf) is used when the GuestOS config names no update URL."""
         async with self._lock:
-            return await asyncio.to_thread(self._install, raw, sig, cert, cfg, trust)
+            return await asyncio.to_thread(self._install, raw, sig, cert, cfg, trust,
+                                           cfg.update_base_url or device_base_url)
 
-    def _install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int) -> GuestOS:
-        base = cfg.update_base_url or self.device_base_url
+    def _install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int, base: str) -> GuestOS:
         images = [m for m in cfg.mounts if m.mount_type in DOWNLOADED]
         directory = self.store.directory
         directory.mkdir(parents=True, exist_ok=True)

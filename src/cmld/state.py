@@ -82,7 +82,7 @@ class CmldState:
             self.units.append(Unit(SCD_UNIT_UUID, "scd", scd_socket))
         self.scd = ScdClient(scd_socket or SCD_SOCKET)
         self.keys = ContainerKeys(layout, self.scd)
-        self.installer = GuestOSInstaller(self.guestos, self.scd, "")
+        self.installer = GuestOSInstaller(self.guestos, self.scd)
         if tpm2d_socket is not None:
             self.units.append(Unit(TPM2D_UNIT_UUID, "tpm2d", tpm2d_socket))
 
@@ -106,7 +106,6 @@ class CmldState:
     async def verify_guestos(self) -> None:
         """Trust levels for the loaded GuestOSes (scd verifies), then the implicit c0, which needs
         its GuestOS to have passed."""
-        self.installer.device_base_url = self.device.update_base_url
         await verify_store(self.guestos, self.scd, self.trust_policy())
         if not self.hosted and self.containers.get(C0_UUID) is None:
             if self.guestos.latest(self.device.c0os) is not None:

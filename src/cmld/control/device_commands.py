@@ -129,7 +129,7 @@ class DeviceCommands:
                  ContainerTrust.Name(trust))
         await conn.send(response(D.GUESTOS_MGR_INSTALL_STARTED))
         try:
-            await installer.install(raw, sig, cert, cfg, trust)
+            await installer.install(raw, sig, cert, cfg, trust, st.device.update_base_url)
         except (InstallError, OSError) as e:
             log.error("%s: GuestOS %s-%d not installed: %s", conn, cfg.name, cfg.version, e)
             await conn.send(response(D.GUESTOS_MGR_INSTALL_FAILED, str(e)))
