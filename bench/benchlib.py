@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The import packages at the repository root (a change to them marks a figure "modified").
+PACKAGES = ("cml_common", "cmld", "scd", "tpm2d", "cml_control", "cml_sign")
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], name: str, timeout: float = 15.0,

@@ -67,7 +67,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchlib import REPO, git, wait_for_socket
+from benchlib import PACKAGES, REPO, git, wait_for_socket
 
 from cml_common.messages.container_pb2 import ContainerState
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
@@ -833,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     set_child_subreaper()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    src_dirty = bool(git("status", "--porcelain", "--", "src"))
+    src_dirty = bool(git("status", "--porcelain", "--", *PACKAGES))
     when = dt.datetime.now(dt.UTC).replace(microsecond=0)
     t0 = time.monotonic()
     res = run(args.runs, args.hash_size_mb, args.profile)

@@ -54,7 +54,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from benchlib import git, wait_for_socket
+from benchlib import PACKAGES, git, wait_for_socket
 
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 from cml_control.client import ControlClient
@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    src_dirty = bool(git("status", "--porcelain", "--", "src"))
+    src_dirty = bool(git("status", "--porcelain", "--", *PACKAGES))
     when = dt.datetime.now(dt.UTC).replace(microsecond=0)
     t0 = time.monotonic()
     rows = run(counts)

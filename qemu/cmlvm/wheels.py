@@ -17,8 +17,9 @@ from . import cache
 from .tools import run
 
 REPO = Path(__file__).resolve().parents[2]
-# Inputs of the project wheel: what setuptools packs (src, metadata, readme).
-WHEEL_INPUTS = ("src", "pyproject.toml", "README.md")
+# Inputs of the project wheel: what setuptools packs (the packages, metadata, readme).
+PACKAGES = ("cml_common", "cmld", "scd", "tpm2d", "cml_control", "cml_sign")
+WHEEL_INPUTS = (*PACKAGES, "pyproject.toml", "README.md")
 
 
 def pip() -> list[str]:

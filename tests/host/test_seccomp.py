@@ -29,7 +29,7 @@ from cmld.seccomp.supervisor import SeccompSupervisor
 pytestmark = [pytest.mark.host,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (filters, chroot, user namespaces)")]
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[2]
 UID_OFFSET = 100000
 
 HELPER = r'''
