@@ -13,13 +13,12 @@ from pathlib import Path
 
 from cml_common import daemon_runner, paths
 from cml_common.daemon_args import common_parser
-
-from .control.dispatcher import Dispatcher
-from .control.server import ControlServer, ServerLimits
-from .host_power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
-from .runtime import settings
-from .runtime.manager import Runtime
-from .state import CmldState
+from cmld.control.dispatcher import Dispatcher
+from cmld.control.server import ControlServer, ServerLimits
+from cmld.daemon import CmldState
+from cmld.device.power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
+from cmld.runtime import settings
+from cmld.runtime.registry import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ cmld calls `detect()` once and then only uses `CgroupDriver` / `ContainerCgroup`
 container code never branches on the cgroup version.
 """
 
-from .device_rules import GENERIC_ALLOW, KVM_ALLOW, DevicePolicy, DeviceRule, format_rule, parse_rule
-from .driver import CgroupDriver, CgroupLimits, ContainerCgroup, detect
+from cmld.cgroups.device_rules import GENERIC_ALLOW, KVM_ALLOW, DevicePolicy, DeviceRule, format_rule, parse_rule
+from cmld.cgroups.driver import CgroupDriver, CgroupLimits, ContainerCgroup, detect
 
 __all__ = [
     "GENERIC_ALLOW",

@@ -17,7 +17,7 @@ import platform
 import struct
 from pathlib import Path
 
-from .device_rules import ALL_ACCESS, DevicePolicy, DeviceRule
+from cmld.cgroups.device_rules import ALL_ACCESS, DevicePolicy, DeviceRule
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _syscall = _libc.syscall

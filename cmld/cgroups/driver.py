@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .device_rules import DevicePolicy
+from cmld.cgroups.device_rules import DevicePolicy
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
@@ -257,8 +257,8 @@ def detect(daemon_leaf: str = "supervisor") -> CgroupDriver:
     the memory and pids controllers; otherwise v1 (needs at least memory, devices, freezer).
     `daemon_leaf` is the v2 leaf the daemon moves itself into before enabling controllers.
     """
-    from .v1 import V1Driver
-    from .v2 import V2Driver
+    from cmld.cgroups.v1 import V1Driver
+    from cmld.cgroups.v2 import V2Driver
 
     mounts = cgroup_mounts()
     by_point = {m.mountpoint: m for m in mounts}

@@ -16,8 +16,8 @@ import signal
 import time
 from pathlib import Path
 
-from .device_rules import DevicePolicy, DeviceRule, mask_to_access, parse_rule
-from .driver import (
+from cmld.cgroups.device_rules import DevicePolicy, DeviceRule, mask_to_access, parse_rule
+from cmld.cgroups.driver import (
     CgroupDriver,
     CgroupLimits,
     ContainerCgroup,

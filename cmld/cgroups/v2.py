@@ -25,9 +25,9 @@ import signal
 import time
 from pathlib import Path
 
-from .bpf_devices import DeviceProgram
-from .device_rules import DevicePolicy
-from .driver import (
+from cmld.cgroups.bpf_devices import DeviceProgram
+from cmld.cgroups.device_rules import DevicePolicy
+from cmld.cgroups.driver import (
     CGROUP_ROOT,
     CgroupDriver,
     CgroupLimits,

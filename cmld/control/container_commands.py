@@ -14,19 +14,18 @@ import re
 from cml_common.messages.container_pb2 import ContainerState
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 from cml_common.textconfig import ConfigError
-
-from ..container import Container
-from ..container_keys import TokenFailure
-from ..container_store import parse_container_config
-from ..modules.base import StartError
-from ..modules.devices import DevicesModule
-from ..runtime.exec_session import ExecSession
-from ..runtime.manager import Runtime
-from ..runtime.transitions import EXEC_STATES, STOPPABLE
-from ..scd_client import ScdError, VerifyResult
-from ..state import CmldState
-from .replies import container_configs, exec_end, response
-from .server import ControlConnection
+from cmld.clients.scd import ScdError, VerifyResult
+from cmld.containers.container import Container
+from cmld.containers.keys import TokenFailure
+from cmld.containers.store import parse_container_config
+from cmld.control.replies import container_configs, exec_end, response
+from cmld.control.server import ControlConnection
+from cmld.daemon import CmldState
+from cmld.modules.base import StartError
+from cmld.modules.devices import DevicesModule
+from cmld.runtime.exec_session import ExecSession
+from cmld.runtime.registry import Runtime
+from cmld.runtime.transitions import EXEC_STATES, STOPPABLE
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,15 @@ from pathlib import Path
 
 from cml_common.messages.container_pb2 import ContainerTrust
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController, LogMessage
-
-from .. import log_export
-from ..ca_store import CAError, register_ca, register_local_ca
-from ..device_stats import device_stats
-from ..guestos_install import InstallError
-from ..host_power import HOST_POWEROFF, systemd_is_init
-from ..scd_client import NotProvisioning, ScdError
-from ..state import CmldState
-from .replies import container_status, response
-from .server import ControlConnection
+from cmld.clients.scd import NotProvisioning, ScdError
+from cmld.control.replies import container_status, response
+from cmld.control.server import ControlConnection
+from cmld.daemon import CmldState
+from cmld.device import logs as log_export
+from cmld.device.power import HOST_POWEROFF, systemd_is_init
+from cmld.device.stats import device_stats
+from cmld.guestos.ca_store import CAError, register_ca, register_local_ca
+from cmld.guestos.install import InstallError
 
 log = logging.getLogger(__name__)
 D = DaemonToController

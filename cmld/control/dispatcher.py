@@ -6,13 +6,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
-
-from ..state import CmldState
-from .access import is_allowed
-from .container_commands import ContainerCommands
-from .device_commands import DeviceCommands
-from .replies import response
-from .server import ControlConnection
+from cmld.control.access import is_allowed
+from cmld.control.container_commands import ContainerCommands
+from cmld.control.device_commands import DeviceCommands
+from cmld.control.replies import response
+from cmld.control.server import ControlConnection
+from cmld.daemon import CmldState
 
 log = logging.getLogger(__name__)
 C = ControllerToDaemon

@@ -24,8 +24,7 @@ from google.protobuf import unknown_fields
 
 from cml_common import aioframing, framing
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
-
-from .replies import response
+from cmld.control.replies import response
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ import signal
 import socket
 import sys
 
-from . import early as early_mod
-from . import linux, userns
-from .channel import Channel
-from .spec import ERR_CGROUPS, ERR_GENERIC, ERR_USER, ERR_VOL, MSG_PID, MSG_SPEC, LaunchSpec
+from cmld.launcher import early as early_mod
+from cmld.launcher import userns
+from cmld.launcher.channel import Channel
+from cmld.launcher.spec import ERR_CGROUPS, ERR_GENERIC, ERR_USER, ERR_VOL, MSG_PID, MSG_SPEC, LaunchSpec
+from cmld.linux import syscalls as linux
 
 
 def _report(chan: Channel, code: int, message: str) -> None:
@@ -84,7 +85,7 @@ def main() -> None:
     # (a path would need the host's 0700 run directory, which container root cannot traverse).
     pid = os.fork()
     if pid == 0:
-        from . import child
+        from cmld.launcher import child
 
         child.run(spec, mounts, chan)
         os._exit(1)

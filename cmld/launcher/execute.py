@@ -16,7 +16,7 @@ import signal
 import sys
 import termios
 
-from . import linux
+from cmld.linux import syscalls as linux
 
 NAMESPACES = (("user", linux.CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS), ("pid", linux.CLONE_NEWPID),
               ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC), ("net", linux.CLONE_NEWNET),
@@ -130,7 +130,7 @@ def main() -> None:
     os.set_inheritable(status_fd, False)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if req.get("seccomp_sock") is not None:  # load the binding while the host's libraries are reachable
-        from .__main__ import _preload_seccomp
+        from cmld.launcher.__main__ import _preload_seccomp
 
         _preload_seccomp()
     try:

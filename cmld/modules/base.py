@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..runtime.context import StartContext
+    from cmld.modules.context import StartContext
 
 
 class StartError(Exception):

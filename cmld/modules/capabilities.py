@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..launcher.linux import CAP
-from ..runtime.context import StartContext
-from .base import Module
+from cmld.linux.syscalls import CAP
+from cmld.modules.base import Module
+from cmld.modules.context import StartContext
 
 ALWAYS_DROPPED = ("LINUX_IMMUTABLE", "IPC_OWNER", "SYS_MODULE", "SYS_PTRACE", "SYS_PACCT", "LEASE",
                   "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..cgroups.driver import CgroupDriver, CgroupLimits, ContainerCgroup
-from ..runtime.context import StartContext
-from .base import Module, StartError
+from cmld.cgroups.driver import CgroupDriver, CgroupLimits, ContainerCgroup
+from cmld.modules.base import Module, StartError
+from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from ..runtime.context import StartContext
-from .base import Module
+from cmld.modules.base import Module
+from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ import logging
 import os
 import stat
 
-from ..cgroups.device_rules import DevicePolicy, DeviceRule, parse_rule
-from ..cgroups.driver import ContainerCgroup
-from ..launcher.spec import DevNode
-from ..runtime.context import StartContext
-from .base import Module, StartError
+from cmld.cgroups.device_rules import DevicePolicy, DeviceRule, parse_rule
+from cmld.cgroups.driver import ContainerCgroup
+from cmld.launcher.spec import DevNode
+from cmld.modules.base import Module, StartError
+from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 DevKey = tuple[str, int, int]

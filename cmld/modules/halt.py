@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..runtime.context import StartContext
-from ..runtime.exec_session import ExecSession
-from .base import Module
+from cmld.modules.base import Module
+from cmld.modules.context import StartContext
+from cmld.runtime.exec_session import ExecSession
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import contextlib
 import logging
 import os
 
-from ..launcher import linux
-from ..runtime.context import StartContext
-from .base import Module, StartError
+from cmld.linux import syscalls as linux
+from cmld.modules.base import Module, StartError
+from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 

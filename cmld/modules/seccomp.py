@@ -9,11 +9,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..runtime.context import StartContext
+from cmld.modules.context import StartContext
 
 if TYPE_CHECKING:
-    from ..seccomp.supervisor import SeccompSupervisor
-from .base import Module
+    from cmld.seccomp.supervisor import SeccompSupervisor
+from cmld.modules.base import Module
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ class SeccompModule(Module):
         ctx.spec.allow_system_time = bool(ctx.container.config.allow_system_time)
 
     def _supervisor(self, ctx: StartContext, fd: int) -> SeccompSupervisor:
-        from ..seccomp.supervisor import SeccompSupervisor
-        from .devices import DevicesModule
+        from cmld.modules.devices import DevicesModule
+        from cmld.seccomp.supervisor import SeccompSupervisor
 
         def allowed(dev_type: str, major: int, minor: int) -> bool:
             devices = ctx.data.get("devices")

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from cml_common.aioframing import read_frame, write_frame
 from cml_common.framing import FramingError, MessageError, parse, serialize
 from cml_common.messages.c_service_pb2 import CmldToServiceMessage, ServiceToCmldMessage
-
-from ..runtime.context import StartContext
-from .base import Module
+from cmld.modules.base import Module
+from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 MAX_CLIENTS = 8

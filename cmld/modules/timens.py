@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..runtime.context import StartContext
-from .base import Module
+from cmld.modules.base import Module
+from cmld.modules.context import StartContext
 
 
 class TimeModule(Module):

@@ -7,9 +7,8 @@ import logging
 from pathlib import Path
 
 from cml_common.fsutil import write_atomic
-
-from ..runtime.context import StartContext
-from .base import Module, StartError
+from cmld.modules.base import Module, StartError
+from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 UID_BASE = 100000

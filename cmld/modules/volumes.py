@@ -16,10 +16,9 @@ import subprocess
 from pathlib import Path
 
 from cml_common.messages.guestos_pb2 import GuestOSMount
-
-from ..launcher.spec import MountOp
-from ..runtime.context import StartContext
-from .base import Module, StartError
+from cmld.launcher.spec import MountOp
+from cmld.modules.base import Module, StartError
+from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 M = GuestOSMount

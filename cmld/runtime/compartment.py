@@ -16,16 +16,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cml_common.messages.container_pb2 import ContainerState as S
-
-from ..container import Container
-from ..launcher.spec import ERR_VOL_CORRUPTED, LaunchSpec
-from ..modules.base import Module, StartError
-from .context import StartContext
-from .launch import InitWatcher, Launcher, LaunchError
-from .transitions import FREEZABLE, STARTABLE, STOPPABLE, allowed
+from cmld.containers.container import Container
+from cmld.launcher.spec import ERR_VOL_CORRUPTED, LaunchSpec
+from cmld.modules.base import Module, StartError
+from cmld.modules.context import StartContext
+from cmld.runtime.spawn import InitWatcher, Launcher, LaunchError
+from cmld.runtime.transitions import FREEZABLE, STARTABLE, STOPPABLE, allowed
 
 if TYPE_CHECKING:
-    from .manager import Runtime
+    from cmld.runtime.registry import Runtime
 
 log = logging.getLogger(__name__)
 Observer = Callable[[Container, int, int], None]

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
-from .launch import wait_readable
+from cmld.runtime.spawn import wait_readable
 
 if TYPE_CHECKING:
-    from .context import StartContext
+    from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ExecSession:
     @classmethod
     async def in_container(cls, ctx: StartContext, argv: list[str], pty: bool) -> ExecSession:
         """A session with the container's cgroup, namespaces, capabilities and seccomp filter."""
-        from ..modules.seccomp import session_supervisor
+        from cmld.modules.seccomp import session_supervisor
 
         return await cls.start(init_pid=ctx.init_pid, cgroup_procs=ctx.spec.cgroup_procs,
                                userns=ctx.spec.uid_start is not None, cap_drop=ctx.spec.cap_drop,

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cml_common.fsutil import write_atomic
-
-from .context import StartContext
+from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from cmld.launcher.linux import open_in_root
+from cmld.linux.syscalls import open_in_root
 from cmld.seccomp import notify
 from cmld.seccomp.notify import CallerGone, Notification, Response
 

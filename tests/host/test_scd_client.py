@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cml_common.messages.scd_pb2 import HashAlgo
-from cmld.scd_client import (
+from cmld.clients.scd import (
     CorruptKeyFile,
     LockedTillReboot,
     ScdClient,

@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cmld.device_config import load_device_uuid
-from cmld.scd_client import NotProvisioning, ScdClient, ScdCommandFailed
+from cmld.clients.scd import NotProvisioning, ScdClient, ScdCommandFailed
+from cmld.device.config import load_device_uuid
 from scd.identity import device_uuid_of
 from tests.conftest import BIN, DaemonFactory
 from tests.host.scdlib import Q, T, launch_scd, pki_fixture, prepare_base, request

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cml_common.messages.scd_pb2 import HashAlgo
 from cml_common.paths import Layout
 from cml_sign import pki as pkimod
-from cmld.scd_client import ScdClient, VerifyResult
+from cmld.clients.scd import ScdClient, VerifyResult
 from tests.conftest import BIN, Daemon, DaemonFactory
 from tests.host.scdlib import Q, T, launch_scd, pki_fixture, prepare_base
 from tests.host.scdlib import request as scd_request

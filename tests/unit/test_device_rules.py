@@ -8,13 +8,7 @@ import struct
 import pytest
 
 from cmld.cgroups.bpf_devices import build_program
-from cmld.cgroups.device_rules import (
-    GENERIC_ALLOW,
-    DevicePolicy,
-    DeviceRule,
-    format_rule,
-    parse_rule,
-)
+from cmld.cgroups.device_rules import GENERIC_ALLOW, DevicePolicy, DeviceRule, format_rule, parse_rule
 from cmld.cgroups.v1 import v1_exceptions
 
 pytestmark = pytest.mark.unit

@@ -18,17 +18,16 @@ from cml_common.messages.container_pb2 import (
 )
 from cml_common.messages.device_pb2 import DeviceConfig
 from cml_common.paths import C0_UUID, SCD_SOCKET, SCD_UNIT_UUID, TPM2D_UNIT_UUID, Layout
-
-from .container import Container
-from .container_keys import ContainerKeys
-from .container_store import ContainerStore
-from .device_config import load_device_config, load_device_uuid
-from .guestos_install import GuestOSInstaller, TrustPolicy, verify_store
-from .guestos_store import GuestOSStore
-from .scd_client import ScdClient
+from cmld.clients.scd import ScdClient
+from cmld.containers.container import Container
+from cmld.containers.keys import ContainerKeys
+from cmld.containers.store import ContainerStore
+from cmld.device.config import load_device_config, load_device_uuid
+from cmld.guestos.install import GuestOSInstaller, TrustPolicy, verify_store
+from cmld.guestos.store import GuestOSStore
 
 if TYPE_CHECKING:
-    from .runtime.manager import Runtime
+    from cmld.runtime.registry import Runtime
 
 log = logging.getLogger(__name__)
 

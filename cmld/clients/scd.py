@@ -16,8 +16,7 @@ from pathlib import Path
 
 from cml_common import aioframing, framing, paths
 from cml_common.messages.scd_pb2 import DaemonToToken, HashAlgo, TokenToDaemon, TokenType
-
-from .ca_store import register_ca
+from cmld.guestos.ca_store import register_ca
 
 Q = DaemonToToken
 T = TokenToDaemon

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cml_common.messages.guestos_pb2 import GuestOSConfig
-
-from ..launcher.spec import LaunchSpec
+from cmld.launcher.spec import LaunchSpec
 
 if TYPE_CHECKING:
-    from ..container import Container
-    from .settings import RuntimeSettings
+    from cmld.containers.container import Container
+    from cmld.runtime.settings import RuntimeSettings
 
 
 @dataclass

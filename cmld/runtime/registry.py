@@ -16,29 +16,28 @@ from typing import TYPE_CHECKING
 
 from cml_common.messages.container_pb2 import ContainerState as S
 from cml_common.messages.guestos_pb2 import GuestOSConfig
-
-from ..cgroups.driver import CgroupDriver, ContainerCgroup, detect
-from ..container import Container
-from ..launcher import linux
-from ..modules.base import Module
-from ..modules.capabilities import CapabilitiesModule
-from ..modules.cgroups import CgroupsModule
-from ..modules.control_socket import ControlSocketModule, ServeControl
-from ..modules.devices import DeviceAssignments, DevicesModule
-from ..modules.halt import HaltModule
-from ..modules.network import NetworkModule, unbind_netns
-from ..modules.seccomp import SeccompModule
-from ..modules.service import ServiceModule
-from ..modules.timens import TimeModule
-from ..modules.userns import UserNamespaceModule
-from ..modules.volumes import VolumesModule
-from .compartment import Compartment
-from .context import StartContext
-from .records import RecordStore
-from .settings import RuntimeSettings
+from cmld.cgroups.driver import CgroupDriver, ContainerCgroup, detect
+from cmld.containers.container import Container
+from cmld.linux import syscalls as linux
+from cmld.modules.base import Module
+from cmld.modules.capabilities import CapabilitiesModule
+from cmld.modules.cgroups import CgroupsModule
+from cmld.modules.context import StartContext
+from cmld.modules.control_socket import ControlSocketModule, ServeControl
+from cmld.modules.devices import DeviceAssignments, DevicesModule
+from cmld.modules.halt import HaltModule
+from cmld.modules.network import NetworkModule, unbind_netns
+from cmld.modules.seccomp import SeccompModule
+from cmld.modules.service import ServiceModule
+from cmld.modules.timens import TimeModule
+from cmld.modules.userns import UserNamespaceModule
+from cmld.modules.volumes import VolumesModule
+from cmld.runtime.compartment import Compartment
+from cmld.runtime.records import RecordStore
+from cmld.runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:
-    from ..guestos_store import GuestOSStore
+    from cmld.guestos.store import GuestOSStore
 
 log = logging.getLogger(__name__)
 

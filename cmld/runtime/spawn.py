@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..launcher.channel import MAX_RECORD
-from ..launcher.spec import LaunchSpec
+from cmld.launcher.channel import MAX_RECORD
+from cmld.launcher.spec import LaunchSpec
 
 log = logging.getLogger(__name__)
 MAX_FDS = 4
@@ -183,7 +183,7 @@ class InitWatcher:
         self.exited.set_result((how, res.si_status))
 
     def signal(self, sig: int) -> None:
-        from ..launcher import linux
+        from cmld.linux import syscalls as linux
 
         try:
             linux.pidfd_send_signal(self.pidfd, sig)

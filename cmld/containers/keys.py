@@ -19,9 +19,7 @@ from cml_common.messages.container_pb2 import ContainerTokenType, ContainerUsbTy
 from cml_common.messages.control_pb2 import DaemonToController
 from cml_common.messages.scd_pb2 import TokenType
 from cml_common.paths import Layout
-
-from .container import Container
-from .scd_client import (
+from cmld.clients.scd import (
     PAIRED_MARKER,
     CorruptKeyFile,
     LockedTillReboot,
@@ -31,6 +29,7 @@ from .scd_client import (
     TokenUnpaired,
     WrongPin,
 )
+from cmld.containers.container import Container
 
 log = logging.getLogger(__name__)
 D = DaemonToController

@@ -19,8 +19,7 @@ from cml_common.fsutil import remove_quietly, write_atomic
 from cml_common.messages.container_pb2 import ContainerConfig, ContainerState, ContainerTokenType, ContainerType
 from cml_common.paths import C0_UUID, Layout
 from cml_common.textconfig import ConfigError, load_text_file, parse_text
-
-from .container import Container
+from cmld.containers.container import Container
 
 log = logging.getLogger(__name__)
 
