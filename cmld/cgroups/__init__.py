@@ -4,8 +4,9 @@ cmld calls `detect()` once and then only uses `CgroupDriver` / `ContainerCgroup`
 container code never branches on the cgroup version.
 """
 
+from cmld.cgroups.detect import detect
 from cmld.cgroups.device_rules import GENERIC_ALLOW, KVM_ALLOW, DevicePolicy, DeviceRule, format_rule, parse_rule
-from cmld.cgroups.driver import CgroupDriver, CgroupLimits, ContainerCgroup, detect
+from cmld.cgroups.driver import CgroupDriver, CgroupLimits, ContainerCgroup
 
 __all__ = [
     "GENERIC_ALLOW",

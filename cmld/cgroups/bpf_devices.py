@@ -2,7 +2,7 @@
 
 cgroup v2 has no devices.allow file; the kernel asks BPF programs attached to the cgroup
 (and its ancestors) instead. Like runc/crun we emit straight-line code from the rule list
-(deny rules, then allow rules, then `return 0`) and load it with bpf(2) through ctypes,
+(deny rules, then allow rules, then `return 0`) and load it with bpf(2) (`cmld.linux.bpf`),
 so there is no libbpf/bcc dependency. Programs are attached with BPF_F_ALLOW_MULTI; a
 policy change attaches the new program first and detaches the old one afterwards, so
 during the swap both run and access is the intersection (never more than either policy).
@@ -10,27 +10,12 @@ during the swap both run and access is the intersection (never more than either 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import platform
 import struct
 from pathlib import Path
 
 from cmld.cgroups.device_rules import ALL_ACCESS, DevicePolicy, DeviceRule
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280}
-
-BPF_PROG_LOAD = 5
-BPF_PROG_ATTACH = 8
-BPF_PROG_DETACH = 9
-BPF_PROG_TYPE_CGROUP_DEVICE = 15
-BPF_CGROUP_DEVICE = 6
-BPF_F_ALLOW_MULTI = 2
+from cmld.linux import bpf
 
 # bpf_cgroup_dev_ctx.access_type low 16 bits
 BPF_DEVCG_DEV_BLOCK = 1
@@ -51,8 +36,6 @@ _JMP_EXIT = 0x95
 # Registers: r1 = ctx (then scratch), r2 = device type, r3 = access, r4 = major, r5 = minor.
 _R0, _R1, _R2, _R3, _R4, _R5 = range(6)
 
-_ATTR_SIZE = 128  # larger than any field we set; the kernel requires the tail to be zero
-_LOG_SIZE = 1 << 16
 
 
 def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -111,58 +94,6 @@ def build_program(policy: DevicePolicy) -> bytes:
     return b"".join(out)
 
 
-def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
-    nr = _SYS_BPF.get(platform.machine())
-    if nr is None:
-        raise OSError(f"bpf(2): unknown syscall number on {platform.machine()}")
-    ret = int(_syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
-
-
-def load_program(insns: bytes) -> int:
-    """BPF_PROG_LOAD a cgroup device program; returns its fd (O_CLOEXEC by kernel default).
-
-    The first attempt runs without a verifier log (cheaper); on failure it is repeated with
-    one so the error says what the verifier disliked.
-    """
-    code = ctypes.create_string_buffer(insns, len(insns))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(_LOG_SIZE)
-    for log_level in (0, 1):
-        attr = ctypes.create_string_buffer(_ATTR_SIZE)
-        struct.pack_into("<IIQQII", attr, 0, BPF_PROG_TYPE_CGROUP_DEVICE, len(insns) // 8,
-                         ctypes.addressof(code), ctypes.addressof(license_),
-                         log_level, _LOG_SIZE if log_level else 0)
-        struct.pack_into("<Q", attr, 32, ctypes.addressof(log) if log_level else 0)
-        struct.pack_into("16s", attr, 48, b"cml_devices")
-        try:
-            return _bpf(BPF_PROG_LOAD, attr)
-        except OSError as e:
-            if log_level == 0:
-                continue
-            verifier = log.value.decode(errors="replace").strip()
-            raise OSError(e.errno, f"BPF_PROG_LOAD of the device program ({len(insns) // 8} insns) failed: "
-                                   f"{os.strerror(e.errno or 0)}; verifier log: {verifier or '(empty)'}") from None
-    raise AssertionError("unreachable")
-
-
-def _attach_attr(cgroup_fd: int, prog_fd: int, flags: int) -> ctypes.Array[ctypes.c_char]:
-    attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    struct.pack_into("<IIII", attr, 0, cgroup_fd, prog_fd, BPF_CGROUP_DEVICE, flags)
-    return attr
-
-
-def attach(cgroup_fd: int, prog_fd: int) -> None:
-    _bpf(BPF_PROG_ATTACH, _attach_attr(cgroup_fd, prog_fd, BPF_F_ALLOW_MULTI))
-
-
-def detach(cgroup_fd: int, prog_fd: int) -> None:
-    _bpf(BPF_PROG_DETACH, _attach_attr(cgroup_fd, prog_fd, 0))
-
-
 class DeviceProgram:
     """The device filter attached to one cgroup directory; owns the program fd."""
 
@@ -173,7 +104,7 @@ class DeviceProgram:
     def apply(self, policy: DevicePolicy) -> None:
         """Load the program for `policy`, attach it, then detach the previous one."""
         try:
-            prog_fd = load_program(build_program(policy))
+            prog_fd = bpf.load_device_program(build_program(policy))
         except OSError as e:
             raise OSError(e.errno, f"{self.cgroup_dir}: {e.strerror}") from None
         try:
@@ -183,7 +114,7 @@ class DeviceProgram:
             raise
         try:
             try:
-                attach(cg_fd, prog_fd)
+                bpf.attach_device_program(cg_fd, prog_fd)
             except OSError as e:
                 os.close(prog_fd)
                 raise OSError(e.errno, f"BPF_PROG_ATTACH (BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI) to "
@@ -191,7 +122,7 @@ class DeviceProgram:
             old, self.prog_fd = self.prog_fd, prog_fd
             if old is not None:
                 try:
-                    detach(cg_fd, old)
+                    bpf.detach_device_program(cg_fd, old)
                 except OSError as e:
                     # The new program is attached; the old one still narrows access. Report it.
                     raise OSError(e.errno, f"BPF_PROG_DETACH of the previous device program from "

@@ -17,13 +17,9 @@ import time
 from pathlib import Path
 
 from cmld.cgroups.device_rules import DevicePolicy, DeviceRule, mask_to_access, parse_rule
-from cmld.cgroups.driver import (
-    CgroupDriver,
-    CgroupLimits,
-    ContainerCgroup,
+from cmld.cgroups.driver import CgroupDriver, CgroupLimits, ContainerCgroup, check_limits, check_name
+from cmld.cgroups.fs import (
     cgroup_mounts,
-    check_limits,
-    check_name,
     join_cgroup_path,
     own_cgroups,
     read_file,

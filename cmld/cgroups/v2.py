@@ -27,13 +27,9 @@ from pathlib import Path
 
 from cmld.cgroups.bpf_devices import DeviceProgram
 from cmld.cgroups.device_rules import DevicePolicy
-from cmld.cgroups.driver import (
+from cmld.cgroups.driver import CgroupDriver, CgroupLimits, ContainerCgroup, check_limits, check_name
+from cmld.cgroups.fs import (
     CGROUP_ROOT,
-    CgroupDriver,
-    CgroupLimits,
-    ContainerCgroup,
-    check_limits,
-    check_name,
     own_cgroups,
     read_file,
     read_keyed,

@@ -25,9 +25,9 @@ from cml_common.fsutil import write_atomic
 from cml_common.messages.container_pb2 import ContainerTrust
 from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import ConfigError, parse_text
+from cmld import linux
 from cmld.clients.scd import ScdClient, ScdError, VerifyResult
 from cmld.guestos.store import GuestOS, GuestOSStore
-from cmld.linux import syscalls as linux
 
 log = logging.getLogger(__name__)
 M = GuestOSMount

@@ -12,11 +12,11 @@ import signal
 import socket
 import sys
 
+from cmld import linux
 from cmld.launcher import early as early_mod
 from cmld.launcher import userns
 from cmld.launcher.channel import Channel
 from cmld.launcher.spec import ERR_CGROUPS, ERR_GENERIC, ERR_USER, ERR_VOL, MSG_PID, MSG_SPEC, LaunchSpec
-from cmld.linux import syscalls as linux
 
 
 def _report(chan: Channel, code: int, message: str) -> None:

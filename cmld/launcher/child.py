@@ -10,11 +10,11 @@ import signal
 import socket
 import time
 
+from cmld import linux
 from cmld.launcher import netdev
 from cmld.launcher.channel import Channel
 from cmld.launcher.early import EarlyMounts, fd_path
 from cmld.launcher.spec import ERR_GENERIC, ERR_SERVICE, ERR_TIME, ERR_VOL, MSG_GO, MSG_SUCCESS, LaunchSpec
-from cmld.linux import syscalls as linux
 
 SERVICE_SOCKET = "/run/socket/cml-service"
 CONTROL_SOCKET = "/run/socket/cml-control"

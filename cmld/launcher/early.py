@@ -14,8 +14,8 @@ import errno
 import os
 import stat
 
+from cmld import linux
 from cmld.launcher.spec import DevNode, LaunchSpec, MountOp
-from cmld.linux import syscalls as linux
 
 
 class MountError(Exception):

@@ -16,7 +16,7 @@ import signal
 import sys
 import termios
 
-from cmld.linux import syscalls as linux
+from cmld import linux
 
 NAMESPACES = (("user", linux.CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS), ("pid", linux.CLONE_NEWPID),
               ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC), ("net", linux.CLONE_NEWNET),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from cmld.linux import syscalls as linux
+from cmld import linux
 
 
 def create(uid_start: int, size: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cmld.linux.syscalls import CAP
+from cmld.linux import CAP
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 
-from cmld.linux import syscalls as linux
+from cmld import linux
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
 

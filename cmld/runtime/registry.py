@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from cml_common.messages.container_pb2 import ContainerState as S
 from cml_common.messages.guestos_pb2 import GuestOSConfig
-from cmld.cgroups.driver import CgroupDriver, ContainerCgroup, detect
+from cmld import linux
+from cmld.cgroups.detect import detect
+from cmld.cgroups.driver import CgroupDriver, ContainerCgroup
 from cmld.containers.container import Container
-from cmld.linux import syscalls as linux
 from cmld.modules.base import Module
 from cmld.modules.capabilities import CapabilitiesModule
 from cmld.modules.cgroups import CgroupsModule

@@ -183,7 +183,7 @@ class InitWatcher:
         self.exited.set_result((how, res.si_status))
 
     def signal(self, sig: int) -> None:
-        from cmld.linux import syscalls as linux
+        from cmld import linux
 
         try:
             linux.pidfd_send_signal(self.pidfd, sig)

@@ -1,7 +1,7 @@
 """The container's seccomp filter, installed by the container's first process right before execve
 of init (c_seccomp `start_pre_exec_child_early`).
 
-Import-light on purpose (pyseccomp, os, ctypes only): this runs on the start path of every
+Import-light on purpose (pyseccomp, os, the capability module only): this runs on the start path of every
 container. The filter is a deny-list over a default ALLOW:
 
 * wrong architecture -> KILL_PROCESS (libseccomp's bad-arch action). On x86-64 libseccomp also
@@ -16,10 +16,11 @@ container. The filter is a deny-list over a default ALLOW:
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 import pyseccomp  # type: ignore[import-untyped]
+
+from cmld.linux import caps
 
 X32_SYSCALL_BIT = 0x40000000
 S_IFMT = 0o170000
@@ -33,22 +34,13 @@ TIME_SYSCALLS = ("clock_settime", "clock_adjtime", "adjtimex", "settimeofday")
 CAP_SYS_ADMIN = 21
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
 def _has_sys_admin() -> bool:
     """CAP_SYS_ADMIN in the effective set (of the current user namespace, which is what the kernel
     checks for loading a filter without no_new_privs)."""
-    hdr = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (_CapData * 2)()
-    if ctypes.CDLL(None, use_errno=True).capget(ctypes.byref(hdr), data) != 0:
+    try:
+        return caps.has_effective(CAP_SYS_ADMIN)
+    except OSError:
         return False
-    return bool(data[CAP_SYS_ADMIN // 32].effective >> (CAP_SYS_ADMIN % 32) & 1)
 
 
 def build_filter(*, allow_system_time: bool) -> pyseccomp.SyscallFilter:

@@ -12,19 +12,16 @@ cannot make cmld act on (or read from) another process.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 import struct
 from dataclasses import dataclass
-from functools import cache
+
+from cmld.linux.seccomp import notif_sizes
 
 AUDIT_ARCH_X86_64 = 0xC000003E
-SECCOMP_GET_NOTIF_SIZES = 3
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
-SYS_SECCOMP = 317  # x86-64
 
 _SECCOMP_IOC_MAGIC = ord("!")
 
@@ -44,9 +41,6 @@ SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(_IOC_WRITE, 2, 8)
 
 PATH_MAX = 4096
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 @dataclass(frozen=True)
@@ -89,22 +83,6 @@ def parse_notif(buf: bytes) -> Notification:
 
 def pack_resp(notif_id: int, resp: Response) -> bytes:
     return struct.pack(RESP_FORMAT, notif_id, resp.val, resp.error, resp.flags)
-
-
-class _NotifSizes(ctypes.Structure):
-    _fields_ = [("seccomp_notif", ctypes.c_uint16), ("seccomp_notif_resp", ctypes.c_uint16),
-                ("seccomp_data", ctypes.c_uint16)]
-
-
-@cache
-def notif_sizes() -> tuple[int, int, int]:
-    """The kernel's sizes of seccomp_notif, seccomp_notif_resp and seccomp_data."""
-    sizes = _NotifSizes()
-    if _libc.syscall(SYS_SECCOMP, ctypes.c_uint(SECCOMP_GET_NOTIF_SIZES), ctypes.c_uint(0),
-                     ctypes.byref(sizes)) < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"seccomp(SECCOMP_GET_NOTIF_SIZES): {os.strerror(err)}")
-    return sizes.seccomp_notif, sizes.seccomp_notif_resp, sizes.seccomp_data
 
 
 def recv(fd: int) -> Notification:

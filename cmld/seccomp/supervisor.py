@@ -12,8 +12,6 @@ symlinks and `..` inside the container can never lead cmld outside it.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -25,11 +23,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from cmld.linux.syscalls import open_in_root
+from cmld.linux import clock
+from cmld.linux import seccomp as linux_seccomp
+from cmld.linux.mounts import open_in_root
 from cmld.seccomp import notify
 from cmld.seccomp.notify import CallerGone, Notification, Response
 
 log = logging.getLogger(__name__)
+
+
+def int32(value: int) -> int:
+    """A syscall argument as the C `int` the kernel reads from its low 32 bits."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
 
 # x86-64 syscall numbers
 NR_ADJTIMEX = 159
@@ -46,10 +52,8 @@ CAP_SYS_TIME = 25
 CAP_MKNOD = 27
 AT_FDCWD = -100
 CLOCK_REALTIME = 0
-TIMEX_SIZE = 208  # struct timex / __kernel_timex on x86-64
 USERNS_SIZE = 65536  # IDs mapped per user-namespaced container (c_user)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -237,7 +241,7 @@ class SeccompSupervisor:
         self.notifications = 0  # received so far (tests, diagnostics)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        notify.notif_sizes()  # fail here rather than on the first notification
+        linux_seccomp.notif_sizes()  # fail here rather than on the first notification
         self._loop = loop
         loop.add_reader(self._fd, self._on_readable)
 
@@ -318,7 +322,7 @@ class SeccompSupervisor:
     def _mknod(self, notif: Notification) -> Response:
         at = notif.nr == NR_MKNODAT
         off = 1 if at else 0
-        dirfd = ctypes.c_int(notif.args[0]).value if at else AT_FDCWD
+        dirfd = int32(notif.args[0]) if at else AT_FDCWD
         mode = notif.args[off + 1] & 0xFFFF  # umode_t
         major, minor = decode_dev(notif.args[off + 2])
         kind = device_type(mode)
@@ -462,7 +466,7 @@ class SeccompSupervisor:
     def _do_set_time(caller: _Caller, notif: Notification) -> Response:
         args = notif.args
         if notif.nr == NR_CLOCK_SETTIME:
-            if ctypes.c_int(args[0]).value != CLOCK_REALTIME:
+            if int32(args[0]) != CLOCK_REALTIME:
                 return notify.error(errno.EINVAL)
             sec, nsec = struct.unpack("=qq", caller.read(args[1], 16))
             if sec < 0 or not 0 <= nsec < 1_000_000_000:
@@ -481,14 +485,13 @@ class SeccompSupervisor:
             return notify.success(0)
         # adjtimex(buf) / clock_adjtime(CLOCK_REALTIME, buf): run it here, hand back the struct
         if notif.nr == NR_CLOCK_ADJTIME:
-            if ctypes.c_int(args[0]).value != CLOCK_REALTIME:
+            if int32(args[0]) != CLOCK_REALTIME:
                 return notify.error(errno.EPERM)
             addr = args[1]
         else:
             addr = args[0]
-        buf = ctypes.create_string_buffer(caller.read(addr, TIMEX_SIZE), TIMEX_SIZE)
-        ret = int(_libc.clock_adjtime(ctypes.c_int(CLOCK_REALTIME), buf))
+        ret, raw = clock.clock_adjtime_realtime(caller.read(addr, clock.TIMEX_SIZE))
         if ret < 0:
-            return notify.error(ctypes.get_errno() or errno.EINVAL)
-        caller.write(addr, buf.raw)
+            return notify.error(-ret)
+        caller.write(addr, raw)
         return notify.success(ret)

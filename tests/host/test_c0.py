@@ -26,7 +26,7 @@ def cap_bits(status: str) -> int:
 
 
 def test_c0_on_a_device(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
-    from cmld.linux.syscalls import CAP
+    from cmld.linux import CAP
 
     base = cmld_factory.tmp / "cmld-base"
     base.mkdir()

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from cmld.cgroups.device_rules import DevicePolicy
-from cmld.cgroups.driver import CgroupLimits, ContainerCgroup, cgroup_mounts, rmdir_tree
+from cmld.cgroups.driver import CgroupLimits, ContainerCgroup
+from cmld.cgroups.fs import cgroup_mounts, rmdir_tree
 from cmld.cgroups.v1 import V1Driver
 from cmld.cgroups.v2 import V2Driver
 

@@ -40,7 +40,7 @@ def out_of(d: Daemon, name: str, *argv: str) -> str:
 
 
 def cap_mask(names: list[str]) -> int:
-    from cmld.linux.syscalls import CAP, cap_last
+    from cmld.linux import CAP, cap_last
 
     full = (1 << (cap_last() + 1)) - 1
     for n in names:
@@ -139,7 +139,7 @@ def test_container_without_userns(cmld_factory: DaemonFactory, guestos_src: Path
     assert out_of(d, "nous", "cat", "/proc/self/uid_map").split() == ["0", "0", "4294967295"]
     status = out_of(d, "nous", "cat", "/proc/1/status")
     bnd = int(re.search(r"CapBnd:\s*([0-9a-f]+)", status).group(1), 16)  # type: ignore[union-attr]
-    from cmld.linux.syscalls import CAP
+    from cmld.linux import CAP
 
     for cap in ("SYS_ADMIN", "SYS_MODULE", "SYS_TIME", "SYS_CHROOT", "MAC_ADMIN"):
         assert not bnd & (1 << CAP[cap]), cap

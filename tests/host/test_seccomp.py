@@ -35,7 +35,7 @@ UID_OFFSET = 100000
 HELPER = r'''
 import ctypes, errno, json, os, socket, stat, sys
 
-from cmld.linux import syscalls as linux
+from cmld import linux
 from cmld.seccomp.filter import install_filter
 
 libc = ctypes.CDLL(None, use_errno=True)

@@ -1,0 +1,102 @@
+"""Capabilities: names and numbers, the bounding set, the effective/permitted/inheritable sets,
+and running with other file-system IDs while keeping them."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from typing import TYPE_CHECKING
+
+from cmld.linux.libc import LIBC, check
+from cmld.linux.process import PR_CAPBSET_DROP, prctl
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CAP_NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+)
+CAP = {name: i for i, name in enumerate(CAP_NAMES)}
+
+
+def cap_last() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return len(CAP_NAMES) - 1
+
+
+def drop_bounding(caps: list[int]) -> None:
+    for cap in caps:
+        if cap <= cap_last():
+            prctl(PR_CAPBSET_DROP, cap)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_from_all_sets(caps: list[int]) -> None:
+    """Remove caps from effective, permitted and inheritable too, so a process that already holds
+    them (root before exec) cannot keep them through exec of a setuid-less init."""
+    hdr = _CapHeader(0x20080522, 0)
+    data = (_CapData * 2)()
+    check(LIBC.capget(ctypes.byref(hdr), data), "capget")
+    for cap in caps:
+        idx, bit = divmod(cap, 32)
+        mask = ~(1 << bit) & 0xFFFFFFFF
+        data[idx].effective &= mask
+        data[idx].permitted &= mask
+        data[idx].inheritable &= mask
+    check(LIBC.capset(ctypes.byref(hdr), data), "capset")
+
+
+def _get() -> tuple[_CapHeader, ctypes.Array[_CapData]]:
+    hdr = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    check(LIBC.capget(ctypes.byref(hdr), data), "capget")
+    return hdr, data
+
+
+def has_effective(cap: int) -> bool:
+    """`cap` in this thread's effective set (of its own user namespace)."""
+    _, data = _get()
+    return bool(data[cap // 32].effective >> (cap % 32) & 1)
+
+
+def raise_effective() -> None:
+    """Effective set := permitted set (a change of fsuid away from 0 clears the file caps from
+    the effective set; the permitted set keeps them)."""
+    hdr = _CapHeader(0x20080522, 0)
+    data = (_CapData * 2)()
+    check(LIBC.capget(ctypes.byref(hdr), data), "capget")
+    for d in data:
+        d.effective = d.permitted
+    check(LIBC.capset(ctypes.byref(hdr), data), "capset")
+
+
+@contextlib.contextmanager
+def fs_identity(uid: int, gid: int) -> Iterator[None]:
+    """Run the body with filesystem IDs uid/gid but every capability still effective, then go back
+    to 0/0. overlayfs records its mounter's credentials and does every upper-layer operation
+    with them: for layers on idmapped mounts those IDs must be mapped by the mounts' user
+    namespace, or creating the work directory (and every later copy-up) fails with EOVERFLOW."""
+    LIBC.setfsgid(gid)
+    LIBC.setfsuid(uid)
+    try:
+        raise_effective()
+        yield
+    finally:
+        LIBC.setfsuid(0)
+        LIBC.setfsgid(0)
+        raise_effective()
