@@ -17,13 +17,15 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, EncodeError, Message
 
+from cml_common.errors import CmlError
+
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024  # exclusive bound, as PROTOBUF_MAX_MESSAGE_SIZE
 HEADER = struct.Struct(">I")
 
 M = TypeVar("M", bound=Message)
 
 
-class FramingError(Exception):
+class FramingError(CmlError):
     """The byte stream cannot be read as frames; the connection must be dropped."""
 
 
@@ -39,7 +41,7 @@ class FrameTimeout(FramingError):
     pass
 
 
-class MessageError(Exception):
+class MessageError(CmlError):
     """A well-framed body that is not a valid message of the expected type."""
 
 

@@ -12,13 +12,15 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from cml_common.errors import CmlError
+
 M = TypeVar("M", bound=Message)
 
 MAX_CONFIG_SIZE = 4 * 1024 * 1024
 _POINTER_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE)
 
 
-class ConfigError(Exception):
+class ConfigError(CmlError):
     """A config that cannot be used; the message says where and why."""
 
 

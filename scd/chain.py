@@ -15,10 +15,12 @@ import datetime
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from scd.errors import ScdError
+
 MAX_DEPTH = 8
 
 
-class ChainError(Exception):
+class ChainError(ScdError):
     pass
 
 

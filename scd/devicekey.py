@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from cml_common.fsutil import write_atomic
+from scd.errors import ScdError
 
 
-class DeviceKeyError(Exception):
+class DeviceKeyError(ScdError):
     pass
 
 

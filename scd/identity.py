@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cml_common.fsutil import write_atomic
 from cml_common.paths import Layout
+from scd.errors import ScdError
 
 from .devicekey import DeviceKey
 
@@ -34,7 +35,7 @@ PEM_END = b"-----END CERTIFICATE-----"
 MAX_CERT = 64 * 1024
 
 
-class IdentityError(Exception):
+class IdentityError(ScdError):
     pass
 
 

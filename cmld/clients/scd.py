@@ -16,14 +16,14 @@ from pathlib import Path
 
 from cml_common import aioframing, framing, paths
 from cml_common.messages.scd_pb2 import DaemonToToken, HashAlgo, TokenToDaemon, TokenType
-from cmld.guestos.ca_store import register_ca
+from cmld.errors import ScdClientError
 
 Q = DaemonToToken
 T = TokenToDaemon
 PAIRED_MARKER = "token_is_paired"
 
 
-class ScdError(Exception):
+class ScdError(ScdClientError):
     """Base of every client error."""
 
 
@@ -46,8 +46,8 @@ class ScdCommandFailed(ScdError):
         super().__init__(f"scd {Q.Code.Name(request)}: {T.Code.Name(code)}{': ' + detail if detail else ''}")
 
 
-class WrongPin(ScdCommandFailed):
-    pass
+class PinRejected(ScdCommandFailed):
+    """scd answered PASSWD_WRONG (the token's PIN is not the one given)."""
 
 
 class LockedTillReboot(ScdCommandFailed):
@@ -117,7 +117,7 @@ class ScdClient:
         if r.code == ok:
             return r
         if r.code == T.PASSWD_WRONG:
-            raise WrongPin(req.code, r.code)
+            raise PinRejected(req.code, r.code)
         if r.code == T.LOCKED_TILL_REBOOT:
             raise LockedTillReboot(req.code, r.code, "three wrong PINs; restart scd or reboot")
         if r.code == T.DEVICE_PROV_ERROR:
@@ -224,12 +224,6 @@ class ScdClient:
 
     async def push_device_cert(self, pem: bytes) -> None:
         await self._expect(Q(code=Q.PUSH_DEVICE_CERT, device_cert=pem), T.DEVICE_CERT_OK)
-
-    @staticmethod
-    def register_ca(layout: paths.Layout, pem: bytes) -> Path:
-        """REGISTER_NEWCA as in the original: cmld stores `tokens/ca/<sha1>`, which scd reads at
-        every verification (there is no scd command for it). Raises ca_store.CAError."""
-        return register_ca(layout.ca_dir, pem)[0]
 
     # ------------------------------------------------------------ events
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from cml_common.fsutil import write_atomic
@@ -23,13 +22,14 @@ from cmld.clients.scd import (
     PAIRED_MARKER,
     CorruptKeyFile,
     LockedTillReboot,
+    PinRejected,
     ScdClient,
     ScdCommandFailed,
     ScdError,
     TokenUnpaired,
-    WrongPin,
 )
 from cmld.containers.container import Container
+from cmld.errors import TokenFailure
 
 log = logging.getLogger(__name__)
 D = DaemonToController
@@ -38,18 +38,6 @@ MAX_KEYFILE = 4096
 PAIRING_SECRET_LEN = 8
 _TOKEN_TYPES = {ContainerTokenType.SOFT: TokenType.SOFT, ContainerTokenType.USB: TokenType.USB,
                 ContainerTokenType.PKCS11: TokenType.PKCS11}
-
-
-@dataclass
-class TokenFailure(Exception):
-    """A refused token operation: the control reply code, a message for the operator, and whether
-    the container's key file is unusable (the container becomes ZOMBIE until it is wiped)."""
-    code: int
-    message: str
-    corrupt: bool = False
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def wipe(buf: bytearray | None) -> None:
@@ -133,7 +121,7 @@ class ContainerKeys:
                                                   "change its PIN first (cml-control change_pin)")
         try:
             await self.scd.unlock(c.uuid, pin, self.pairing_secret(), self._type(c))
-        except WrongPin as e:
+        except PinRejected as e:
             raise TokenFailure(codes["wrong"], f"wrong PIN for the token of {c.name}") from e
         except LockedTillReboot as e:
             raise TokenFailure(D.CONTAINER_LOCKED_TILL_REBOOT,

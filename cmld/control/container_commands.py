@@ -16,11 +16,11 @@ from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToControll
 from cml_common.textconfig import ConfigError
 from cmld.clients.scd import ScdError, VerifyResult
 from cmld.containers.container import Container
-from cmld.containers.keys import TokenFailure
 from cmld.containers.store import parse_container_config
 from cmld.control.replies import container_configs, exec_end, response
 from cmld.control.server import ControlConnection
 from cmld.daemon import CmldState
+from cmld.errors import TokenFailure
 from cmld.modules.base import StartError
 from cmld.modules.devices import DevicesModule
 from cmld.runtime.exec_session import ExecSession

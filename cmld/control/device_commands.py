@@ -16,8 +16,8 @@ from cmld.daemon import CmldState
 from cmld.device import logs as log_export
 from cmld.device.power import HOST_POWEROFF, systemd_is_init
 from cmld.device.stats import device_stats
-from cmld.guestos.ca_store import CAError, register_ca, register_local_ca
-from cmld.guestos.install import InstallError
+from cmld.errors import CAError, InstallError
+from cmld.guestos.ca_store import register_ca, register_local_ca
 
 log = logging.getLogger(__name__)
 D = DaemonToController

@@ -13,14 +13,11 @@ from pathlib import Path
 from cryptography import x509
 
 from cml_common.fsutil import write_atomic
+from cmld.errors import CAError
 
 BEGIN = b"-----BEGIN CERTIFICATE-----\n"
 END = b"-----END CERTIFICATE-----\n"
 MAX_CA_SIZE = 64 * 1024
-
-
-class CAError(Exception):
-    pass
 
 
 def check_ca_pem(pem: bytes) -> x509.Certificate:

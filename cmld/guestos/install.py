@@ -27,6 +27,7 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import ConfigError, parse_text
 from cmld import linux
 from cmld.clients.scd import ScdClient, ScdError, VerifyResult
+from cmld.errors import InstallError
 from cmld.guestos.store import GuestOS, GuestOSStore
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ ATTEMPTS = 3
 CHUNK = 1 << 20
 ZERO_CHUNK = bytes(CHUNK)
 HW_NAMES = {"x86_64": "x86", "aarch64": "arm", "riscv64": "riscv"}
-
-
-class InstallError(Exception):
-    pass
 
 
 @dataclass

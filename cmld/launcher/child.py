@@ -11,6 +11,7 @@ import socket
 import time
 
 from cmld import linux
+from cmld.errors import CmldError
 from cmld.launcher import netdev
 from cmld.launcher.channel import Channel
 from cmld.launcher.early import EarlyMounts, fd_path
@@ -26,7 +27,7 @@ MASKED_PROC = ("/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_
 READONLY_PROC = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 
-class ChildError(Exception):
+class ChildError(CmldError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code

@@ -15,10 +15,11 @@ import os
 import stat
 
 from cmld import linux
+from cmld.errors import CmldError
 from cmld.launcher.spec import DevNode, LaunchSpec, MountOp
 
 
-class MountError(Exception):
+class MountError(CmldError):
     """A mount the container needs could not be made; the message names it."""
 
 

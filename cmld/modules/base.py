@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cmld.errors import StartError
+
 if TYPE_CHECKING:
     from cmld.modules.context import StartContext
 
 
-class StartError(Exception):
-    """A hook refused the start; the message is shown to the user as is."""
-
-    def __init__(self, message: str, *, corrupted: bool = False) -> None:
-        super().__init__(message)
-        self.corrupted = corrupted
+__all__ = ["Module", "StartError"]
 
 
 class Module:

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 from cml_common.messages.container_pb2 import ContainerState as S
 from cmld.containers.container import Container
+from cmld.errors import LaunchError
 from cmld.launcher.spec import ERR_VOL_CORRUPTED, LaunchSpec
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
-from cmld.runtime.spawn import InitWatcher, Launcher, LaunchError
+from cmld.runtime.spawn import InitWatcher, Launcher
 from cmld.runtime.transitions import FREEZABLE, STARTABLE, STOPPABLE, allowed
 
 if TYPE_CHECKING:

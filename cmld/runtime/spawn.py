@@ -17,17 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cmld.errors import LaunchError
 from cmld.launcher.channel import MAX_RECORD
 from cmld.launcher.spec import LaunchSpec
 
 log = logging.getLogger(__name__)
 MAX_FDS = 4
-
-
-class LaunchError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 async def wait_readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:

@@ -18,6 +18,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from cmld.errors import CmldError
 from cmld.linux.seccomp import notif_sizes
 
 AUDIT_ARCH_X86_64 = 0xC000003E
@@ -114,14 +115,14 @@ def id_valid(fd: int, notif_id: int) -> bool:
 # ---------------------------------------------------------------------------- caller's memory
 
 
-class CallerGone(Exception):
+class CallerGone(CmldError):
     """The notified syscall is no longer pending (the caller died or was interrupted): whatever was
     read about it may belong to another process, and no response is due."""
 
 
 def check_valid(fd: int, notif_id: int) -> None:
     if not id_valid(fd, notif_id):
-        raise CallerGone(notif_id)
+        raise CallerGone(f"notification {notif_id:#x} is no longer pending")
 
 
 def read_mem(mem_fd: int, addr: int, size: int) -> bytes:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import abc
 
+from scd.errors import ScdError
 
-class TokenError(Exception):
+
+class TokenError(ScdError):
     """The operation failed for a reason other than the credentials (I/O, card, corrupt file)."""
 
 

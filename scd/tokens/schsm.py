@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from scd.errors import ScdError
+
 AID = bytes.fromhex("E82B0601040181C31F0201")
 PIN_REF = 0x81
 MASTER_KEY_ID = 0x01
@@ -18,7 +20,7 @@ MAX_AUTH = 16
 Transmit = Callable[[bytes], tuple[bytes, int]]
 
 
-class CardError(Exception):
+class CardError(ScdError):
     def __init__(self, what: str, sw: int) -> None:
         self.sw = sw
         super().__init__(f"{what}: card answered SW {sw:04X}")

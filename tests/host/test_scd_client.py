@@ -15,12 +15,12 @@ from cml_common.messages.scd_pb2 import HashAlgo
 from cmld.clients.scd import (
     CorruptKeyFile,
     LockedTillReboot,
+    PinRejected,
     ScdClient,
     ScdCommandFailed,
     ScdTimeout,
     ScdUnavailable,
     TokenUnpaired,
-    WrongPin,
 )
 from tests.conftest import Daemon, DaemonFactory
 from tests.host.scdlib import SECRET, launch_scd, new_uuid, prepare_base
@@ -59,7 +59,7 @@ def test_scd_client_container_key_journey(scd: Daemon, tmp_path: Path) -> None:
         with pytest.raises(CorruptKeyFile):
             await c.unwrap_key(uid, wrapped[:-3])
         for _ in range(3):
-            with pytest.raises(WrongPin):
+            with pytest.raises(PinRejected):
                 await c.unlock(uid, "0000", SECRET)
         with pytest.raises(LockedTillReboot):
             await c.unlock(uid, "4321", SECRET)

@@ -18,6 +18,7 @@ from cml_common.messages.scd_pb2 import HashAlgo
 from cml_common.paths import Layout
 from cml_sign import pki as pkimod
 from cmld.clients.scd import ScdClient, VerifyResult
+from cmld.guestos.ca_store import register_ca
 from tests.conftest import BIN, Daemon, DaemonFactory
 from tests.host.scdlib import Q, T, launch_scd, pki_fixture, prepare_base
 from tests.host.scdlib import request as scd_request
@@ -120,7 +121,7 @@ def test_scd_register_ca_and_local_ca(cmld_factory: DaemonFactory, rsa_pki: Path
     conf, sig, cert = signed(tmp_path / "g", rsa_pki, "guestos")
     assert vfile(scd, conf, sig, cert) == T.CRYPTO_VERIFY_BAD_CERTIFICATE
     # REGISTER_NEWCA as cmld does it, through the client helper; scd uses it at once.
-    path = ScdClient.register_ca(Layout(base), (rsa_pki / "gen_rootca.cert").read_bytes())
+    path = register_ca(Layout(base).ca_dir, (rsa_pki / "gen_rootca.cert").read_bytes())[0]
     assert path.parent == base / "tokens" / "ca"
     assert vfile(scd, conf, sig, cert) == T.CRYPTO_VERIFY_GOOD
     # Persisted: a restarted scd still trusts it.
