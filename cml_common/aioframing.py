@@ -81,3 +81,17 @@ async def async_send_seqpacket(
     await loop.sock_sendall(sock, HEADER.pack(len(body)))
     if body:
         await loop.sock_sendall(sock, body)
+
+
+async def wait_readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Until `sock` (non-blocking) has something to read, or its peer hung up."""
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+    loop.add_reader(sock, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(sock)

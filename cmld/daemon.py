@@ -62,7 +62,7 @@ class Unit:
         )
 
 
-class CmldState:
+class Cmld:
     def __init__(self, layout: Layout, *, log_dir: Path, device_conf: Path | None = None,
                  hosted_override: bool | None = None, scd_socket: Path | None = None,
                  tpm2d_socket: Path | None = None) -> None:

@@ -15,9 +15,9 @@ from cml_common import daemon_runner, paths
 from cml_common.daemon_args import common_parser
 from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
-from cmld.daemon import CmldState
+from cmld.daemon import Cmld
 from cmld.device.power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
-from cmld.runtime import settings
+from cmld.modules import settings
 from cmld.runtime.registry import Runtime
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     async def start(stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
-        state = CmldState(
+        state = Cmld(
             paths.Layout(args.base_dir), log_dir=args.log_dir, device_conf=args.device_conf,
             hosted_override=args.hosted, scd_socket=args.scd_socket, tpm2d_socket=args.tpm2d_socket,
         )

@@ -24,12 +24,17 @@ class Container:
     uuid: str
     config: ContainerConfig
     created: int = 0
-    state: int = ContainerState.STOPPED
+    # Changed only by the container's compartment, through its transition table (`state`).
+    _state: int = field(default=ContainerState.STOPPED, repr=False)
     started_monotonic: float | None = None
     # Set when the config on disk changed while the container was active; applied when it stops.
     pending_config: ContainerConfig | None = field(default=None, repr=False)
     # c0 made in memory from device.conf's c0os (no config file), as the original's cmld_init_c0.
     implicit: bool = False
+
+    @property
+    def state(self) -> int:
+        return self._state
 
     @property
     def name(self) -> str:

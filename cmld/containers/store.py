@@ -221,8 +221,6 @@ class ContainerStore:
                 else:
                     p.unlink()
                 removed.append(str(p))
-        if container.state == ContainerState.ZOMBIE:
-            container.state = ContainerState.STOPPED
         return removed
 
     def forget_all(self) -> None:

@@ -1,4 +1,8 @@
-"""Routes each request to its handler after the access check."""
+"""Routes each request to its handler after the access check, and answers refusals.
+
+A handler that raises a `CmldError` gets the error's reply code with its message in
+`error_message` (and a log line); every other exception is a bug and is left to the server,
+which logs it with its traceback and answers CMD_FAILED."""
 
 from __future__ import annotations
 
@@ -7,11 +11,19 @@ from collections.abc import Awaitable, Callable
 
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 from cmld.control.access import is_allowed
-from cmld.control.container_commands import ContainerCommands
-from cmld.control.device_commands import DeviceCommands
+from cmld.control.config_commands import ConfigCommands
+from cmld.control.device_access_commands import DeviceAccessCommands
+from cmld.control.exec_commands import ExecCommands
+from cmld.control.guestos_commands import GuestOSCommands
+from cmld.control.lifecycle_commands import LifecycleCommands
+from cmld.control.provisioning_commands import ProvisioningCommands
+from cmld.control.query_commands import QueryCommands
 from cmld.control.replies import response
 from cmld.control.server import ControlConnection
-from cmld.daemon import CmldState
+from cmld.control.system_commands import SystemCommands
+from cmld.control.token_commands import TokenCommands
+from cmld.daemon import Cmld
+from cmld.errors import CmldError
 
 log = logging.getLogger(__name__)
 C = ControllerToDaemon
@@ -23,56 +35,57 @@ QUIET = frozenset({C.LIST_CONTAINERS, C.GET_CONTAINER_STATUS, C.GET_CONTAINER_CO
 
 
 class Dispatcher:
-    def __init__(self, state: CmldState) -> None:
-        self.state = state
-        dev = DeviceCommands(state)
-        ctr = ContainerCommands(state)
-        self.connection_closed = ctr.connection_closed
+    def __init__(self, cmld: Cmld) -> None:
+        self.cmld = cmld
+        query, config, life = QueryCommands(cmld), ConfigCommands(cmld), LifecycleCommands(cmld)
+        guestos, prov, system = GuestOSCommands(cmld), ProvisioningCommands(cmld), SystemCommands(cmld)
+        exe, token, dev = ExecCommands(cmld), TokenCommands(cmld), DeviceAccessCommands(cmld)
+        self.connection_closed = exe.connection_closed
         self.table: dict[int, Handler] = {
-            C.LIST_GUESTOS_CONFIGS: dev.list_guestos_configs,
-            C.LIST_CONTAINERS: dev.list_containers,
-            C.GET_CONTAINER_STATUS: dev.get_container_status,
-            C.GET_CONTAINER_CONFIG: dev.get_container_config,
-            C.GET_LAST_LOG: dev.get_last_log,
-            C.GET_DEVICE_STATS: dev.get_device_stats,
-            C.PUSH_GUESTOS_CONFIG: dev.push_guestos_config,
-            C.RELOAD_CONTAINERS: dev.reload_containers,
-            C.CREATE_CONTAINER: ctr.create,
-            C.REMOVE_CONTAINER: ctr.remove,
-            C.REGISTER_LOCALCA: dev.register_localca,
-            C.REGISTER_NEWCA: dev.register_newca,
-            C.REMOVE_GUESTOS: dev.remove_guestos,
-            C.WIPE_DEVICE: dev.wipe_device,
-            C.REBOOT_DEVICE: dev.reboot_device,
-            C.SET_PROVISIONED: dev.set_provisioned,
-            C.GET_PROVISIONED: dev.get_provisioned,
-            C.DESTROY_SYSTEM: dev.unsupported,  # needs tpm2d (TPM clear)
-            C.PULL_DEVICE_CSR: dev.pull_device_csr,
-            C.PUSH_DEVICE_CERT: dev.push_device_cert,
-            C.CHANGE_DEVICE_PIN: dev.unsupported,  # deprecated in the original too
-            C.CONTAINER_START: ctr.start,
-            C.CONTAINER_STOP: ctr.stop,
-            C.CONTAINER_SWITCH: ctr.not_yet,
-            C.CONTAINER_FREEZE: ctr.freeze,
-            C.CONTAINER_UNFREEZE: ctr.unfreeze,
-            C.CONTAINER_WIPE: ctr.wipe,
-            C.CONTAINER_SNAPSHOT: ctr.not_yet,
-            C.CONTAINER_ALLOWAUDIO: ctr.not_yet,
-            C.CONTAINER_DENYAUDIO: ctr.not_yet,
-            C.CONTAINER_ASSIGNIFACE: ctr.not_yet,
-            C.CONTAINER_UNASSIGNIFACE: ctr.not_yet,
-            C.CONTAINER_LIST_IFACES: ctr.not_yet,
-            C.CONTAINER_EXEC_CMD: ctr.exec_cmd,
-            C.CONTAINER_EXEC_INPUT: ctr.exec_input,
-            C.CONTAINER_UPDATE_CONFIG: ctr.update_config,
-            C.CONTAINER_CHANGE_TOKEN_PIN: ctr.change_token_pin,
-            C.CONTAINER_CMLD_HANDLES_PIN: ctr.cmld_handles_pin,
-            C.CONTAINER_DEV_ACCESS: ctr.dev_access,
+            C.LIST_GUESTOS_CONFIGS: query.list_guestos_configs,
+            C.LIST_CONTAINERS: query.list_containers,
+            C.GET_CONTAINER_STATUS: query.get_container_status,
+            C.GET_CONTAINER_CONFIG: query.get_container_config,
+            C.GET_LAST_LOG: query.get_last_log,
+            C.GET_DEVICE_STATS: query.get_device_stats,
+            C.PUSH_GUESTOS_CONFIG: guestos.push_guestos_config,
+            C.RELOAD_CONTAINERS: config.reload,
+            C.CREATE_CONTAINER: config.create,
+            C.REMOVE_CONTAINER: life.remove,
+            C.REGISTER_LOCALCA: guestos.register_localca,
+            C.REGISTER_NEWCA: guestos.register_newca,
+            C.REMOVE_GUESTOS: guestos.remove_guestos,
+            C.WIPE_DEVICE: system.wipe_device,
+            C.REBOOT_DEVICE: system.reboot_device,
+            C.SET_PROVISIONED: prov.set_provisioned,
+            C.GET_PROVISIONED: prov.get_provisioned,
+            C.DESTROY_SYSTEM: system.unsupported,  # needs tpm2d (TPM clear)
+            C.PULL_DEVICE_CSR: prov.pull_device_csr,
+            C.PUSH_DEVICE_CERT: prov.push_device_cert,
+            C.CHANGE_DEVICE_PIN: system.unsupported,  # deprecated in the original too
+            C.CONTAINER_START: life.start,
+            C.CONTAINER_STOP: life.stop,
+            C.CONTAINER_SWITCH: dev.not_yet,
+            C.CONTAINER_FREEZE: life.freeze,
+            C.CONTAINER_UNFREEZE: life.unfreeze,
+            C.CONTAINER_WIPE: life.wipe,
+            C.CONTAINER_SNAPSHOT: dev.not_yet,
+            C.CONTAINER_ALLOWAUDIO: dev.not_yet,
+            C.CONTAINER_DENYAUDIO: dev.not_yet,
+            C.CONTAINER_ASSIGNIFACE: dev.not_yet,
+            C.CONTAINER_UNASSIGNIFACE: dev.not_yet,
+            C.CONTAINER_LIST_IFACES: dev.not_yet,
+            C.CONTAINER_EXEC_CMD: exe.exec_cmd,
+            C.CONTAINER_EXEC_INPUT: exe.exec_input,
+            C.CONTAINER_UPDATE_CONFIG: config.update_config,
+            C.CONTAINER_CHANGE_TOKEN_PIN: token.change_token_pin,
+            C.CONTAINER_CMLD_HANDLES_PIN: token.cmld_handles_pin,
+            C.CONTAINER_DEV_ACCESS: dev.dev_access,
         }
 
     async def __call__(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         name = C.Command.Name(req.command)
-        if not is_allowed(req.command, privileged=conn.privileged, provisioned=self.state.provisioned):
+        if not is_allowed(req.command, privileged=conn.privileged, provisioned=self.cmld.provisioned):
             why = "the device is provisioned" if conn.privileged else "this socket is unprivileged"
             log.warning("%s: %s refused: %s", conn, name, why)
             await conn.send(response(DaemonToController.CMD_UNSUPPORTED))
@@ -83,4 +96,8 @@ class Dispatcher:
             await conn.send(response(DaemonToController.CMD_UNSUPPORTED))
             return
         log.log(logging.DEBUG if req.command in QUIET else logging.INFO, "%s: %s", conn, name)
-        await handler(req, conn)
+        try:
+            await handler(req, conn)
+        except CmldError as e:
+            log.warning("%s: %s refused: %s", conn, name, e)
+            await conn.send(response(e.reply, str(e)))

@@ -34,8 +34,7 @@ class CgroupsModule(Module):
             self.cgroup = self.driver.create(ctx.uuid, limits)
         except (OSError, RuntimeError, ValueError) as e:
             raise StartError(f"cgroups: {e}") from None
-        ctx.data["cgroup"] = self.cgroup
-        ctx.data["cgroup_dirs"] = [str(p) for p in self.cgroup.paths]
+        ctx.cgroup = self.cgroup
         ctx.spec.cgroup_procs = self.cgroup.procs_files()
 
     async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
@@ -52,4 +51,4 @@ class CgroupsModule(Module):
             await asyncio.to_thread(sweep)
         finally:
             self.cgroup = None
-            ctx.data.pop("cgroup", None)
+            ctx.cgroup = None

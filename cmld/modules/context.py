@@ -1,18 +1,36 @@
-"""What the modules of one container start share."""
+"""What the modules of one container start share: the container, its GuestOS, the launch spec
+they fill in, and the typed handles one module makes and others (or the runtime) use."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cmld.launcher.spec import LaunchSpec
 
 if TYPE_CHECKING:
+    from cmld.cgroups.driver import ContainerCgroup
     from cmld.containers.container import Container
-    from cmld.runtime.settings import RuntimeSettings
+    from cmld.modules.settings import RuntimeSettings
+
+
+class DeviceAccess(Protocol):
+    """The container's current device policy (the devices module; dev_access changes it)."""
+
+    def is_allowed(self, dev_type: str, major: int, minor: int) -> bool: ...
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class SessionSupervision(Protocol):
+    """Supervision of an exec session's seccomp listener like the container's (the seccomp module)."""
+
+    def supervise_session(self, fd: int) -> Closeable: ...
 
 
 @dataclass
@@ -24,8 +42,11 @@ class StartContext:
     setup_mode: bool = False
     init_pid: int = 0
     received_fds: dict[str, int] = field(default_factory=dict)
-    # Per-module runtime data that cleanup needs (cgroup handle, netns path...), by module name.
-    data: dict[str, Any] = field(default_factory=dict)
+    # Handles made by one module for the others and for the runtime (None until made):
+    cgroup: ContainerCgroup | None = None  # cgroups module
+    netns_path: str = ""  # network module: where the netns is bound
+    devices: DeviceAccess | None = None  # devices module
+    seccomp: SessionSupervision | None = None  # seccomp module
     # The container key unwrapped by its token (None without a token): for the modules that set
     # up encrypted volumes; wiped once the start is over, as the original does after clone.
     key: bytearray | None = field(default=None, repr=False)

@@ -13,7 +13,6 @@ import os
 import stat
 
 from cmld.cgroups.device_rules import DevicePolicy, DeviceRule, parse_rule
-from cmld.cgroups.driver import ContainerCgroup
 from cmld.launcher.spec import DevNode
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
@@ -107,7 +106,7 @@ class DevicesModule(Module):
             raise StartError(f"device rule: {e}") from None
         self.policy = policy
         self.assignments.allowed_by[ctx.uuid] = list(policy.allow_rules)
-        cgroup: ContainerCgroup | None = ctx.data.get("cgroup")
+        cgroup = ctx.cgroup
         if cgroup is None:
             raise StartError("device control needs the container's cgroup")
         try:
@@ -115,7 +114,7 @@ class DevicesModule(Module):
         except OSError as e:
             raise StartError(f"device control: {e}") from None
         ctx.spec.devices = host_nodes(policy)
-        ctx.data["devices"] = self
+        ctx.devices = self
 
     def dev_access(self, ctx: StartContext, rule_text: str) -> str:
         """CONTAINER_DEV_ACCESS: an access list with `m` allows the device (as the original's
@@ -130,9 +129,8 @@ class DevicesModule(Module):
         else:
             self.policy.deny(rule)
             done = "denied"
-        cgroup: ContainerCgroup | None = ctx.data.get("cgroup")
-        if cgroup is not None:
-            cgroup.apply_devices(self.policy)
+        if ctx.cgroup is not None:
+            ctx.cgroup.apply_devices(self.policy)
         self.assignments.allowed_by[ctx.uuid] = list(self.policy.allow_rules)
         return done
 

@@ -7,7 +7,7 @@ import logging
 
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
-from cmld.runtime.exec_session import ExecSession
+from cmld.modules.exec_session import ExecSession
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ class NetworkModule(Module):
             fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
             os.close(fd)
             self.bound = path
-            ctx.data["netns"] = path
+            ctx.netns_path = path
             linux.mount(f"/proc/{ctx.init_pid}/ns/net", path, None, linux.MS_BIND)
         except OSError as e:
             raise StartError(f"binding the network namespace at {path}: {e.strerror}") from None

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from cmld.modules.context import StartContext
-
-if TYPE_CHECKING:
-    from cmld.seccomp.supervisor import SeccompSupervisor
 from cmld.modules.base import Module
+from cmld.modules.context import StartContext
+from cmld.seccomp.supervisor import SeccompSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +26,8 @@ class SeccompModule(Module):
         ctx.spec.allow_system_time = bool(ctx.container.config.allow_system_time)
 
     def _supervisor(self, ctx: StartContext, fd: int) -> SeccompSupervisor:
-        from cmld.modules.devices import DevicesModule
-        from cmld.seccomp.supervisor import SeccompSupervisor
-
         def allowed(dev_type: str, major: int, minor: int) -> bool:
-            devices = ctx.data.get("devices")
-            return isinstance(devices, DevicesModule) and devices.is_allowed(dev_type, major, minor)
+            return ctx.devices is not None and ctx.devices.is_allowed(dev_type, major, minor)
 
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
@@ -49,7 +41,7 @@ class SeccompModule(Module):
             return
         self.supervisor = self._supervisor(ctx, fd)
         self.ctx = ctx
-        ctx.data["seccomp"] = self
+        ctx.seccomp = self
 
     def supervise_session(self, fd: int) -> SeccompSupervisor:
         """An exec session runs under the same filter; its listener gets its own supervisor."""
@@ -62,9 +54,4 @@ class SeccompModule(Module):
             sup.close()
             self.supervisor = None
         self.ctx = None
-
-
-def session_supervisor(ctx: StartContext) -> Callable[[int], SeccompSupervisor] | None:
-    """For ExecSession.start: supervise an exec session's listener like the container's."""
-    mod = ctx.data.get("seccomp")
-    return mod.supervise_session if isinstance(mod, SeccompModule) else None
+        ctx.seccomp = None

@@ -9,30 +9,49 @@ volume), so nothing half-made survives a failed start.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import shutil
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cml_common.messages.container_pb2 import ContainerState as S
+from cml_common.messages.control_pb2 import DaemonToController as D
+from cml_common.messages.guestos_pb2 import GuestOSConfig
+from cmld.cgroups.driver import ContainerCgroup
 from cmld.containers.container import Container
-from cmld.errors import LaunchError
+from cmld.errors import LaunchError, StateError
 from cmld.launcher.spec import ERR_VOL_CORRUPTED, LaunchSpec
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
+from cmld.modules.devices import DevicesModule
+from cmld.modules.service import ServiceModule
+from cmld.modules.settings import RuntimeSettings
+from cmld.runtime.records import RecordStore
 from cmld.runtime.spawn import InitWatcher, Launcher
 from cmld.runtime.transitions import FREEZABLE, STARTABLE, STOPPABLE, allowed
-
-if TYPE_CHECKING:
-    from cmld.runtime.registry import Runtime
 
 log = logging.getLogger(__name__)
 Observer = Callable[[Container, int, int], None]
 
 
+class CompartmentHost(Protocol):
+    """What a compartment needs from the runtime that owns it (the registry)."""
+
+    settings: RuntimeSettings
+    records: RecordStore
+
+    def guestos_config(self, c: Container) -> GuestOSConfig | None: ...
+
+    def build_modules(self, c: Container) -> list[Module]: ...
+
+    def on_stopped(self, comp: Compartment) -> None: ...
+
+
 class Compartment:
-    def __init__(self, container: Container, runtime: Runtime) -> None:
+    def __init__(self, container: Container, runtime: CompartmentHost) -> None:
         self.container = container
         self.runtime = runtime
         self.ctx: StartContext | None = None
@@ -65,7 +84,7 @@ class Compartment:
             log.error("container %s: refusing state change %s -> %s", self.container.name,
                       S.Name(old), S.Name(new))
             return
-        self.container.state = new
+        self.container._state = new  # the only writer of a container's state
         log.info("container %s (%s): %s -> %s", self.container.name, self.container.uuid,
                  S.Name(old), S.Name(new))
         if new == S.STARTING:
@@ -108,13 +127,25 @@ class Compartment:
         return LaunchSpec(uuid=c.uuid, name=c.name, hostname=c.name, root_dir=str(run_dir / "root"),
                           work_dir=str(run_dir / "work"), init=init, env=env, setup_mode=setup)
 
+    def check_startable(self) -> None:
+        """Raises the refusal a start would get now (checked before a token PIN is spent)."""
+        if self.state == S.ZOMBIE:
+            raise StateError("container is ZOMBIE; wipe it first", D.CONTAINER_START_EINTERNAL)
+        if self.state not in STARTABLE:
+            raise StateError(f"container is {S.Name(self.state)}", D.CONTAINER_START_EEXIST)
+        if self.runtime.guestos_config(self.container) is None:
+            raise StartError(f"GuestOS {self.container.config.guest_os!r} is not installed")
+
+    def check_stoppable(self) -> None:
+        if self.state not in STOPPABLE:
+            raise StateError(f"container is {S.Name(self.state)}", D.CONTAINER_STOP_FAILED_NOT_RUNNING)
+
     async def start(self, *, setup: bool = False, key: bytearray | None = None) -> None:
-        """Returns once init runs (BOOTING/SETUP); raises StartError with the reason otherwise.
-        `key` (the unwrapped container key) is wiped when this returns, whatever happened."""
+        """Returns once init runs (BOOTING/SETUP); raises StateError or StartError with the reason
+        otherwise. `key` (the unwrapped container key) is wiped when this returns, whatever happened."""
         try:
             async with self._start_lock:
-                if self.state not in STARTABLE:
-                    raise StartError(f"container is {S.Name(self.state)}")
+                self.check_startable()
                 self.last_error = ""
                 self._stopped_event.clear()
                 self.set_state(S.STARTING)
@@ -171,7 +202,7 @@ class Compartment:
         for m in self.modules:
             await m.post_exec(ctx)
         if self.state == S.BOOTING:
-            if self.runtime.has_service(self):
+            if self.module(ServiceModule) is not None:
                 self._arm(self.runtime.settings.boot_timeout, "boot", self.kill)
             else:
                 self.set_state(S.RUNNING)
@@ -221,12 +252,12 @@ class Compartment:
         self.watcher.close()
         self.watcher = None
         rebooting = how == "signal" and status == signal.SIGHUP and self.state != S.SHUTDOWN
-        oom = self.runtime.oom_kills(self)
+        oom = self.oom_kills()
         what = f"exit code {status}" if how == "exit" else f"signal {signal.Signals(status).name}"
         log.info("container %s: init %d ended (%s%s)", self.container.name, pid, what,
                  f", {oom} OOM kill(s)" if oom else "")
         # Whatever init left behind in its cgroup goes with it.
-        await asyncio.to_thread(self.runtime.kill_cgroup, self)
+        await asyncio.to_thread(self.kill_cgroup)
         if rebooting:
             self.set_state(S.REBOOTING)
         await self._cleanup(rebooting=rebooting)
@@ -260,7 +291,7 @@ class Compartment:
                 log.exception("container %s: cleanup of %s failed", self.container.name, m.name)
         ctx.close_received_fds()
         self.runtime.records.remove(ctx)
-        self.runtime.remove_run_dir(ctx)
+        shutil.rmtree(ctx.run_dir, ignore_errors=True)
         self.ctx = None
         self.modules = []
 
@@ -272,7 +303,7 @@ class Compartment:
         catches anything that was not in the namespace, such as an exec session."""
         if self.watcher is not None:
             self.watcher.signal(signal.SIGKILL)
-        task = asyncio.ensure_future(asyncio.to_thread(self.runtime.kill_cgroup, self))
+        task = asyncio.ensure_future(asyncio.to_thread(self.kill_cgroup))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
@@ -281,8 +312,7 @@ class Compartment:
         self._kill_all()
 
     async def stop(self) -> None:
-        if self.state not in STOPPABLE:
-            raise StartError(f"container is {S.Name(self.state)}")
+        self.check_stoppable()
         ctx = self.ctx
         assert ctx is not None
         self.set_state(S.SHUTDOWN)
@@ -324,13 +354,15 @@ class Compartment:
         return True
 
     async def freeze(self) -> bool:
+        """True once FROZEN; False if not frozen in time (thawed again). Only RUNNING or SETUP can
+        be frozen; FREEZING/FROZEN count as done (the original's answers)."""
         if self.state in (S.FROZEN, S.FREEZING):
             return True
         if self.state not in FREEZABLE:
-            return False
+            raise StateError(f"container is {S.Name(self.state)}")
         self._state_before_freeze = self.state
         self.set_state(S.FREEZING)
-        cg = self.runtime.cgroup_of(self)
+        cg = self.cgroup
         if cg is None:
             self.set_state(self._state_before_freeze)
             return False
@@ -351,8 +383,8 @@ class Compartment:
 
     async def unfreeze(self) -> bool:
         if self.state not in (S.FREEZING, S.FROZEN):
-            return False
-        cg = self.runtime.cgroup_of(self)
+            raise StateError(f"container is {S.Name(self.state)}")
+        cg = self.cgroup
         if cg is None:
             return False
         cg.thaw()
@@ -364,3 +396,39 @@ class Compartment:
             self._disarm()
             self.set_state(S.RUNNING)
 
+    # ------------------------------------------------------------------ what the modules made
+
+    @property
+    def cgroup(self) -> ContainerCgroup | None:
+        return self.ctx.cgroup if self.ctx is not None else None
+
+    def kill_cgroup(self) -> None:
+        """SIGKILL to everything in the container's cgroup (runs in a thread: it waits)."""
+        cg = self.cgroup
+        if cg is None:
+            return
+        try:
+            cg.kill_all()
+        except FileNotFoundError:
+            pass  # already removed by the cleanup
+        except (OSError, RuntimeError) as e:
+            if getattr(e, "errno", None) != errno.ENOENT:
+                log.warning("container %s: killing its cgroup: %s", self.container.name, e)
+
+    def oom_kills(self) -> int:
+        cg = self.cgroup
+        try:
+            return cg.oom_killed() if cg is not None else 0
+        except OSError:
+            return 0
+
+    def dev_access(self, rule_text: str) -> str:
+        """CONTAINER_DEV_ACCESS on the running container; returns what was done ("allowed"/"denied")."""
+        devices = self.module(DevicesModule)
+        if self.state not in (S.BOOTING, S.RUNNING, S.SETUP) or self.ctx is None or not isinstance(
+                devices, DevicesModule):
+            raise StateError(f"container is {S.Name(self.state)}")
+        try:
+            return devices.dev_access(self.ctx, rule_text)
+        except (ValueError, OSError) as e:
+            raise StateError(str(e)) from None

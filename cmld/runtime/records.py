@@ -27,7 +27,8 @@ class RecordStore:
     def write(self, ctx: StartContext) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         rec = {"uuid": ctx.uuid, "name": ctx.container.name, "init_pid": ctx.init_pid,
-               "cgroup_dirs": ctx.data.get("cgroup_dirs", []), "netns": ctx.data.get("netns", ""),
+               "cgroup_dirs": [str(p) for p in ctx.cgroup.paths] if ctx.cgroup is not None else [],
+               "netns": ctx.netns_path,
                "run_dir": str(ctx.run_dir)}
         write_atomic(self.path(ctx.uuid), json.dumps(rec).encode(), mode=0o600)
 

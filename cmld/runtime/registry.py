@@ -1,10 +1,10 @@
-"""The container runtime of cmld: compartments, module order, recovery, autostart, shutdown."""
+"""The registry of compartments: one per container, created on demand; crash recovery at start,
+autostart (c0 first), device reboot and shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -18,24 +18,16 @@ from cml_common.messages.container_pb2 import ContainerState as S
 from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cmld import linux
 from cmld.cgroups.detect import detect
-from cmld.cgroups.driver import CgroupDriver, ContainerCgroup
+from cmld.cgroups.driver import CgroupDriver
 from cmld.containers.container import Container
 from cmld.modules.base import Module
-from cmld.modules.capabilities import CapabilitiesModule
-from cmld.modules.cgroups import CgroupsModule
-from cmld.modules.context import StartContext
-from cmld.modules.control_socket import ControlSocketModule, ServeControl
-from cmld.modules.devices import DeviceAssignments, DevicesModule
-from cmld.modules.halt import HaltModule
-from cmld.modules.network import NetworkModule, unbind_netns
-from cmld.modules.seccomp import SeccompModule
-from cmld.modules.service import ServiceModule
-from cmld.modules.timens import TimeModule
-from cmld.modules.userns import UserNamespaceModule
-from cmld.modules.volumes import VolumesModule
+from cmld.modules.control_socket import ServeControl
+from cmld.modules.devices import DeviceAssignments
+from cmld.modules.network import unbind_netns
+from cmld.modules.order import ModuleDeps, container_modules
+from cmld.modules.settings import RuntimeSettings
 from cmld.runtime.compartment import Compartment
 from cmld.runtime.records import RecordStore
-from cmld.runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:
     from cmld.guestos.store import GuestOSStore
@@ -111,51 +103,9 @@ class Runtime:
         return gos.config if gos is not None else None
 
     def build_modules(self, c: Container) -> list[Module]:
-        """The fixed module order (the original's link order): identity and limits first, then
-        namespaces and file systems, then what talks to the running container, then the last
-        restrictions applied in the child right before exec."""
         assert self.driver is not None
-        comp = self.compartment(c)
-        return [
-            UserNamespaceModule(),
-            CgroupsModule(self.driver),
-            DevicesModule(self.assignments),
-            NetworkModule(),
-            VolumesModule(self.settings.guestos_dir, self.settings.shared_files_dir),
-            ServiceModule(comp.boot_completed, self.settings.host_dns),
-            *([ControlSocketModule(self.serve_control)] if c.is_c0 and self.serve_control else []),
-            HaltModule(),
-            TimeModule(),
-            CapabilitiesModule(),
-            SeccompModule(),
-        ]
-
-    def has_service(self, comp: Compartment) -> bool:
-        return comp.module(ServiceModule) is not None
-
-    def cgroup_of(self, comp: Compartment) -> ContainerCgroup | None:
-        if comp.ctx is None:
-            return None
-        cg = comp.ctx.data.get("cgroup")
-        return cg if isinstance(cg, ContainerCgroup) else None
-
-    def kill_cgroup(self, comp: Compartment) -> None:
-        cg = self.cgroup_of(comp)
-        if cg is not None:
-            try:
-                cg.kill_all()
-            except FileNotFoundError:
-                pass  # already removed by the cleanup
-            except (OSError, RuntimeError) as e:
-                if getattr(e, "errno", None) != errno.ENOENT:
-                    log.warning("container %s: killing its cgroup: %s", comp.container.name, e)
-
-    def oom_kills(self, comp: Compartment) -> int:
-        cg = self.cgroup_of(comp)
-        try:
-            return cg.oom_killed() if cg is not None else 0
-        except OSError:
-            return 0
+        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control)
+        return container_modules(c, deps, self.compartment(c).boot_completed)
 
     def on_stopped(self, comp: Compartment) -> None:
         c = comp.container
@@ -163,9 +113,6 @@ class Runtime:
             c.config = c.pending_config
             c.pending_config = None
             log.info("container %s: updated config applied", c.name)
-
-    def remove_run_dir(self, ctx: StartContext) -> None:
-        shutil.rmtree(ctx.run_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ daemon start and stop
 

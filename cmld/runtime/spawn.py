@@ -17,25 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cml_common.aioframing import wait_readable
 from cmld.errors import LaunchError
 from cmld.launcher.channel import MAX_RECORD
 from cmld.launcher.spec import LaunchSpec
 
 log = logging.getLogger(__name__)
 MAX_FDS = 4
-
-
-async def wait_readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-    loop.add_reader(sock, ready)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(sock)
 
 
 class SyncChannel:

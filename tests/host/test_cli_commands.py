@@ -76,7 +76,7 @@ def test_list_empty_and_create_state_config(cmld: Daemon, tmp_path: Path) -> Non
 def test_create_refusals(cmld: Daemon, tmp_path: Path) -> None:
     create(cmld, tmp_path, "dup")
     r = cli(cmld.socket, "create", str(write_conf(tmp_path, "dup")))
-    assert r.rc == 1 and r.out == "code: CONTAINER_CONFIG\n"
+    assert r.rc == 1 and r.out == "code: CONTAINER_CONFIG\nerror_message: \"a container named \\\'dup\\\' exists\"\n"
     assert "a container named 'dup' exists" in cmld.log_text()
     bad = tmp_path / "bad.conf"
     bad.write_text('name: "x"\nnot_a_field: 3\n')
@@ -90,7 +90,7 @@ def test_create_refusals(cmld: Daemon, tmp_path: Path) -> None:
 def test_signed_configs_required_refuses_unsigned(cmld_factory: DaemonFactory, tmp_path: Path) -> None:
     d = cmld_factory.start(device_conf="hostedmode: true\ntpm_enabled: false\n")
     r = cli(d.socket, "create", str(write_conf(tmp_path, "x")))
-    assert r.rc == 1 and r.out == "code: CONTAINER_CONFIG\n"
+    assert r.rc == 1 and r.out.startswith("code: CONTAINER_CONFIG\nerror_message: ") and "uuids" not in r.out
     assert "requires signed configs" in d.log_text()
     assert not list((d.base / "containers").glob("*.conf"))
 
@@ -138,7 +138,7 @@ def test_lifecycle_commands_on_a_stopped_container(cmld: Daemon, tmp_path: Path)
         assert r.rc == 1, args
     r = cli(cmld.socket, "start", "life", "--key", "trustme")
     assert "error_message: \"GuestOS \\'busybox\\' is not installed\"" in r.out, r.out
-    assert "malformed rule 'nonsense'" in cmld.log_text()
+    assert "malformed device rule 'nonsense'" in cmld.log_text()
     # the PIN prompt reads stdin when it is not a terminal
     r = cli(cmld.socket, "start", "life", stdin="trustme\n")
     assert "Password: " in r.err and "CONTAINER_START_EINTERNAL" in r.out

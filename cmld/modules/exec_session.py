@@ -1,4 +1,4 @@
-"""One `cml-control run` session: a helper joined to the container, its output streamed back.
+"""One `cml-control run` session (the original's c_run): a helper joined to the container, its output streamed back.
 
 Unlike the original (which drops output without a PTY and adds a NUL after every chunk), output
 is relayed with and without a PTY, byte for byte, and the exit status ends the session.
@@ -14,18 +14,14 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from cmld.runtime.spawn import wait_readable
+from cml_common.aioframing import wait_readable
 
 if TYPE_CHECKING:
-    from cmld.modules.context import StartContext
+    from cmld.modules.context import Closeable, StartContext
 
 log = logging.getLogger(__name__)
-
-
-class Closeable(Protocol):
-    def close(self) -> None: ...
 
 
 async def _receive_fd(sock: socket.socket, proc: asyncio.subprocess.Process) -> int | None:
@@ -89,11 +85,10 @@ class ExecSession:
     @classmethod
     async def in_container(cls, ctx: StartContext, argv: list[str], pty: bool) -> ExecSession:
         """A session with the container's cgroup, namespaces, capabilities and seccomp filter."""
-        from cmld.modules.seccomp import session_supervisor
-
         return await cls.start(init_pid=ctx.init_pid, cgroup_procs=ctx.spec.cgroup_procs,
                                userns=ctx.spec.uid_start is not None, cap_drop=ctx.spec.cap_drop,
-                               argv=argv, pty=pty, supervise=session_supervisor(ctx))
+                               argv=argv, pty=pty,
+                               supervise=ctx.seccomp.supervise_session if ctx.seccomp is not None else None)
 
     async def write_input(self, data: bytes) -> None:
         stdin = self.proc.stdin

@@ -1,0 +1,38 @@
+"""Per-container device and interface commands: CONTAINER_DEV_ACCESS at runtime, and those whose
+machinery comes with later issues (interfaces, audio, snapshot, switch), which answer
+CMD_UNSUPPORTED rather than a success they did not earn (the original answers CMD_OK)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from cml_common.messages.control_pb2 import ControllerToDaemon as C
+from cml_common.messages.control_pb2 import DaemonToController as D
+from cmld.control.family import CommandFamily
+from cmld.control.replies import response
+from cmld.control.server import ControlConnection
+from cmld.errors import CmldError
+
+log = logging.getLogger(__name__)
+DEV_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
+
+
+class DeviceAccessCommands(CommandFamily):
+    async def dev_access(self, req: C, conn: ControlConnection) -> None:
+        c = self.target(req, conn)
+        if not DEV_RULE.match(req.dev_rule):
+            raise CmldError(f"malformed device rule {req.dev_rule!r} (want e.g. 'c 4:1 rwm')")
+        done = self.runtime().compartment(c).dev_access(req.dev_rule)
+        log.info("%s: container %s: device %s %s", conn, c.name, req.dev_rule, done)
+        await conn.send(response(D.CMD_OK))
+
+    async def not_yet(self, req: C, conn: ControlConnection) -> None:
+        """Known container, machinery not in this build (network, audio, snapshot, switch)."""
+        self.target(req, conn)
+        if req.command in (C.CONTAINER_ASSIGNIFACE, C.CONTAINER_UNASSIGNIFACE) and not (
+            req.HasField("assign_iface_params") and req.assign_iface_params.iface_name
+        ):
+            raise CmldError(f"{C.Command.Name(req.command)} without an interface name")
+        log.warning("%s: %s is not supported by this cmld", conn, C.Command.Name(req.command))
+        await conn.send(response(D.CMD_UNSUPPORTED))

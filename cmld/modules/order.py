@@ -1,0 +1,51 @@
+"""The modules of a container, in the order their hooks run (the original's link order): identity
+and limits first, then namespaces and file systems, then what talks to the running container,
+then the last restrictions the child applies right before exec. Cleanup runs in reverse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cmld.cgroups.driver import CgroupDriver
+from cmld.containers.container import Container
+from cmld.modules.base import Module
+from cmld.modules.capabilities import CapabilitiesModule
+from cmld.modules.cgroups import CgroupsModule
+from cmld.modules.control_socket import ControlSocketModule, ServeControl
+from cmld.modules.devices import DeviceAssignments, DevicesModule
+from cmld.modules.halt import HaltModule
+from cmld.modules.network import NetworkModule
+from cmld.modules.seccomp import SeccompModule
+from cmld.modules.service import ServiceModule
+from cmld.modules.settings import RuntimeSettings
+from cmld.modules.timens import TimeModule
+from cmld.modules.userns import UserNamespaceModule
+from cmld.modules.volumes import VolumesModule
+
+
+@dataclass
+class ModuleDeps:
+    """What modules need from the daemon, shared by every container."""
+
+    settings: RuntimeSettings
+    driver: CgroupDriver
+    assignments: DeviceAssignments
+    serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
+
+
+def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None]) -> list[Module]:
+    s = deps.settings
+    return [
+        UserNamespaceModule(),
+        CgroupsModule(deps.driver),
+        DevicesModule(deps.assignments),
+        NetworkModule(),
+        VolumesModule(s.guestos_dir, s.shared_files_dir),
+        ServiceModule(on_boot_completed, s.host_dns),
+        *([ControlSocketModule(deps.serve_control)] if c.is_c0 and deps.serve_control else []),
+        HaltModule(),
+        TimeModule(),
+        CapabilitiesModule(),
+        SeccompModule(),
+    ]
