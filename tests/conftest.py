@@ -139,6 +139,7 @@ def is_root() -> bool:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """Under `--dist loadgroup`, every test in tests/vm/ goes to one worker: the VM tier builds
     and boots once per session and takes both cores' worth of TCG, so it must not run twice.
+    The same for the c0 tests (see below).
     (xdist's own xdist_group marker relies on rewriting Item._nodeid, which pytest 9 ignores.)"""
     if config.getvalue("dist") != "loadgroup":
         return None
@@ -146,6 +147,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 
     class VmGroupScheduling(LoadGroupScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return "tests/vm" if nodeid.startswith("tests/vm/") else super()._split_scope(nodeid)
+            # c0 has one fixed UUID, so two cmlds running c0 at once would share its cgroup
+            # name: every test that starts c0 lives in test_c0.py and runs on one worker.
+            for group in ("tests/vm/", "tests/host/test_c0.py"):
+                if nodeid.startswith(group):
+                    return group
+            return super()._split_scope(nodeid)
 
     return VmGroupScheduling(config, log)

@@ -23,15 +23,17 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cmld.cgroups.driver import ContainerCgroup
 from cmld.containers.container import Container
 from cmld.errors import LaunchError, StateError
-from cmld.launcher.spec import ERR_VOL_CORRUPTED, LaunchSpec
+from cmld.launcher.spec import ERR_VOL_CORRUPTED
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
 from cmld.modules.devices import DevicesModule
 from cmld.modules.service import ServiceModule
 from cmld.modules.settings import RuntimeSettings
+from cmld.runtime.freezer import Freezer
+from cmld.runtime.launch_spec import base_spec
 from cmld.runtime.records import RecordStore
 from cmld.runtime.spawn import InitWatcher, Launcher
-from cmld.runtime.transitions import FREEZABLE, STARTABLE, STOPPABLE, allowed
+from cmld.runtime.transitions import STARTABLE, STOPPABLE, allowed
 
 log = logging.getLogger(__name__)
 Observer = Callable[[Container, int, int], None]
@@ -62,7 +64,7 @@ class Compartment:
         self._start_lock = asyncio.Lock()
         self._stopped_event = asyncio.Event()
         self._stopped_event.set()
-        self._state_before_freeze: int = S.RUNNING
+        self.freezer = Freezer()
         self.last_error = ""
         self.observers: list[Observer] = []
         self._bg: set[asyncio.Future[None]] = set()
@@ -114,19 +116,6 @@ class Compartment:
 
     # ------------------------------------------------------------------ start
 
-    def _base_spec(self, setup: bool) -> LaunchSpec:
-        c = self.container
-        gos = self.runtime.guestos_config(c)
-        init: list[str] = []
-        env: list[str] = []
-        if gos is not None:
-            init = [gos.init_path or "/init", *gos.init_param]
-            env = list(gos.init_env)
-        env += list(c.config.init_env)
-        run_dir = self.runtime.settings.run_dir / "containers" / c.uuid
-        return LaunchSpec(uuid=c.uuid, name=c.name, hostname=c.name, root_dir=str(run_dir / "root"),
-                          work_dir=str(run_dir / "work"), init=init, env=env, setup_mode=setup)
-
     def check_startable(self) -> None:
         """Raises the refusal a start would get now (checked before a token PIN is spent)."""
         if self.state == S.ZOMBIE:
@@ -160,7 +149,7 @@ class Compartment:
 
     async def _start(self, setup: bool, key: bytearray | None = None) -> None:
         gos = self.runtime.guestos_config(self.container)
-        spec = self._base_spec(setup)
+        spec = base_spec(self.container, gos, self.runtime.settings, setup)
         ctx = StartContext(self.container, gos, self.runtime.settings, spec, setup_mode=setup, key=key)
         self.ctx = ctx
         self.modules = self.runtime.build_modules(self.container)
@@ -356,40 +345,10 @@ class Compartment:
     async def freeze(self) -> bool:
         """True once FROZEN; False if not frozen in time (thawed again). Only RUNNING or SETUP can
         be frozen; FREEZING/FROZEN count as done (the original's answers)."""
-        if self.state in (S.FROZEN, S.FREEZING):
-            return True
-        if self.state not in FREEZABLE:
-            raise StateError(f"container is {S.Name(self.state)}")
-        self._state_before_freeze = self.state
-        self.set_state(S.FREEZING)
-        cg = self.cgroup
-        if cg is None:
-            self.set_state(self._state_before_freeze)
-            return False
-        cg.freeze()
-        deadline = time.monotonic() + self.runtime.settings.freeze_timeout
-        while time.monotonic() < deadline:
-            if cg.is_frozen():
-                self.set_state(S.FROZEN)
-                return True
-            await asyncio.sleep(0.1 if time.monotonic() > deadline - 4.9 else 0.005)
-            if self.state != S.FREEZING:
-                return False
-        log.warning("container %s: not frozen within %.1f s; thawing", self.container.name,
-                    self.runtime.settings.freeze_timeout)
-        cg.thaw()
-        self.set_state(self._state_before_freeze)
-        return False
+        return await self.freezer.freeze(self)
 
     async def unfreeze(self) -> bool:
-        if self.state not in (S.FREEZING, S.FROZEN):
-            raise StateError(f"container is {S.Name(self.state)}")
-        cg = self.cgroup
-        if cg is None:
-            return False
-        cg.thaw()
-        self.set_state(self._state_before_freeze)
-        return True
+        return await self.freezer.unfreeze(self)
 
     def boot_completed(self) -> None:
         if self.state == S.BOOTING:

@@ -4,8 +4,6 @@ running, a GuestOS push whose client hangs up at once (the original's `converter
 
 from __future__ import annotations
 
-import json
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from cml_common import framing
 from cml_common.messages.control_pb2 import ControllerToDaemon
 
 from ..conftest import DaemonFactory, cli, is_root
-from .containers import create, host_leaks, install_guestos, start, state, uuid_of, wait_state
+from .containers import create, host_leaks, install_guestos, start, uuid_of, wait_state
 from .test_guestos_push import publish
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
@@ -88,47 +86,3 @@ def test_push_whose_client_hangs_up_is_installed(cmld_factory: DaemonFactory, gu
         (guestos_src / "busybox-1" / "root.img").read_bytes()
     assert "went away before its reply" in d.log_text()
     assert d.alive()
-
-
-def test_relative_file_urls_resolve_inside_c0_only(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
-    """A relative file:// URL pushed from c0 is read in c0's root (the original's rule); `..` and
-    symlinks in it cannot reach the host's files."""
-    base = cmld_factory.tmp / "cmld-base"
-    install_guestos(guestos_src, base, name="coreos")
-    device = 'hostedmode: false\nsigned_configs: false\ntpm_enabled: false\nc0os: "coreos"\n'
-    d = cmld_factory.start("--stop-timeout", "10", "--c0-down", "exit", base=base, device_conf=device)
-    wait_state(d, "c0", "RUNNING", timeout=30)
-    run_dir = cmld_factory.tmp / "cmld-run"
-    init = json.loads((run_dir / "records" / f"{C0}.json").read_text())["init_pid"]
-    c0_root = Path(f"/proc/{init}/root")
-    inside = c0_root / "run" / "socket" / "cml-control"
-    tmp = cmld_factory.tmp
-
-    # the images are in c0's own /run (a tmpfs of c0), the URL is relative: file://run/updates
-    conf = publish(guestos_src, c0_root / "run" / "updates", Path("/nonexistent"), tmp, version=2,
-                   url="file://run/updates", signed=False)
-    r = cli(inside, "push_guestos_config", str(conf), timeout=60)
-    assert r.rc == 0 and "GUESTOS_MGR_INSTALL_COMPLETED" in r.out, r.out + r.err
-
-    # the same files on the host at /run/updates-escape-test are out of reach: `..` stays in c0
-    host_repo = Path("/run") / f"cml-test-escape-{init}"
-    try:
-        (tmp / "esc").mkdir()
-        conf3 = publish(guestos_src, host_repo, Path("/nonexistent"), tmp / "esc", version=3,
-                        url=f"file://../../../..{host_repo}", signed=False)
-        assert (host_repo / "operatingsystems" / "x86" / "pushos-3" / "root.img").exists()
-        r = cli(inside, "push_guestos_config", str(conf3), timeout=60)
-        assert r.rc != 0 and "GUESTOS_MGR_INSTALL_FAILED" in r.out and "No such file" in r.out, r.out + r.err
-        # a symlink inside c0 pointing at the host path is resolved inside c0 too
-        (c0_root / "run" / "link").symlink_to(host_repo)
-        (tmp / "esc4").mkdir()
-        conf4 = publish(guestos_src, host_repo, Path("/nonexistent"), tmp / "esc4", version=4,
-                        url="file://run/link", signed=False)
-        r = cli(inside, "push_guestos_config", str(conf4), timeout=60)
-        assert r.rc != 0 and "GUESTOS_MGR_INSTALL_FAILED" in r.out and "No such file" in r.out, r.out + r.err
-    finally:
-        shutil.rmtree(host_repo, ignore_errors=True)
-    assert "version: 2" in cli(d.socket, "list_guestos").out
-    assert not (base / "operatingsystems" / "pushos-3.conf").exists()
-    assert not (base / "operatingsystems" / "pushos-4.conf").exists()
-    assert state(d, "c0") == "RUNNING"
