@@ -77,18 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         state.runtime = runtime
         gid = grp.getgrnam(args.socket_group).gr_gid if args.socket_group else None
         dispatcher = Dispatcher(state)
-        server = ControlServer(
-            args.socket, dispatcher, on_close=dispatcher.connection_closed,
-            limits=ServerLimits(args.idle_timeout, args.frame_timeout, args.max_clients),
-            mode=0o660 if gid is not None else 0o600, gid=gid,
-        )
-        await server.start()
+        server = ControlServer(dispatcher, on_close=dispatcher.connection_closed,
+                               limits=ServerLimits(args.idle_timeout, args.frame_timeout, args.max_clients))
+        await server.listen(args.socket, mode=0o660 if gid is not None else 0o600, gid=gid)
 
         async def serve_c0_control(sock: socket.socket, init_pid: int) -> ControlServer:
-            c0_server = ControlServer(None, dispatcher, on_close=dispatcher.connection_closed,
-                                      limits=server.limits, privileged=True,
-                                      caller_root=Path(f"/proc/{init_pid}/root"))
-            await c0_server.start_on(sock)
+            c0_server = ControlServer(dispatcher, on_close=dispatcher.connection_closed, limits=server.limits,
+                                      privileged=True, caller_root=Path(f"/proc/{init_pid}/root"))
+            await c0_server.serve_socket(sock)
             return c0_server
 
         async def c0_down() -> None:
