@@ -13,7 +13,7 @@ import pytest
 
 from cmld.seccomp import filter as sfilter
 from cmld.seccomp import notify
-from cmld.seccomp.supervisor import (
+from cmld.seccomp.procfs import (
     ProcStatus,
     container_relative,
     decode_dev,
