@@ -64,7 +64,7 @@ class Compartment:
         self._start_lock = asyncio.Lock()
         self._stopped_event = asyncio.Event()
         self._stopped_event.set()
-        self.freezer = Freezer()
+        self.freezer = Freezer(runtime.settings.freeze_timeout)
         self.last_error = ""
         self.observers: list[Observer] = []
         self._bg: set[asyncio.Future[None]] = set()
@@ -356,6 +356,10 @@ class Compartment:
             self.set_state(S.RUNNING)
 
     # ------------------------------------------------------------------ what the modules made
+
+    @property
+    def name(self) -> str:
+        return self.container.name
 
     @property
     def cgroup(self) -> ContainerCgroup | None:

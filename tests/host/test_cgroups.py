@@ -23,7 +23,7 @@ import pytest
 from cmld.cgroups.device_rules import DevicePolicy
 from cmld.cgroups.driver import CgroupLimits, ContainerCgroup
 from cmld.cgroups.fs import cgroup_mounts, rmdir_tree
-from cmld.cgroups.v1 import V1Driver
+from cmld.cgroups.v1 import V1Cgroup, V1Driver
 from cmld.cgroups.v2 import V2Driver
 
 pytestmark = pytest.mark.host
@@ -124,20 +124,6 @@ def v2() -> V2Driver:
     if not any(m.mountpoint == UNIFIED and m.fstype == "cgroup2" for m in cgroup_mounts()):
         pytest.skip(f"no cgroup2 mounted at {UNIFIED}")
     return V2Driver(UNIFIED)
-
-
-@pytest.fixture
-def v2_group(v2: V2Driver, procs: Procs) -> Iterator[Callable[..., ContainerCgroup]]:
-    groups: list[ContainerCgroup] = []
-
-    def make(limits: CgroupLimits | None = None) -> ContainerCgroup:
-        cg = v2.create(f"cmltest2-{os.getpid()}-{len(groups)}", limits or CgroupLimits())
-        groups.append(cg)
-        return cg
-
-    yield make
-    _cleanup_groups(groups)  # first: kill_all also ends frozen tasks, which a plain SIGKILL leaves waiting
-    procs.cleanup()
 
 
 def join(cg: ContainerCgroup, proc: subprocess.Popen[bytes]) -> None:
@@ -283,74 +269,6 @@ def test_v1_cpuset_restricts(v1_group: Callable[..., ContainerCgroup], procs: Pr
     assert f"Cpus_allowed_list:\t{cpu}\n" in status
 
 
-def test_v1_devices(v1_group: Callable[..., ContainerCgroup], procs: Procs, tmp_path: Path) -> None:
-    cg = v1_group()
-    policy = DevicePolicy.generic()
-    cg.apply_devices(policy)
-    devices_dir = next(p for p in cg.paths if (p / "devices.list").exists())
-    assert "a *:* rwm" not in (devices_dir / "devices.list").read_text()
-    nodes = make_nodes(tmp_path, {"mem": (1, 1), "kmsg": (1, 11), "zero": (1, 5)})
-    nodes["null"] = Path("/dev/null")
-    proc = procs.probe()
-    join(cg, proc)
-    got = check_against_policy(proc, policy, nodes)
-    assert got[f"{nodes['mem']}=r"] == errno.EPERM
-    assert got["/dev/null=w"] == 0 and got[f"{nodes['zero']}=r"] == 0
-
-    sh = procs.held(["/bin/sh", "-c", 'head -c1 /dev/zero | od -An -tx1; head -c1 "$1"', "sh", str(nodes["mem"])])
-    join(cg, sh)
-    release(sh)
-    out, err = sh.communicate(timeout=10)
-    assert out.strip() == b"00"
-    assert b"Operation not permitted" in err
-
-    # Runtime change: only the difference is written; denies land before allows.
-    policy.allow("c 1:11 r")
-    policy.deny("c 1:5")
-    cg.apply_devices(policy)
-    got = check_against_policy(proc, policy, nodes)
-    assert got[f"{nodes['kmsg']}=r"] == 0 and got[f"{nodes['kmsg']}=w"] == errno.EPERM
-    assert got[f"{nodes['zero']}=r"] == errno.EPERM
-
-    policy.deny("c 136:3")  # inside the pts wildcard: v1 cannot, and says so
-    with pytest.raises(RuntimeError, match="cannot deny"):
-        cg.apply_devices(policy)
-
-
-def test_v1_freeze_thaw(v1_group: Callable[..., ContainerCgroup], procs: Procs, tmp_path: Path) -> None:
-    cg = v1_group()
-    counter = tmp_path / "counter"
-    counter.write_text("0")
-    proc = procs.held(["/bin/sh", "-c", 'i=0; while :; do i=$((i+1)); echo $i > "$1"; sleep 0.01; done',
-                       "sh", str(counter)])
-    join(cg, proc)
-    release(proc)
-    wait_for(lambda: read_counter(counter) > 3)
-    cg.freeze()
-    assert cg.is_frozen()
-    frozen_at = read_counter(counter)
-    time.sleep(0.3)
-    assert read_counter(counter) == frozen_at
-    cg.thaw()
-    assert not cg.is_frozen()
-    wait_for(lambda: read_counter(counter) > frozen_at + 3)
-
-
-def test_v1_kill_all_and_remove(v1: V1Driver, v1_group: Callable[..., ContainerCgroup], procs: Procs) -> None:
-    cg = v1_group()
-    proc = procs.held(["/bin/sh", "-c", "sleep 60 & sleep 60 & (sleep 60 &) ; wait"])
-    join(cg, proc)
-    release(proc)
-    wait_for(lambda: len(cg.pids()) >= 4)
-    cg.freeze()  # kill_all also works on a frozen group
-    cg.kill_all()
-    assert cg.pids() == []
-    assert proc.wait(5) == -signal.SIGKILL
-    cg.remove()
-    assert not any(p.exists() for p in cg.paths)
-    assert v1.open_existing(cg.name) is None
-
-
 # ---- v2 on the unified hierarchy of this hybrid host -------------------------------------
 
 
@@ -363,76 +281,6 @@ def test_v2_limits_need_controllers(v2: V2Driver) -> None:
         v2.create(name, CgroupLimits(memory_mb=64))
     assert not (v2.own / name).exists()
     assert not (v2.own / v2.daemon_leaf).exists()  # nothing to enable, so the daemon did not move
-
-
-def test_v2_bpf_device_program(v2_group: Callable[..., ContainerCgroup], procs: Procs, tmp_path: Path) -> None:
-    cg = v2_group()
-    assert cg.procs_files() == [str(cg.path / "cgroup.procs")]
-    policy = DevicePolicy.generic()
-    cg.apply_devices(policy)
-    nodes = make_nodes(tmp_path, {"mem": (1, 1), "kmsg": (1, 11), "zero": (1, 5), "pts3": (136, 3),
-                                  "pts4": (136, 4), "blk-ish": (7, 0)})
-    nodes["null"] = Path("/dev/null")
-    proc = procs.probe()
-    join(cg, proc)
-    got = check_against_policy(proc, policy, nodes)
-    assert got[f"{nodes['mem']}=r"] == errno.EPERM
-    assert got["/dev/null=w"] == 0 and got[f"{nodes['zero']}=r"] == 0
-
-    # Swap at runtime, including a hole inside the pts wildcard (which v1 cannot express).
-    policy.allow("c 1:11 r")
-    policy.deny("c 1:5")
-    policy.deny("c 136:3")
-    cg.apply_devices(policy)
-    got = check_against_policy(proc, policy, nodes)
-    assert got[f"{nodes['kmsg']}=r"] == 0 and got[f"{nodes['kmsg']}=w"] == errno.EPERM
-    assert got[f"{nodes['zero']}=r"] == errno.EPERM
-    assert got[f"{nodes['pts3']}=r"] == errno.EPERM and got[f"{nodes['pts4']}=r"] != errno.EPERM
-
-    # Only one program is attached after swaps: going back to a wider policy widens access.
-    wide = DevicePolicy.generic()
-    wide.allow("c 1:*")
-    cg.apply_devices(wide)
-    got = check_against_policy(proc, wide, nodes)
-    assert got[f"{nodes['zero']}=r"] == 0 and got[f"{nodes['mem']}=r"] != errno.EPERM
-
-    cg.kill_all()
-    cg.remove()
-    assert not cg.path.exists()
-
-
-def test_v2_freeze_kill_remove(v2: V2Driver, v2_group: Callable[..., ContainerCgroup], procs: Procs,
-                               tmp_path: Path) -> None:
-    cg = v2_group()
-    counter = tmp_path / "counter"
-    counter.write_text("0")
-    proc = procs.held(["/bin/sh", "-c", 'i=0; while :; do i=$((i+1)); echo $i > "$1"; sleep 0.01; done',
-                       "sh", str(counter)])
-    join(cg, proc)
-    release(proc)
-    wait_for(lambda: read_counter(counter) > 3)
-    cg.freeze()
-    assert cg.is_frozen()
-    frozen_at = read_counter(counter)
-    time.sleep(0.3)
-    assert read_counter(counter) == frozen_at
-    cg.thaw()
-    assert not cg.is_frozen()
-    wait_for(lambda: read_counter(counter) > frozen_at + 3)
-
-    sub = cg.path / "nested"  # kill and remove cover the whole subtree
-    sub.mkdir()
-    child = procs.held(["/bin/sleep", "60"])
-    (sub / "cgroup.procs").write_text(str(child.pid))
-    release(child)
-    assert child.pid in cg.pids()
-    cg.kill_all()
-    assert cg.pids() == []
-    assert proc.wait(5) == -signal.SIGKILL and child.wait(5) == -signal.SIGKILL
-    cg.remove()
-    assert not cg.path.exists()
-    assert v2.open_existing(cg.name) is None
-    cg.remove()
 
 
 def test_v2_daemon_moves_into_leaf(procs: Procs) -> None:
@@ -458,3 +306,111 @@ def test_v2_daemon_moves_into_leaf(procs: Procs) -> None:
     finally:
         procs.cleanup()
         rmdir_tree(own)  # bottom-up, retrying while the killed task leaves
+
+
+# ---- behaviour both drivers must share: one test, run on each --------------------------------
+
+
+@pytest.fixture(params=["v1", "v2"])
+def group(request: pytest.FixtureRequest, procs: Procs) -> Iterator[Callable[..., ContainerCgroup]]:
+    """A group factory on the v1 or the v2 driver (skipped where this host lacks the hierarchy)."""
+    if request.param == "v1":
+        drv: V1Driver | V2Driver = request.getfixturevalue("v1")
+    else:
+        drv = request.getfixturevalue("v2")
+    groups: list[ContainerCgroup] = []
+
+    def make(limits: CgroupLimits | None = None) -> ContainerCgroup:
+        cg = drv.create(f"cmltest{drv.version}-{os.getpid()}-{len(groups)}", limits or CgroupLimits())
+        groups.append(cg)
+        return cg
+
+    yield make
+    _cleanup_groups(groups)  # first: kill_all also ends frozen tasks, which a plain SIGKILL leaves waiting
+    procs.cleanup()
+
+
+def test_devices_follow_the_policy(group: Callable[..., ContainerCgroup], procs: Procs, tmp_path: Path) -> None:
+    cg = group()
+    policy = DevicePolicy.generic()
+    cg.apply_devices(policy)
+    nodes = make_nodes(tmp_path, {"mem": (1, 1), "kmsg": (1, 11), "zero": (1, 5), "pts3": (136, 3),
+                                  "pts4": (136, 4)})
+    nodes["null"] = Path("/dev/null")
+    proc = procs.probe()
+    join(cg, proc)
+    got = check_against_policy(proc, policy, nodes)
+    assert got[f"{nodes['mem']}=r"] == errno.EPERM
+    assert got["/dev/null=w"] == 0 and got[f"{nodes['zero']}=r"] == 0
+
+    sh = procs.held(["/bin/sh", "-c", 'head -c1 /dev/zero | od -An -tx1; head -c1 "$1"', "sh", str(nodes["mem"])])
+    join(cg, sh)
+    release(sh)
+    out, err = sh.communicate(timeout=10)
+    assert out.strip() == b"00"
+    assert b"Operation not permitted" in err
+
+    # A change at runtime: allow read of kmsg, withdraw zero.
+    policy.allow("c 1:11 r")
+    policy.deny("c 1:5")
+    cg.apply_devices(policy)
+    got = check_against_policy(proc, policy, nodes)
+    assert got[f"{nodes['kmsg']}=r"] == 0 and got[f"{nodes['kmsg']}=w"] == errno.EPERM
+    assert got[f"{nodes['zero']}=r"] == errno.EPERM
+
+    # A hole inside the pts wildcard: v2's program can express it, v1's lists cannot, and say so.
+    policy.deny("c 136:3")
+    if isinstance(cg, V1Cgroup):
+        with pytest.raises(RuntimeError, match="cannot deny"):
+            cg.apply_devices(policy)
+        return
+    cg.apply_devices(policy)
+    got = check_against_policy(proc, policy, nodes)
+    assert got[f"{nodes['pts3']}=r"] == errno.EPERM and got[f"{nodes['pts4']}=r"] != errno.EPERM
+    # Going back to a wider policy widens access: the old program is detached after a swap.
+    wide = DevicePolicy.generic()
+    wide.allow("c 1:*")
+    cg.apply_devices(wide)
+    got = check_against_policy(proc, wide, nodes)
+    assert got[f"{nodes['zero']}=r"] == 0 and got[f"{nodes['mem']}=r"] != errno.EPERM
+
+
+def test_freeze_and_thaw(group: Callable[..., ContainerCgroup], procs: Procs, tmp_path: Path) -> None:
+    cg = group()
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    proc = procs.held(["/bin/sh", "-c", 'i=0; while :; do i=$((i+1)); echo $i > "$1"; sleep 0.01; done',
+                       "sh", str(counter)])
+    join(cg, proc)
+    release(proc)
+    wait_for(lambda: read_counter(counter) > 3)
+    cg.freeze()
+    assert cg.is_frozen()
+    frozen_at = read_counter(counter)
+    time.sleep(0.3)
+    assert read_counter(counter) == frozen_at
+    cg.thaw()
+    assert not cg.is_frozen()
+    wait_for(lambda: read_counter(counter) > frozen_at + 3)
+
+
+def test_kill_all_even_frozen_and_remove(group: Callable[..., ContainerCgroup], procs: Procs) -> None:
+    cg = group()
+    proc = procs.held(["/bin/sh", "-c", "sleep 60 & sleep 60 & (sleep 60 &) ; wait"])
+    join(cg, proc)
+    release(proc)
+    wait_for(lambda: len(cg.pids()) >= 4)
+    if not isinstance(cg, V1Cgroup):  # kill and remove cover a nested subtree too (v2)
+        sub = cg.path / "nested"
+        sub.mkdir()
+        child = procs.held(["/bin/sleep", "60"])
+        (sub / "cgroup.procs").write_text(str(child.pid))
+        release(child)
+        assert child.pid in cg.pids()
+    cg.freeze()  # kill_all also works on a frozen group
+    cg.kill_all()
+    assert cg.pids() == []
+    assert proc.wait(5) == -signal.SIGKILL
+    cg.remove()
+    assert not any(p.exists() for p in cg.paths)
+    cg.remove()  # removing twice is harmless
