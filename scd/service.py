@@ -42,13 +42,20 @@ class Scd:
         log.warning("scd: %s is not implemented; answering CMD_UNKNOWN", Q.Code.Name(code))
         return T(code=T.CMD_UNKNOWN)
 
-    async def pull_csr(self) -> TokenToDaemon:
+    def _provisioning_refusal(self, what: str, error_code: int) -> TokenToDaemon | None:
+        """The reply when there is no identity to provision, or scd is not in provisioning mode."""
         if self.identity is None:
-            log.warning("PULL_DEVICE_CSR: no device identity (see the start-up log)")
-            return T(code=T.DEVICE_CSR_ERROR)
+            log.warning("%s: no device identity (see the start-up log)", what)
+            return T(code=error_code)  # type: ignore[arg-type]
         if not self.identity.provisioning:
-            log.warning("PULL_DEVICE_CSR refused: not in provisioning mode")
+            log.warning("%s refused: not in provisioning mode", what)
             return T(code=T.DEVICE_PROV_ERROR)
+        return None
+
+    async def pull_csr(self) -> TokenToDaemon:
+        if (refusal := self._provisioning_refusal("PULL_DEVICE_CSR", T.DEVICE_CSR_ERROR)) is not None:
+            return refusal
+        assert self.identity is not None
         try:
             csr = await asyncio.to_thread(self.identity.csr)
         except OSError as e:
@@ -57,12 +64,9 @@ class Scd:
         return T(code=T.DEVICE_CSR, device_csr=csr)
 
     async def push_cert(self, req: DaemonToToken) -> TokenToDaemon:
-        if self.identity is None:
-            log.warning("PUSH_DEVICE_CERT: no device identity (see the start-up log)")
-            return T(code=T.DEVICE_CERT_ERROR)
-        if not self.identity.provisioning:
-            log.warning("PUSH_DEVICE_CERT refused: not in provisioning mode")
-            return T(code=T.DEVICE_PROV_ERROR)
+        if (refusal := self._provisioning_refusal("PUSH_DEVICE_CERT", T.DEVICE_CERT_ERROR)) is not None:
+            return refusal
+        assert self.identity is not None
         try:
             await asyncio.to_thread(self.identity.install_certificate, req.device_cert)
         except (IdentityError, OSError) as e:

@@ -170,20 +170,26 @@ class ScdClient:
         if not (container_dir / PAIRED_MARKER).exists():
             raise TokenUnpaired(f"token of {container_dir.name} is not paired: run change_pin first")
 
+    async def _key_op(self, code: int, reply: int, field: str, token_uuid: str, token_type: int,
+                      container_uuid: str | None, key_field: str, key: bytes) -> TokenToDaemon:
+        req = Q(code=code, token_uuid=token_uuid, token_type=token_type,  # type: ignore[arg-type]
+                container_uuid=container_uuid or token_uuid)
+        setattr(req, key_field, key)
+        r = await self.request(req)
+        if r.code != reply or not r.HasField(field):
+            raise ScdCommandFailed(code, r.code, "token locked, missing or failing (see scd log)")
+        return r
+
     async def wrap_key(self, token_uuid: str, key: bytes, token_type: int = TokenType.SOFT,
                        container_uuid: str | None = None) -> bytes:
-        r = await self.request(Q(code=Q.WRAP_KEY, token_uuid=token_uuid, token_type=token_type,  # type: ignore[arg-type]
-                                 container_uuid=container_uuid or token_uuid, unwrapped_key=key))
-        if r.code != T.WRAPPED_KEY or not r.HasField("wrapped_key"):
-            raise ScdCommandFailed(Q.WRAP_KEY, r.code, "token locked, missing or failing (see scd log)")
+        r = await self._key_op(Q.WRAP_KEY, T.WRAPPED_KEY, "wrapped_key", token_uuid, token_type, container_uuid,
+                               "unwrapped_key", key)
         return r.wrapped_key
 
     async def unwrap_key(self, token_uuid: str, wrapped: bytes, token_type: int = TokenType.SOFT,
                          container_uuid: str | None = None) -> bytes:
-        r = await self.request(Q(code=Q.UNWRAP_KEY, token_uuid=token_uuid, token_type=token_type,  # type: ignore[arg-type]
-                                 container_uuid=container_uuid or token_uuid, wrapped_key=wrapped))
-        if r.code != T.UNWRAPPED_KEY or not r.HasField("unwrapped_key"):
-            raise ScdCommandFailed(Q.UNWRAP_KEY, r.code, "token locked, missing or failing (see scd log)")
+        r = await self._key_op(Q.UNWRAP_KEY, T.UNWRAPPED_KEY, "unwrapped_key", token_uuid, token_type,
+                               container_uuid, "wrapped_key", wrapped)
         if not r.unwrapped_key:
             raise CorruptKeyFile(f"the wrapped key of {token_uuid} does not unwrap (corrupt key file)")
         return r.unwrapped_key

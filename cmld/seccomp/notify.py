@@ -16,6 +16,8 @@ import errno
 import fcntl
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cmld.errors import CmldError
@@ -144,6 +146,17 @@ def read_mem(mem_fd: int, addr: int, size: int) -> bytes:
     return out
 
 
+@contextmanager
+def _efault_on_bad_address() -> Iterator[None]:
+    """/proc/<pid>/mem answers EIO for an unmapped address; the caller's syscall would get EFAULT."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.EIO, errno.EFAULT):
+            raise OSError(errno.EFAULT, "bad address in caller") from None
+        raise
+
+
 def read_string(mem_fd: int, addr: int, max_len: int = PATH_MAX) -> bytes:
     """A NUL-terminated string at `addr`, without the NUL. Reads page by page, so a string that
     ends just before an unmapped page is still read. ENAMETOOLONG if there is no NUL within
@@ -154,12 +167,8 @@ def read_string(mem_fd: int, addr: int, max_len: int = PATH_MAX) -> bytes:
     pos = addr
     while len(out) < max_len:
         want = min(_PAGE - pos % _PAGE, max_len - len(out))
-        try:
+        with _efault_on_bad_address():
             chunk = os.pread(mem_fd, want, pos)
-        except OSError as e:
-            if e.errno in (errno.EIO, errno.EFAULT):
-                raise OSError(errno.EFAULT, "bad address in caller") from None
-            raise
         nul = chunk.find(b"\0")
         if nul >= 0:
             out += chunk[:nul]
@@ -174,12 +183,8 @@ def read_string(mem_fd: int, addr: int, max_len: int = PATH_MAX) -> bytes:
 def write_mem(mem_fd: int, addr: int, data: bytes) -> None:
     if addr <= 0 or addr + len(data) > 1 << 63:
         raise OSError(errno.EFAULT, "bad address in caller")
-    try:
+    with _efault_on_bad_address():
         written = os.pwrite(mem_fd, data, addr)
-    except OSError as e:
-        if e.errno in (errno.EIO, errno.EFAULT):
-            raise OSError(errno.EFAULT, "bad address in caller") from None
-        raise
     if written != len(data):
         raise OSError(errno.EFAULT, "bad address in caller")
 

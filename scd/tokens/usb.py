@@ -13,6 +13,7 @@ Unlike the original, LOCK also forgets the cached auth code (nothing here relays
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
@@ -113,15 +114,21 @@ class UsbToken(Token):
             raise TokenError(f"pairing secret + PIN exceed {schsm.MAX_AUTH} bytes")
         return code
 
-    def _verify(self, code: bytearray) -> None:
+    @staticmethod
+    def _pin_status(send: Callable[[], int], what: str, failure: str) -> None:
+        """Run a PIN APDU; a wrong PIN and any other status word become their token errors."""
         try:
-            sw = schsm.verify_pin(self._tx, bytes(code))
+            sw = send()
         except ValueError as e:
             raise TokenError(str(e)) from e
         if schsm.wrong_pin(sw):
-            raise WrongPin(f"card rejected the PIN ({sw & 0xF} retries left on the card)")
+            raise WrongPin(f"card rejected the {what} ({sw & 0xF} retries left on the card)")
         if sw != schsm.SW_OK:
-            raise TokenError(f"PIN verification failed: SW {sw:04X} (PIN blocked on the card?)")
+            raise TokenError(f"{failure}: SW {sw:04X}")
+
+    def _verify(self, code: bytearray) -> None:
+        self._pin_status(lambda: schsm.verify_pin(self._tx, bytes(code)), "PIN",
+                         "PIN verification failed (PIN blocked on the card?)")
 
     def unlock(self, pin: bytearray, pairing_secret: bytearray) -> None:
         code = self._auth_code(pin, pairing_secret)
@@ -138,14 +145,7 @@ class UsbToken(Token):
         self._auth = None
 
     def _change(self, old: bytearray, new: bytearray) -> None:
-        try:
-            sw = schsm.change_pin(self._tx, bytes(old), bytes(new))
-        except ValueError as e:
-            raise TokenError(str(e)) from e
-        if schsm.wrong_pin(sw):
-            raise WrongPin(f"card rejected the old PIN ({sw & 0xF} retries left on the card)")
-        if sw != schsm.SW_OK:
-            raise TokenError(f"PIN change failed: SW {sw:04X}")
+        self._pin_status(lambda: schsm.change_pin(self._tx, bytes(old), bytes(new)), "old PIN", "PIN change failed")
 
     def provision_pin(self, transport_pin: bytearray, new_pin: bytearray, pairing_secret: bytearray) -> None:
         new = self._auth_code(new_pin, pairing_secret)
