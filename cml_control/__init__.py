@@ -1,1 +1,1 @@
-"""cml_control package."""
+"""cml-control and control: the command-line clients of cmld's control socket."""

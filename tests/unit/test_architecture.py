@@ -176,3 +176,17 @@ def test_no_package_file_over_400_lines() -> None:
     long = [f"{p.relative_to(REPO)}: {n}" for p in sources().values()
             if (n := len(p.read_text().splitlines())) > MAX_LINES]
     assert not long, "split these files (one concern per file):\n" + "\n".join(long)
+
+
+def test_relative_links_in_the_docs_resolve() -> None:
+    """README.md and docs/*.md link only to files a clone has."""
+    import re
+
+    broken = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "bench").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(REPO)}: {target}")
+    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
