@@ -14,6 +14,7 @@ from pathlib import Path
 from cml_common import daemon_runner, paths
 from cml_common.daemon_args import common_parser
 
+from . import cservice_binary
 from .control.dispatcher import Dispatcher
 from .control.server import ControlServer, ServerLimits
 from .host_power import HOST_POWEROFF, systemd_is_init
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "through systemd (cmld exits where systemd is not init), or just exit "
                          "(default %(default)s)")
     rt.add_argument("--no-autostart", action="store_true", help="do not start c0 and allow_autostart containers")
+    rt.add_argument("--cservice", type=Path, metavar="PATH",
+                    help="the in-container service binary placed at /sbin/cservice in every container (default: "
+                         "the first of " + ", ".join(str(p) for p in cservice_binary.search_path()) + ")")
     return ap.parse_args(argv)
 
 
@@ -67,11 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         state.load()
         await state.verify_guestos()
         layout = state.layout
+        cservice, cservice_note = cservice_binary.find(args.cservice)
+        if cservice is not None:
+            log.info("in-container service: %s", cservice_binary.describe(cservice))
+        else:
+            log.error("%s: containers whose init is /sbin/cservice (every GyroidOS GuestOS) or whose init "
+                      "is missing will not start", cservice_note)
         runtime = Runtime(settings.RuntimeSettings(
             base_dir=layout.base, run_dir=args.run_dir, containers_dir=layout.containers,
             guestos_dir=layout.guestos, shared_files_dir=layout.base / "files_shared", netns_dir=args.netns_dir,
             hosted=state.hosted, boot_timeout=args.boot_timeout, stop_timeout=args.stop_timeout,
             freeze_timeout=args.freeze_timeout, pids_max=args.pids_max, host_dns=state.device.host_dns,
+            cservice=cservice, cservice_note=cservice_note,
         ), state.guestos)
         runtime.setup()
         await asyncio.to_thread(runtime.recover)

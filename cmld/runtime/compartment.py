@@ -103,8 +103,10 @@ class Compartment:
             env = list(gos.init_env)
         env += list(c.config.init_env)
         run_dir = self.runtime.settings.run_dir / "containers" / c.uuid
+        st = self.runtime.settings
         return LaunchSpec(uuid=c.uuid, name=c.name, hostname=c.name, root_dir=str(run_dir / "root"),
-                          work_dir=str(run_dir / "work"), init=init, env=env, setup_mode=setup)
+                          work_dir=str(run_dir / "work"), init=init, env=env, setup_mode=setup,
+                          cservice=str(st.cservice) if st.cservice else "", cservice_note=st.cservice_note)
 
     async def start(self, *, setup: bool = False, key: bytearray | None = None) -> None:
         """Returns once init runs (BOOTING/SETUP); raises StartError with the reason otherwise.
@@ -154,6 +156,7 @@ class Compartment:
         self.runtime.records.write(ctx)
         await launcher.chan.send({"type": "go"})
         msg, fds = await launcher.recv("success")
+        self._log_init(spec, msg)
         names = msg.get("fds", [])
         ctx.received_fds = dict(zip(names, fds, strict=False))
         for m in self.modules:
@@ -173,6 +176,16 @@ class Compartment:
                 self._arm(self.runtime.settings.boot_timeout, "boot", self.kill)
             else:
                 self.set_state(S.RUNNING)
+
+    def _log_init(self, spec: LaunchSpec, success: dict[str, object]) -> None:
+        name = self.container.name
+        notes = success.get("notes")
+        for note in notes if isinstance(notes, list) else []:
+            log.warning("container %s: %s", name, note)
+        init = success.get("init")
+        if spec.init and init and init != spec.init[0]:
+            log.info("container %s: init %s is not in the container: running %s with the same arguments",
+                     name, spec.init[0], init)
 
     async def _abort(self, err: BaseException) -> None:
         if isinstance(err, StartError | LaunchError):
@@ -279,6 +292,21 @@ class Compartment:
         self.set_state(S.SHUTDOWN)
         self._arm(self.runtime.settings.stop_timeout, "stop", self.kill)
         for m in self.modules:
+            try:
+                if await m.stop(ctx):
+                    return
+            except Exception as e:
+                log.warning("container %s: %s could not stop it: %s", self.container.name, m.name, e)
+        log.warning("container %s: no clean way to stop it; killing", self.container.name)
+        self.kill()
+
+    async def continue_stop(self, after: Module) -> None:
+        """A stop hook that had taken care of the stop found it did not work (the service left
+        after SHUTDOWN): the hooks after it get their turn, then the kill, as in `stop`."""
+        ctx = self.ctx
+        if self.state != S.SHUTDOWN or ctx is None or after not in self.modules:
+            return
+        for m in self.modules[self.modules.index(after) + 1:]:
             try:
                 if await m.stop(ctx):
                     return

@@ -114,7 +114,7 @@ class Runtime:
             DevicesModule(self.assignments),
             NetworkModule(),
             VolumesModule(self.settings.guestos_dir, self.settings.shared_files_dir),
-            ServiceModule(comp.boot_completed, self.settings.host_dns),
+            ServiceModule(comp.boot_completed, self.settings.host_dns, comp.continue_stop),
             *([ControlSocketModule(self.serve_control)] if c.is_c0 and self.serve_control else []),
             HaltModule(),
             TimeModule(),
