@@ -71,7 +71,7 @@
 #define GRACE_MS 10000          /* SHUTDOWN as PID 1: SIGTERM, then SIGKILL after this */
 #define POWEROFF_WAIT_MS 10000  /* the guest's poweroff command may take this long */
 #define CLEAN_SHUTDOWN_MS 30000 /* then its init this long, before the forced way */
-#define FORCED_TERM_MS 3000     /* forced way: SIGTERM to everyone, this long before poweroff */
+#define FORCED_TERM_MS 2000     /* forced way: SIGTERM to everyone, this long before poweroff */
 
 /* ServiceToCmldMessage.Code */
 enum { BOOT_COMPLETED = 1, CONTAINER_CFG_NAME_REQ = 18, CONTAINER_CFG_DNS_REQ = 19, AUDIT_ACK = 21 };
