@@ -156,9 +156,11 @@ async def _boot_and_halt(root: Path, run: Path) -> bytes:
             code = S.FromString(body).code
             codes.append(code)
             if code == S.CONTAINER_CFG_NAME_REQ:
-                writer.write(encode_frame(C(code=C.CONTAINER_CFG_NAME, container_cfg_name="guest").SerializeToString()))
+                msg = C(code=C.CONTAINER_CFG_NAME, container_cfg_name="guest")
+                writer.write(encode_frame(msg.SerializeToString()))
             elif code == S.CONTAINER_CFG_DNS_REQ:
-                writer.write(encode_frame(C(code=C.CONTAINER_CFG_DNS, container_cfg_dns="192.0.2.1").SerializeToString()))
+                msg = C(code=C.CONTAINER_CFG_DNS, container_cfg_dns="192.0.2.1")
+                writer.write(encode_frame(msg.SerializeToString()))
             await writer.drain()
         closed.set()
         writer.close()
