@@ -102,8 +102,39 @@ class Guest:
         return p.read_text() if p.exists() else ""
 
 
+@pytest.fixture(scope="session")
+def asan_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same source with AddressSanitizer and UndefinedBehaviorSanitizer (dynamic: the chroot
+    gets its libraries), for the cases that feed it hostile input."""
+    out = tmp_path_factory.mktemp("service-asan") / "cservice"
+    subprocess.run(["gcc", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-fno-omit-frame-pointer", "-std=gnu11", "-o", str(out), str(TOP / "service/cservice.c")],
+                   capture_output=True, text=True, timeout=120, check=True)
+    return out
+
+
+def copy_with_libs(binary: Path, root: Path, dest: str) -> None:
+    shutil.copyfile(binary, root / dest.lstrip("/"))
+    (root / dest.lstrip("/")).chmod(0o755)
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        lib = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if lib.startswith("/"):
+            target = root / lib.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(lib).resolve(), target)
+            target.chmod(0o755)  # the ELF interpreter must be executable
+
+
+# Cases that feed the service hostile input run twice: the static binary, and a sanitized build
+# whose every report (written into the chroot's /tmp) fails the test.
+SANITIZED = pytest.mark.parametrize("guest", ["static", "asan"], indirect=True)
+
+
 @pytest.fixture
-def guest(binary: Path) -> Iterator[Guest]:
+def guest(request: pytest.FixtureRequest, binary: Path) -> Iterator[Guest]:
+    flavor = getattr(request, "param", "static")
     d = Path(tempfile.mkdtemp(prefix="cservice-"))  # short: socket paths are limited to 108 bytes
     try:
         root = d / "root"
@@ -114,12 +145,17 @@ def guest(binary: Path) -> Iterator[Guest]:
         (root / "bin" / "busybox").chmod(0o755)
         for a in APPLETS:
             (root / "bin" / a).symlink_to("busybox")
-        shutil.copyfile(binary, root / "sbin" / "cservice")
-        (root / "sbin" / "cservice").chmod(0o755)
+        if flavor == "asan":
+            copy_with_libs(request.getfixturevalue("asan_binary"), root, "/sbin/cservice")
+        else:
+            shutil.copyfile(binary, root / "sbin" / "cservice")
+            (root / "sbin" / "cservice").chmod(0o755)
         (root / "dev" / "null").touch()
         (root / "etc" / "hosts").write_text("stock hosts\n")
         (root / "etc" / "resolv.conf").write_text("stock resolv\n")
         yield Guest(root)
+        reports = {p.name: p.read_text(errors="replace") for p in (root / "tmp").glob("*san.*")}
+        assert not reports, reports
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -221,7 +257,9 @@ async def running(guest: Guest, *argv: str, mode: str = "") -> AsyncIterator[Run
         "unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount", "--uts", "--kill-child",
         "sh", "-ec", ENTER, "sh", str(guest.root), mode or "-", *argv,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+             # read by the sanitized build only; LeakSanitizer cannot stop the world in here
+             "ASAN_OPTIONS": "log_path=/tmp/asan:detect_leaks=0", "UBSAN_OPTIONS": "log_path=/tmp/ubsan"})
     try:
         yield Run(proc)
     finally:
@@ -243,6 +281,7 @@ def died_by(rc: int, sig: int) -> bool:
 # ------------------------------------------------------------------ PID 1 with a program
 
 
+@SANITIZED
 def test_program_mode_boot_files_handler_and_shutdown(guest: Guest) -> None:
     guest.script("/app", 'trap "echo got-term; exit 0" TERM; echo "args=$*"; echo "ppid=$PPID"; hostname; '
                          'while :; do sleep 0.1; done')
@@ -267,6 +306,7 @@ def test_program_mode_boot_files_handler_and_shutdown(guest: Guest) -> None:
     assert "starting as PID 1" in log and "boot completed" in log and "started /app" in log
 
 
+@SANITIZED
 def test_hosts_are_restored_from_the_stock_copy_at_every_boot(guest: Guest) -> None:
     async def boot_once(name: str) -> None:
         async with serving(FakeCmld(guest.sock, name_reply=reply(C.CONTAINER_CFG_NAME, name=name))) as cmld, \
@@ -505,6 +545,7 @@ def test_handler_shutdown_through_busybox_init_style_signal(guest: Guest, with_p
     assert ("poweroff exited with status 0" if with_poweroff else "sending signal 12 to init") in handler
 
 
+@SANITIZED
 def test_handler_ends_a_namespace_whose_init_handles_nothing(guest: Guest) -> None:
     """deb-boot: PID 1 is a shell that only sleeps; no signal reaches it. The handler ends every
     process and powers off the PID namespace (reboot(2) ends only the namespace, by SIGINT)."""
@@ -564,6 +605,7 @@ def test_help(binary: Path) -> None:
 # ------------------------------------------------------------------ hostile frames
 
 
+@SANITIZED
 def test_unknown_fields_of_every_wire_type_are_skipped(guest: Guest) -> None:
     name_body = (
         b"\x08\x11"                              # code = CONTAINER_CFG_NAME
@@ -589,6 +631,7 @@ def test_unknown_fields_of_every_wire_type_are_skipped(guest: Guest) -> None:
     run(body)
 
 
+@SANITIZED
 def test_malformed_and_unexpected_messages_are_logged_and_skipped(guest: Guest) -> None:
     bad = [
         b"",                        # no code (required)
@@ -622,6 +665,7 @@ def test_malformed_and_unexpected_messages_are_logged_and_skipped(guest: Guest) 
     assert guest.file("/etc/resolv.conf").read_text() == "nameserver 192.0.2.53\n"  # not the early one
 
 
+@SANITIZED
 @pytest.mark.parametrize("name,dns", [("evil\n10.0.0.1 bank", "192.0.2.53"), ("x" * 65, "192.0.2.53"),
                                       ("", "192.0.2.53"), ("demo-ct", "192.0.2.53\nnameserver 203.0.113.9"),
                                       ("demo-ct", "a b"), ("demo-ct", "")])
@@ -639,6 +683,7 @@ def test_names_that_would_inject_lines_are_refused(guest: Guest, name: str, dns:
     assert resolv == ("nameserver 192.0.2.53\n" if dns == "192.0.2.53" else "stock resolv\n")
 
 
+@SANITIZED
 def test_largest_frame_is_accepted_and_larger_ones_skipped(guest: Guest) -> None:
     head = b"\x08\x11\x6a\x06big-ct"
     pad = 65536 - len(head) - 1 - 3
@@ -657,6 +702,7 @@ def test_largest_frame_is_accepted_and_larger_ones_skipped(guest: Guest) -> None
     run(body)
 
 
+@SANITIZED
 def test_broken_stream_drops_the_connection_not_the_program(guest: Guest) -> None:
     guest.script("/app", "echo up; sleep 1; echo still-here; exit 7")
 
@@ -672,6 +718,7 @@ def test_broken_stream_drops_the_connection_not_the_program(guest: Guest) -> Non
     run(body)
 
 
+@SANITIZED
 def test_random_frames_never_crash_it(guest: Guest) -> None:
     """500 frames of random bytes (seeded), valid length prefixes, some cut short: PID 1 survives,
     keeps its program, and still obeys SHUTDOWN afterwards."""
@@ -703,6 +750,32 @@ def test_a_silent_cmld_does_not_hold_the_boot_forever(guest: Guest) -> None:
             rc, _, err = await r.finish(10)
             assert rc == 0 and err.count("no reply to request") == 2
     run(body)
+
+
+def test_sanitizer_reports_reach_the_checks(tmp_path: Path, asan_binary: Path) -> None:
+    """The sanitized runs above could not fail if a report got lost: a program with a heap
+    overflow, built and run the same way, leaves its report where the guest fixture looks."""
+    src = tmp_path / "overflow.c"
+    src.write_text("#include <stdlib.h>\nint main(void) { char *p = malloc(8); p[8] = 1; return p[0]; }\n")
+    prog = tmp_path / "overflow"
+    subprocess.run(["gcc", "-g", "-fsanitize=address,undefined", "-o", str(prog), str(src)], check=True, timeout=60)
+    d = Path(tempfile.mkdtemp(prefix="cservice-"))
+    try:
+        root = d / "root"
+        for sub in ("proc", "tmp", "dev", "sbin"):
+            (root / sub).mkdir(parents=True)
+        (root / "dev" / "null").touch()
+        copy_with_libs(prog, root, "/sbin/overflow")
+
+        async def body() -> None:
+            async with running(Guest(root), "/sbin/overflow") as r:
+                rc, _, _ = await r.finish()
+                assert rc != 0
+        run(body)
+        reports = list((root / "tmp").glob("asan.*"))
+        assert reports and "heap-buffer-overflow" in reports[0].read_text()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ the binary
