@@ -106,6 +106,9 @@ GUESTS = {
     # one static program and nothing else: no libc, no shell, no /sbin
     "nolibc": Guest("nolibc", "/sbin/cservice", [Image("root", "/", "squashfs", M.SHARED_RW, tree="nolibc")],
                     init_param=["/app", "serve", "static"], libc="none"),
+    # busybox init and a service of its own that leaves on SHUTDOWN without ending the container
+    "leaver": Guest("leaver", "/sbin/init", [Image("root", "/", "squashfs", M.SHARED_RW, tree="leaver")],
+                    libc="busybox", note="not a field GuestOS: a misbehaving service"),
     # musl, read-only root that ships a stale /sbin/cservice of its own (exits 99)
     "musl": Guest("musl", "/sbin/cservice", [Image("root", "/", "squashfs", M.SHARED, tree="musl")],
                   init_param=["/app", "serve", "musl"], libc="musl"),
@@ -166,7 +169,7 @@ def compile_app(work: Path, kind: str) -> Path:
     return out
 
 
-def _tree_trustx(root: Path, work: Path) -> None:
+def _busybox(root: Path) -> None:
     _dirs(root, *BASE_DIRS, "bin", "sbin", "usr/bin", "usr/sbin", "data", "etc/init.d", "var")
     _copy(BUSYBOX, root / "bin" / "busybox")
     applets = subprocess.run([str(BUSYBOX), "--list-full"], capture_output=True, text=True, check=True).stdout
@@ -174,6 +177,16 @@ def _tree_trustx(root: Path, work: Path) -> None:
         if rel != "bin/busybox" and not (root / rel).exists():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).symlink_to("/bin/busybox")
+
+
+def _tree_leaver(root: Path, work: Path) -> None:
+    _busybox(root)
+    _copy(compile_app(work, "static"), root / "app")
+    (root / "etc" / "inittab").write_text("::once:/app leave-on-shutdown\n::shutdown:/bin/umount -a -r\n")
+
+
+def _tree_trustx(root: Path, work: Path) -> None:
+    _busybox(root)
     etc = root / "etc"
     (etc / "inittab").write_text(GYROIDOS_INITTAB)
     (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -215,8 +228,8 @@ def _tree_musl(root: Path, work: Path) -> None:
     (root / "etc" / "resolv.conf").symlink_to("/run/resolv.conf")
 
 
-TREES = {"trustx": _tree_trustx, "converter": _tree_converter, "debboot": _tree_debboot, "nolibc": _tree_nolibc,
-         "musl": _tree_musl}
+TREES = {"leaver": _tree_leaver, "trustx": _tree_trustx, "converter": _tree_converter, "debboot": _tree_debboot,
+         "nolibc": _tree_nolibc, "musl": _tree_musl}
 
 
 def _pack(tree: Path, img: Path, fs_type: str) -> None:

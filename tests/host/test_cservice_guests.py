@@ -174,7 +174,8 @@ def check_boot(d: Daemon, name: str, guest: str, userns: bool) -> None:
     assert inside(pid, "/etc/resolv.conf").read_text() == f"nameserver {DNS}\n"
 
 
-GUEST_IDS = [g for g in field_guests.GUESTS if g != "musl" or field_guests.musl_available()]
+GUEST_IDS = [g for g in field_guests.GUESTS
+             if (g != "musl" or field_guests.musl_available()) and g != "leaver"]
 
 
 @pytest.mark.timeout(900)  # 20 cycles; a busybox init's halt alone takes two seconds
@@ -243,6 +244,21 @@ def test_converter_program_exit_ends_the_container(cmld_factory: DaemonFactory, 
     log = d.log_text()
     assert "container once: service reports boot completed" in log
     assert re.search(r"container once: init \d+ ended \(exit code 3\)", log), log[-2000:]
+
+
+def test_a_service_that_leaves_after_shutdown_does_not_leave_the_stop_to_the_timer(
+        cmld_factory: DaemonFactory, built: Path) -> None:
+    """The client that got SHUTDOWN closes and the container is still up (as when a stop meets
+    `cservice init` between its boot report and its exec): the stop goes on with `halt`."""
+    d = start_cmld(cmld_factory, built, "leaver")
+    create(d, cmld_factory.tmp, "lv", "leaver")
+    start_and_wait(d, "lv")
+    stop_and_wait(d, "lv")
+    log = d.log_text()
+    assert "container lv: SHUTDOWN sent to the service" in log
+    assert "container lv: the service closed its connection after SHUTDOWN and the container is still up" in log
+    assert "container lv: halt in the container: exit 0" in log
+    assert "stop timeout" not in log and re.search(r"container lv: init \d+ ended \(signal SIGINT\)", log)
 
 
 # ------------------------------------------------------------------ /sbin/cservice from the container's root
