@@ -20,9 +20,11 @@ The reference is runc on the very same root filesystem: the ext4 image's content
 * `runc run -d` of `sh -c "sleep 1000"`: create + start (reference for START -> reply);
 * `runc kill ID KILL` + `runc delete ID` (reference for STOP -> STOPPED);
 * `runc run -d` of the GuestOS's own `/sbin/init` (busybox init, with CAP_SYS_BOOT so that its
-  poweroff ends the PID namespace, as in cmld), then `runc kill ID USR2` (busybox init's poweroff,
-  which is what cmld's stop makes the in-container service send), waiting for init to exit, and
-  `runc delete ID`: the graceful reference for STOP -> STOPPED.
+  halt ends the PID namespace, as in cmld), then `runc kill ID USR1` (busybox init's halt, which
+  is what the `halt` that cmld's stop runs in the container sends: the demo GuestOS's init is
+  `cservice init`, which keeps no connection for a SHUTDOWN), waiting for init to exit, and
+  `runc delete ID`: the graceful reference for STOP -> STOPPED. Both run the GuestOS's inittab
+  shutdown actions.
 
 runc gets a private `--root` under the temporary directory, and this process makes itself a child
 subreaper that reaps the inits of detached runc containers, as cmld (a child subreaper) does for
@@ -395,18 +397,18 @@ class Runc:
         return int(json.loads(p.stdout)["pid"])
 
     def poweroff_delete(self, cid: str) -> int:
-        """`runc kill ID USR2` (busybox init's poweroff), wait for init to exit (pidfd), then
+        """`runc kill ID USR1` (busybox init's halt), wait for init to exit (pidfd), then
         `runc delete ID`. Starts only once init is idle (see wait_init_idle)."""
         pid = self.init_pid(cid)
         wait_init_idle(pid)
         fd = os.pidfd_open(pid)
         try:
             t0 = time.perf_counter_ns()
-            if self._run("kill", cid, "USR2") != 0:
-                raise self._fail(f"runc kill {cid} USR2")
+            if self._run("kill", cid, "USR1") != 0:
+                raise self._fail(f"runc kill {cid} USR1")
             readable, _, _ = select.select([fd], [], [], STATE_TIMEOUT_S)
             if not readable:
-                raise TimeoutError(f"init of runc container {cid} did not exit after SIGUSR2")
+                raise TimeoutError(f"init of runc container {cid} did not exit after SIGUSR1")
             reap(pid)
             self._delete(cid)
             return time.perf_counter_ns() - t0
@@ -441,17 +443,17 @@ def reap(pid: int) -> None:
 
 
 def wait_init_idle(pid: int, timeout: float = 10.0) -> None:
-    """Until busybox init `pid` has started the in-container service and waits for signals
-    (in sigtimedwait): the state init is in when cmld stops a container. A SIGUSR2 sent earlier
-    would find init still starting up, and its poweroff would take a second longer."""
+    """Until busybox init `pid` has run its sysinit actions and waits for signals (in
+    sigtimedwait): the state init is in when cmld stops a container. A SIGUSR1 sent earlier
+    would find init still starting up, and its halt would take a second longer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         wchan = Path(f"/proc/{pid}/wchan").read_text()
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if wchan.startswith("do_sigtimedwait") and children:
+        if wchan.startswith("do_sigtimedwait") and not children:
             return
         time.sleep(0.001)
-    raise TimeoutError(f"init {pid} of a runc container did not settle (waiting for signals with a child)")
+    raise TimeoutError(f"init {pid} of a runc container did not settle (waiting for signals, sysinit done)")
 
 
 def make_bundle(runc: Runc, rootfs: Path, bundle: Path, args: list[str], userns: bool,
@@ -768,7 +770,7 @@ def measure_containers(tmp: Path, stack: contextlib.ExitStack, runs: int, want_p
         ]
         if v.runc_poweroff.n:
             rows.append(Row.of(f"STOP -> STOPPED, {v.label}", stop,
-                               f"runc kill USR2 (init poweroff) + delete, {v.label}", v.runc_poweroff))
+                               f"runc kill USR1 (init halt) + delete, {v.label}", v.runc_poweroff))
     sections: list[tuple[str, list[tuple[str, Sample]]]] = []
     if want_profile:
         lines = cmld.log_lines()

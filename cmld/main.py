@@ -16,6 +16,7 @@ from cml_common.daemon_args import common_parser
 from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
 from cmld.daemon import Cmld
+from cmld.device import cservice_binary
 from cmld.device.power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
 from cmld.modules import settings
 from cmld.runtime.registry import Runtime
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "through systemd (cmld exits where systemd is not init), or just exit "
                          "(default %(default)s)")
     rt.add_argument("--no-autostart", action="store_true", help="do not start c0 and allow_autostart containers")
+    rt.add_argument("--cservice", type=Path, metavar="PATH",
+                    help="the in-container service binary placed at /sbin/cservice in every container (default: "
+                         "the first of " + ", ".join(str(p) for p in cservice_binary.search_path()) + ")")
     return ap.parse_args(argv)
 
 
@@ -66,11 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         state.load()
         await state.verify_guestos()
         layout = state.layout
+        cservice, cservice_note = cservice_binary.find(args.cservice)
+        if cservice is not None:
+            log.info("in-container service: %s", cservice_binary.describe(cservice))
+        else:
+            log.error("%s: containers whose init is /sbin/cservice (every GyroidOS GuestOS) or whose init "
+                      "is missing will not start", cservice_note)
         runtime = Runtime(settings.RuntimeSettings(
             base_dir=layout.base, run_dir=args.run_dir, containers_dir=layout.containers,
             guestos_dir=layout.guestos, shared_files_dir=layout.base / "files_shared", netns_dir=args.netns_dir,
             hosted=state.hosted, boot_timeout=args.boot_timeout, stop_timeout=args.stop_timeout,
             freeze_timeout=args.freeze_timeout, pids_max=args.pids_max, host_dns=state.device.host_dns,
+            cservice=cservice, cservice_note=cservice_note,
         ), state.guestos)
         runtime.setup()
         await asyncio.to_thread(runtime.recover)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the demo GuestOS: a busybox root filesystem with the static in-container service.
+"""Builds the demo GuestOS: a busybox root filesystem shaped like a GyroidOS GuestOS.
 
     build-guestos.py OUTDIR [--name busybox] [--version 1]
 
@@ -10,10 +10,16 @@ writes exactly
 and prints the config's path. The image is reproducible: fixed UUID and hash seed derived from
 name and version, every timestamp set to SOURCE_DATE_EPOCH (default 2024-01-01).
 
-Contents: /bin/busybox with a symlink per applet, /sbin/cml-service, /etc with passwd, group,
-hostname and a busybox-init inittab that only starts the service (cmld's SHUTDOWN makes the
-service send SIGUSR2, busybox init's poweroff). The root is mounted read-only, so /etc/hosts and
-/etc/resolv.conf are symlinks into /run (a tmpfs that cmld mounts), where the service writes them.
+As in GyroidOS (meta-trustx `trustx-coreos.conf`), init is `/sbin/cservice init`: cmld's
+in-container service, which cmld places at /sbin/cservice in every container (the image has none),
+reports the boot and execs busybox init (/sbin/init). The inittab is modelled on GyroidOS's:
+sysinit /etc/init.d/rcS; on shutdown /etc/init.d/rcK, `swapoff -a` and `umount -a -r` (which
+inside a container only ever touch the container's own mounts). cmld stops the container with
+`halt` (busybox init's halt: the shutdown actions, then the end of the PID namespace).
+
+Contents: /bin/busybox with a symlink per applet, /etc with passwd, group, hostname, inittab,
+init.d/rcS and rcK. The root is mounted read-only, so /etc/hosts and /etc/resolv.conf are
+symlinks into /run (a tmpfs that cmld mounts), where cservice writes them.
 """
 
 from __future__ import annotations
@@ -32,21 +38,39 @@ from pathlib import Path
 from cml_common.messages import guestos_pb2
 from cml_common.textconfig import to_text
 
-TOP = Path(__file__).resolve().parent.parent
 BUSYBOX = Path("/bin/busybox")
 BLOCK = 4096
 SLACK = 4 * 1024 * 1024
 DEFAULT_EPOCH = 1704067200  # 2024-01-01, when SOURCE_DATE_EPOCH is not set
-INITTAB = "::once:/sbin/cml-service\n::shutdown:/bin/true\n"  # never `umount -a` nor `swapoff`
+INITTAB = """\
+# busybox init of the demo GuestOS, modelled on GyroidOS's (meta-trustx busybox-inittab); cservice
+# (PID 1 before this init) has already reported the boot to cmld.
+::sysinit:/etc/init.d/rcS
+::ctrlaltdel:/sbin/reboot
+::shutdown:/etc/init.d/rcK
+::shutdown:/sbin/swapoff -a
+::shutdown:/bin/umount -a -r
+::restart:/sbin/init
+"""
+RCS = """\
+#!/bin/sh
+# Boot scripts (as GyroidOS's rcS): every executable /etc/rcS.d/S* in order, with "start".
+for s in /etc/rcS.d/S*; do
+    [ -x "$s" ] && "$s" start
+done
+exit 0
+"""
+RCK = """\
+#!/bin/sh
+# Shutdown scripts (as GyroidOS's rcK): every executable /etc/rc0.d/K* in order, with "stop".
+for s in /etc/rc0.d/K*; do
+    [ -x "$s" ] && "$s" stop
+done
+exit 0
+"""
 DIRS = {"bin": 0o755, "sbin": 0o755, "usr": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755, "dev": 0o755,
         "proc": 0o555, "sys": 0o555, "run": 0o755, "tmp": 0o1777, "data": 0o755, "etc": 0o755,
         "root": 0o700, "var": 0o755, "mnt": 0o755, "opt": 0o755, "srv": 0o755}
-
-
-def build_service() -> Path:
-    out = subprocess.run(["bash", str(TOP / "scripts" / "build-service.sh")], check=True,
-                         capture_output=True, text=True).stdout
-    return Path(out.strip())
 
 
 def applets() -> list[str]:
@@ -55,7 +79,7 @@ def applets() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip() and line.strip() != "bin/busybox"]
 
 
-def stage(root: Path, name: str, service: Path) -> None:
+def stage(root: Path, name: str) -> None:
     """Fills the staging directory with the root filesystem."""
     root.chmod(0o755)
     for d, mode in DIRS.items():
@@ -63,8 +87,6 @@ def stage(root: Path, name: str, service: Path) -> None:
         (root / d).chmod(mode)
     shutil.copyfile(BUSYBOX, root / "bin" / "busybox")
     (root / "bin" / "busybox").chmod(0o755)
-    shutil.copyfile(service, root / "sbin" / "cml-service")
-    (root / "sbin" / "cml-service").chmod(0o755)
     for rel in applets():
         link = root / rel
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +98,12 @@ def stage(root: Path, name: str, service: Path) -> None:
     for fname, text in files.items():
         (etc / fname).write_text(text)
         (etc / fname).chmod(0o644)
+    for d in ("init.d", "rcS.d", "rc0.d"):
+        (etc / d).mkdir()
+        (etc / d).chmod(0o755)
+    for fname, text in (("rcS", RCS), ("rcK", RCK)):
+        (etc / "init.d" / fname).write_text(text)
+        (etc / "init.d" / fname).chmod(0o755)
     (etc / "hosts").symlink_to("/run/hosts")
     (etc / "resolv.conf").symlink_to("/run/resolv.conf")
 
@@ -131,8 +159,9 @@ def sha256(path: Path) -> str:
 
 def guestos_config(name: str, version: int, img: Path) -> guestos_pb2.GuestOSConfig:
     M = guestos_pb2.GuestOSMount
-    cfg = guestos_pb2.GuestOSConfig(name=name, hardware="x86", version=version, init_path="/sbin/init")
-    cfg.description.en = f"{name} {version}: busybox with the CML service (demo GuestOS)"
+    cfg = guestos_pb2.GuestOSConfig(name=name, hardware="x86", version=version, init_path="/sbin/cservice")
+    cfg.init_param.append("init")
+    cfg.description.en = f"{name} {version}: busybox under cmld's in-container service (demo GuestOS)"
     cfg.mounts.append(M(image_file="root", mount_point="/", fs_type="ext4", mount_type=M.SHARED,
                         image_size=img.stat().st_size, image_sha2_256=sha256(img)))
     cfg.mounts.append(M(image_file="data", mount_point="/data", fs_type="ext4", mount_type=M.EMPTY,
@@ -143,7 +172,6 @@ def guestos_config(name: str, version: int, img: Path) -> guestos_pb2.GuestOSCon
 
 
 def build(outdir: Path, name: str, version: int) -> Path:
-    service = build_service()
     # mke2fs takes E2FSPROGS_FAKE_TIME=0 for "unset", so 0 becomes 1.
     epoch = max(1, int(os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_EPOCH))))
     fs_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"cml-guestos:{name}-{version}:root")
@@ -157,7 +185,7 @@ def build(outdir: Path, name: str, version: int) -> Path:
         with tempfile.TemporaryDirectory(prefix="guestos-") as staging:
             root = Path(staging) / "root"
             root.mkdir()
-            stage(root, name, service)
+            stage(root, name)
             set_times(root, epoch)
             with tmp_img.open("wb"):  # mkfs.ext4 creates a missing file too, but not quietly
                 pass

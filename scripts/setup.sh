@@ -10,7 +10,8 @@ APT_PACKAGES=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev   # venv + systemd-python build
     systemd                                                          # systemd-analyze verify
     ca-certificates git
-    libc6-dev                                                        # static build of the in-container service
+    libc6-dev                                                        # static build of the in-container service (cservice)
+    musl-tools                                                       # tests: a musl GuestOS for cservice (musl-gcc)
     busybox-static e2fsprogs                                         # demo GuestOS image (mkfs.ext4 -d)
     libseccomp2 util-linux iproute2 procps                           # runtime: seccomp binding, tests (nsenter, ip, ps)
     runc                                                             # bench reference: runc run of the same rootfs
@@ -44,4 +45,10 @@ if [ ! -e "$stamp" ]; then
     "$venv/bin/pip" install -q -e ".[dev]"
     rm -f "$venv"/.installed-*
     touch "$stamp"
+fi
+
+# The in-container service, where this venv's cmld finds it (<sys.prefix>/libexec/cml/cservice).
+svc=$(bash "$top/scripts/build-service.sh")
+if ! cmp -s "$svc" "$venv/libexec/cml/cservice"; then
+    install -D -m 0755 "$svc" "$venv/libexec/cml/cservice"
 fi

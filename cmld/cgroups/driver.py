@@ -7,6 +7,7 @@ it did not create. The per-version layouts are described in `v1` and `v2`.
 
 from __future__ import annotations
 
+import errno
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -70,6 +71,24 @@ class ContainerCgroup(ABC):
     @abstractmethod
     def oom_killed(self) -> int:
         """How many processes the kernel OOM-killed because of this group's memory limit."""
+
+    def sweep(self) -> str:
+        """kill_all for a group that may be gone already (its cleanup ran): "" when done or gone,
+        else what went wrong."""
+        try:
+            self.kill_all()
+        except FileNotFoundError:
+            return ""
+        except (OSError, RuntimeError) as e:
+            return "" if getattr(e, "errno", None) == errno.ENOENT else str(e)
+        return ""
+
+    def oom_kills(self) -> int:
+        """oom_killed, 0 where the group cannot be read any more."""
+        try:
+            return self.oom_killed()
+        except OSError:
+            return 0
 
     @abstractmethod
     def remove(self) -> None:

@@ -18,6 +18,7 @@ from cmld.launcher.early import EarlyMounts, fd_path
 from cmld.launcher.spec import ERR_GENERIC, ERR_SERVICE, ERR_TIME, ERR_VOL, MSG_GO, MSG_SUCCESS, LaunchSpec
 
 SERVICE_SOCKET = "/run/socket/cml-service"
+CSERVICE = "/sbin/cservice"
 CONTROL_SOCKET = "/run/socket/cml-control"
 
 # Files of /proc a container must not read (hidden behind /dev/null or an empty read-only tmpfs)
@@ -148,17 +149,36 @@ def _listen(path: str, mode: int) -> socket.socket:
     return s
 
 
-def _find_init(spec: LaunchSpec) -> str | None:
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _choose_init(spec: LaunchSpec) -> str | None:
+    """The file to execute as init, looked up inside the container (after the pivot): the
+    GuestOS init_path if it is an executable file there, else /sbin/cservice (the original's
+    rule, which checks the host's file system instead)."""
     if not spec.init:
         return None
-    path = spec.init[0]
-    if os.access(path, os.X_OK) and os.path.isfile(path):
-        return path
+    if _executable(spec.init[0]):
+        return spec.init[0]
+    if _executable(CSERVICE):
+        return CSERVICE
     return None
+
+
+def _no_init_message(spec: LaunchSpec, early: EarlyMounts) -> str:
+    why = early.cservice_problem or "it is not executable"
+    if not spec.init:
+        return "the GuestOS names no init"
+    if spec.init[0] == CSERVICE:
+        return f"init {CSERVICE} is not available in the container: {why}"
+    return (f"init {spec.init[0]} is missing or not executable in the container image, and {CSERVICE} is not "
+            f"there to fall back on: {why}")
 
 
 def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
     """Never returns: execs init, or exits after reporting an error to cmld."""
+    init: str | None = None
     try:
         chan.expect(MSG_GO)
         # The launcher's fd of the root belongs to the mount namespace it had before it
@@ -189,10 +209,12 @@ def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
                 _enter_time_namespace()
             except OSError as e:
                 raise ChildError(ERR_TIME, f"time namespace: {e}") from None
-        init = _find_init(spec)
+        init = _choose_init(spec)
         if init is None and not spec.setup_mode:
-            shown = spec.init[0] if spec.init else "(none)"
-            raise ChildError(ERR_GENERIC, f"init {shown} is missing or not executable in the container image")
+            raise ChildError(ERR_GENERIC, _no_init_message(spec, early))
+        notes: list[str] = []
+        if early.cservice_problem and spec.cservice:
+            notes.append(f"{CSERVICE} is not cmld's: {early.cservice_problem}")
         fds: list[int] = []
         names: list[str] = []
         sockets: list[socket.socket] = []
@@ -214,7 +236,7 @@ def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
             seccomp_fd = install_filter(allow_system_time=spec.allow_system_time)
             fds.append(seccomp_fd)
             names.append("seccomp")
-        chan.send({"type": MSG_SUCCESS, "fds": names}, fds)
+        chan.send({"type": MSG_SUCCESS, "fds": names, "init": init or "", "notes": notes}, fds)
         for sock in sockets:
             sock.close()
         if seccomp_fd >= 0:
@@ -224,7 +246,7 @@ def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
         _fail(chan, e.code, str(e))
     except Exception as e:
         _fail(chan, ERR_GENERIC, f"{type(e).__name__}: {e}")
-    _exec_init(spec, chan)
+    _exec_init(spec, chan, init)
 
 
 def _fail(chan: Channel, code: int, message: str) -> None:
@@ -234,7 +256,7 @@ def _fail(chan: Channel, code: int, message: str) -> None:
         os._exit(1)
 
 
-def _exec_init(spec: LaunchSpec, chan: Channel) -> None:
+def _exec_init(spec: LaunchSpec, chan: Channel, init: str | None) -> None:
     sync = chan.sock.fileno()
     os.set_inheritable(sync, False)
     # No fd of cmld or the launcher may reach the container; the sync socket closes on exec,
@@ -246,7 +268,6 @@ def _exec_init(spec: LaunchSpec, chan: Channel) -> None:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     os.umask(0o022)
-    init = _find_init(spec)
     if init is None:  # setup mode without init: keep the namespaces alive for `run`
         while True:
             signal.pause()

@@ -16,6 +16,7 @@ import stat
 
 from cmld import linux
 from cmld.errors import CmldError
+from cmld.launcher import cservice
 from cmld.launcher.spec import DevNode, LaunchSpec, MountOp
 
 
@@ -35,10 +36,11 @@ class EarlyMounts:
         self._n = 0
         self.base_flags = linux.MS_NOATIME | (0 if spec.setup_mode else linux.MS_NODEV)
         self.idmap_supported = True
+        self.cservice_problem = ""  # why /sbin/cservice is not cmld's (empty: it is)
 
     # ------------------------------------------------------------------ helpers
 
-    def _staging(self, what: str) -> str:
+    def staging(self, what: str) -> str:
         self._n += 1
         path = os.path.join(self.spec.work_dir, f"{self._n}-{what}")
         os.mkdir(path, 0o700)
@@ -99,7 +101,7 @@ class EarlyMounts:
         kernel or filesystem cannot (then the overlay gets the chown fallback of `_place`)."""
         if self.userns_fd is None or not self.idmap_supported:
             return staged
-        view = self._staging("idmapped")
+        view = self.staging("idmapped")
         src = os.open(staged, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         dst = os.open(view, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -129,7 +131,7 @@ class EarlyMounts:
             if self.userns_fd is None:
                 self._mount_image(op.source, root, op.fstype, op.readonly, op.data)
             else:
-                staged = self._staging("root")
+                staged = self.staging("root")
                 self._mount_image(op.source, staged, op.fstype, op.readonly, op.data)
                 target = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
@@ -148,7 +150,7 @@ class EarlyMounts:
         lowers: list[str] = []
         shifted = True  # every layer seen through the container's ID mapping (or no userns at all)
         for image in op.lower:
-            staged = self._staging("lower")
+            staged = self.staging("lower")
             self._mount_image(image, staged, op.lower_fstype or op.fstype, True, "")
             view = self._shifted(staged, readonly=True)
             shifted = shifted and (view != staged or self.userns_fd is None)
@@ -157,7 +159,7 @@ class EarlyMounts:
             if target_fd is None:
                 raise MountError("an overlay over an existing directory cannot be the root")
             # A clone of what is there already, which carries the root's idmapping if it has one.
-            base = self._staging("base")
+            base = self.staging("base")
             base_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 linux.bind_tree(target_fd, base_fd)
@@ -169,7 +171,7 @@ class EarlyMounts:
         opts = "lowerdir=" + ":".join(lowers)
         readonly = not (op.upper_image or op.upper_tmpfs)
         if not readonly:
-            upper_root = self._staging("upper")
+            upper_root = self.staging("upper")
             if op.upper_image:
                 self._mount_image(op.upper_image, upper_root, op.fstype, False, op.data)
             else:
@@ -179,7 +181,7 @@ class EarlyMounts:
             view = self._shifted(upper_root, readonly=False)
             shifted = shifted and (view != upper_root or self.userns_fd is None)
             opts += f",upperdir={view}/upper,workdir={view}/work"
-        staged = self._staging("overlay")
+        staged = self.staging("overlay")
         uid = self.spec.uid_start or 0
         try:
             with linux.fs_identity(uid, uid) if shifted and not readonly and uid else contextlib.nullcontext():
@@ -215,7 +217,7 @@ class EarlyMounts:
         fd = self.open_target(op.target)
         try:
             if op.kind == "image":
-                staged = self._staging("img")
+                staged = self.staging("img")
                 self._mount_image(op.source, staged, op.fstype, op.readonly, op.data)
                 self._place(staged, fd, op.readonly)
             elif op.kind == "tmpfs":
@@ -292,6 +294,10 @@ class EarlyMounts:
                 self.mount_op(op)
         self.populate_dev(self.spec.devices)
         self.mount_run()
+        try:
+            cservice.place(self)
+        except cservice.PlacementError as e:
+            self.cservice_problem = str(e)
 
 
 def _mkdirs_at(dir_fd: int, rel: str, uid: int) -> None:

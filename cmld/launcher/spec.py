@@ -81,8 +81,12 @@ class LaunchSpec:
     allow_system_time: bool = False
     service_socket: bool = True
     control_socket: bool = False  # c0 only: cmld's privileged control socket inside
+    # argv of init: [GuestOS init_path, *init_param]; if init_path is not an executable file in
+    # the container, /sbin/cservice is executed with this same argv (the original's fallback)
     init: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)
+    cservice: str = ""  # host path of the in-container service binary, placed at /sbin/cservice
+    cservice_note: str = ""  # why there is none (shown if init needs it)
     setup_mode: bool = False
 
     def to_json(self) -> bytes:

@@ -4,7 +4,7 @@ then the last restrictions the child applies right before exec. Cleanup runs in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cmld.cgroups.driver import CgroupDriver
@@ -34,7 +34,10 @@ class ModuleDeps:
     serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
 
 
-def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None]) -> list[Module]:
+def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
+                      continue_stop: Callable[[Module], Awaitable[None]]) -> list[Module]:
+    """`on_boot_completed`: the service reported BOOT_COMPLETED; `continue_stop`: the service
+    that received SHUTDOWN left without ending the container (the stop goes on with halt)."""
     s = deps.settings
     return [
         UserNamespaceModule(),
@@ -42,7 +45,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         DevicesModule(deps.assignments),
         NetworkModule(),
         VolumesModule(s.guestos_dir, s.shared_files_dir),
-        ServiceModule(on_boot_completed, s.host_dns),
+        ServiceModule(on_boot_completed, s.host_dns, continue_stop),
         *([ControlSocketModule(deps.serve_control)] if c.is_c0 and deps.serve_control else []),
         HaltModule(),
         TimeModule(),

@@ -3,6 +3,11 @@
 The child binds the socket inside the container and hands the listening fd to cmld. A service
 reports BOOT_COMPLETED (BOOTING -> RUNNING), asks for the hostname and DNS server, and receives
 SHUTDOWN when the container is stopped. Unsolicited messages go to the first connected client.
+
+`cservice init` closes its connection right after BOOT_COMPLETED and execs the guest's init, so a
+stop that comes in that instant may hand SHUTDOWN to a connection that is about to close: when
+the client that got SHUTDOWN goes away and the container is still up a moment later, the stop
+goes on with the next way (`halt` in the container) instead of waiting for the kill timer.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from cml_common.aioframing import read_frame, write_frame
 from cml_common.framing import FramingError, MessageError, parse, serialize
 from cml_common.messages.c_service_pb2 import CmldToServiceMessage, ServiceToCmldMessage
+from cml_common.messages.container_pb2 import ContainerState
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
 
@@ -23,17 +29,22 @@ MAX_CLIENTS = 8
 MAX_SERVICE_FRAME = 1 << 20
 S2C = ServiceToCmldMessage
 C2S = CmldToServiceMessage
+SHUTDOWN_LOST_GRACE = 1.0  # s: a service that got SHUTDOWN and left, and the container still up
 
 
 class ServiceModule(Module):
     name = "service"
 
-    def __init__(self, on_boot_completed: Callable[[], None], host_dns: str) -> None:
+    def __init__(self, on_boot_completed: Callable[[], None], host_dns: str,
+                 on_shutdown_lost: Callable[[Module], Awaitable[None]] | None = None) -> None:
         self.on_boot_completed = on_boot_completed
         self.host_dns = host_dns
+        self.on_shutdown_lost = on_shutdown_lost
         self.server: asyncio.AbstractServer | None = None
         self.clients: list[asyncio.StreamWriter] = []
         self.ctx: StartContext | None = None
+        self.shutdown_target: asyncio.StreamWriter | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def prepare(self, ctx: StartContext) -> None:
         ctx.spec.service_socket = True
@@ -73,6 +84,19 @@ class ServiceModule(Module):
             if writer in self.clients:
                 self.clients.remove(writer)
             writer.close()
+            if writer is self.shutdown_target:
+                self.shutdown_target = None
+                task = asyncio.ensure_future(self._shutdown_lost(ctx))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _shutdown_lost(self, ctx: StartContext) -> None:
+        await asyncio.sleep(SHUTDOWN_LOST_GRACE)
+        if self.ctx is not ctx or ctx.container.state != ContainerState.SHUTDOWN or self.on_shutdown_lost is None:
+            return
+        log.info("container %s: the service closed its connection after SHUTDOWN and the container is still up; "
+                 "going on with the next way to stop it", ctx.container.name)
+        await self.on_shutdown_lost(self)
 
     async def _handle(self, ctx: StartContext, msg: ServiceToCmldMessage, writer: asyncio.StreamWriter) -> None:
         cfg = ctx.container.config
@@ -84,6 +108,10 @@ class ServiceModule(Module):
         elif msg.code == S2C.CONTAINER_CFG_DNS_REQ:
             dns = cfg.dns_server or self.host_dns
             await write_frame(writer, serialize(C2S(code=C2S.CONTAINER_CFG_DNS, container_cfg_dns=dns)))
+        elif msg.code == S2C.AUDIT_ACK:
+            # cservice sends one when it settles as the long-lived handler; audit records are not
+            # forwarded to containers yet, so there is nothing to answer.
+            log.debug("container %s: service AUDIT_ACK", cfg.name)
         else:
             log.info("container %s: service message %s not handled", cfg.name, S2C.Code.Name(msg.code))
 
@@ -95,10 +123,14 @@ class ServiceModule(Module):
         except (ConnectionError, OSError) as e:
             log.info("container %s: SHUTDOWN not delivered: %s", ctx.container.name, e)
             return False
+        self.shutdown_target = self.clients[0]
         log.info("container %s: SHUTDOWN sent to the service", ctx.container.name)
         return True
 
     async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.shutdown_target = None
         for w in self.clients:
             w.close()
         self.clients.clear()

@@ -25,3 +25,5 @@ class RuntimeSettings:
     freeze_timeout: float = FREEZE_TIMEOUT
     pids_max: int = DEFAULT_PIDS_MAX
     host_dns: str = ""
+    cservice: Path | None = None  # the in-container service binary placed at /sbin/cservice
+    cservice_note: str = ""  # why there is none

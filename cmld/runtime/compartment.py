@@ -9,7 +9,6 @@ volume), so nothing half-made survives a failed start.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import shutil
 import signal
@@ -30,7 +29,7 @@ from cmld.modules.devices import DevicesModule
 from cmld.modules.service import ServiceModule
 from cmld.modules.settings import RuntimeSettings
 from cmld.runtime.freezer import Freezer
-from cmld.runtime.launch_spec import base_spec
+from cmld.runtime.launch_spec import base_spec, log_init_notes
 from cmld.runtime.records import RecordStore
 from cmld.runtime.spawn import InitWatcher, Launcher
 from cmld.runtime.transitions import STARTABLE, STOPPABLE, allowed
@@ -176,6 +175,7 @@ class Compartment:
         self.runtime.records.write(ctx)
         await launcher.chan.send({"type": "go"})
         msg, fds = await launcher.recv("success")
+        log_init_notes(self.container.name, spec, msg)
         names = msg.get("fds", [])
         ctx.received_fds = dict(zip(names, fds, strict=False))
         for m in self.modules:
@@ -306,7 +306,12 @@ class Compartment:
         assert ctx is not None
         self.set_state(S.SHUTDOWN)
         self._arm(self.runtime.settings.stop_timeout, "stop", self.kill)
-        for m in self.modules:
+        await self._stop_hooks(ctx, self.modules)
+
+    async def _stop_hooks(self, ctx: StartContext, modules: list[Module]) -> None:
+        """Each module's stop hook in order until one takes care of it (the service's SHUTDOWN, then
+        `halt`); if none can, the container is killed."""
+        for m in modules:
             try:
                 if await m.stop(ctx):
                     return
@@ -334,6 +339,14 @@ class Compartment:
         finally:
             if not self.container.is_active:
                 self._no_restart = False
+
+    async def continue_stop(self, after: Module) -> None:
+        """A stop hook that had taken care of the stop found it did not work (the service left
+        after SHUTDOWN): the hooks after it get their turn, then the kill, as in `stop`."""
+        ctx = self.ctx
+        if self.state != S.SHUTDOWN or ctx is None or after not in self.modules:
+            return
+        await self._stop_hooks(ctx, self.modules[self.modules.index(after) + 1:])
 
     async def wait_stopped(self, timeout: float | None = None) -> bool:
         try:
@@ -367,23 +380,12 @@ class Compartment:
 
     def kill_cgroup(self) -> None:
         """SIGKILL to everything in the container's cgroup (runs in a thread: it waits)."""
-        cg = self.cgroup
-        if cg is None:
-            return
-        try:
-            cg.kill_all()
-        except FileNotFoundError:
-            pass  # already removed by the cleanup
-        except (OSError, RuntimeError) as e:
-            if getattr(e, "errno", None) != errno.ENOENT:
-                log.warning("container %s: killing its cgroup: %s", self.container.name, e)
+        why = self.cgroup.sweep() if self.cgroup is not None else ""
+        if why:
+            log.warning("container %s: killing its cgroup: %s", self.container.name, why)
 
     def oom_kills(self) -> int:
-        cg = self.cgroup
-        try:
-            return cg.oom_killed() if cg is not None else 0
-        except OSError:
-            return 0
+        return self.cgroup.oom_kills() if self.cgroup is not None else 0
 
     def dev_access(self, rule_text: str) -> str:
         """CONTAINER_DEV_ACCESS on the running container; returns what was done ("allowed"/"denied")."""

@@ -104,8 +104,9 @@ class Runtime:
 
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
+        comp = self.compartment(c)
         deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control)
-        return container_modules(c, deps, self.compartment(c).boot_completed)
+        return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:
         c = comp.container

@@ -1,7 +1,7 @@
 """The guest's root disk: the cached rootfs tarball, the kernel's modules, the project wheel,
-its systemd units, a hosted-mode device.conf and the demo GuestOS, packed into an ext4 image by
-`mke2fs -d` (no loop device, no device-mapper on the host). Cached by all of those inputs, so a
-code change repacks only this image (seconds)."""
+its systemd units, a hosted-mode device.conf, the demo GuestOS and the in-container service
+`cservice`, packed into an ext4 image by `mke2fs -d` (no loop device, no device-mapper on the
+host). Cached by all of those inputs, so a code change repacks only this image (seconds)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,18 @@ def install_suite(stage: Path) -> None:
     run(["systemctl", f"--root={stage}", "enable", *UNITS])
     run(["systemctl", f"--root={stage}", "mask", *MASKED])
     run([sys.executable, REPO / "scripts" / "build-guestos.py", stage / "var" / "lib" / "cml" / "operatingsystems"])
+    install_cservice(stage)
+
+
+def install_cservice(stage: Path) -> None:
+    """The in-container service where cmld looks first (/usr/libexec/cml/cservice): the demo
+    GuestOS, like every GyroidOS GuestOS, runs /sbin/cservice as init."""
+    with tempfile.TemporaryDirectory(prefix="cservice-") as tmp:
+        run(["bash", REPO / "scripts" / "build-service.sh", Path(tmp) / "cservice"])
+        dest = stage / "usr" / "libexec" / "cml" / "cservice"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tmp) / "cservice", dest)
+        dest.chmod(0o755)
 
 
 def tree_size(root: Path) -> int:

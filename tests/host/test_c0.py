@@ -99,7 +99,9 @@ def test_c0_failing_to_start_holds_back_the_others(cmld_factory: DaemonFactory, 
     install_guestos(guestos_src, base, name="busybox")
     (base / "containers").mkdir(mode=0o700)
     (base / "containers" / f"{uuidlib.uuid4()}.conf").write_text(container_conf("svc", allow_autostart=True))
-    d = cmld_factory.start("--c0-down", "exit", base=base, device_conf=DEVICE_CONF)
+    # no /sbin/cservice to fall back on either
+    d = cmld_factory.start("--c0-down", "exit", "--cservice", str(base / "no-cservice"), base=base,
+                           device_conf=DEVICE_CONF)
     deadline = time.monotonic() + 20
     while "c0 did not come up" not in d.log_text() and time.monotonic() < deadline:
         time.sleep(0.1)

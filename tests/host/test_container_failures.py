@@ -207,11 +207,14 @@ def test_empty_image_larger_than_free_space_is_refused(cmld_factory: DaemonFacto
         subprocess.run(["umount", "-l", str(base)], check=False)
 
 
-def test_missing_init_is_refused(env: Env) -> None:
+def test_missing_init_without_cservice_to_fall_back_on_is_refused(env: Env) -> None:
+    """A missing init_path falls back to /sbin/cservice (test_cservice_guests.py); without the
+    binary the start is refused, naming both."""
     install_guestos(env.src, env.base, name="noinit", init_path="/sbin/nonexistent")
-    d = env.cmld(*FAST)
+    d = env.cmld(*FAST, "--cservice", str(env.tmp / "no-cservice"))
     u = env.create(d, "c1", guestos="noinit")
-    assert_refused(d, "c1", start(d, "c1"), "/sbin/nonexistent")
+    assert_refused(d, "c1", start(d, "c1"), "init /sbin/nonexistent is missing", "/sbin/cservice",
+                   "no usable cservice binary")
     assert container_procs(u) == []
     assert_healthy(env, d, u)
 

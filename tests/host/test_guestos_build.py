@@ -63,7 +63,8 @@ def test_outputs_and_config(built: tuple[Path, Path]) -> None:
         "busybox-1", "busybox-1.conf", "busybox-1/root.img"]
 
     cfg = load_text_file(conf, GuestOSConfig)
-    assert (cfg.name, cfg.hardware, cfg.version, cfg.init_path) == ("busybox", "x86", 1, "/sbin/init")
+    assert (cfg.name, cfg.hardware, cfg.version, cfg.init_path) == ("busybox", "x86", 1, "/sbin/cservice")
+    assert list(cfg.init_param) == ["init"]  # as GyroidOS's trustx-coreos.conf
     assert cfg.description.en
     root, data, tmp = cfg.mounts
     assert (root.image_file, root.mount_point, root.fs_type, root.mount_type) == ("root", "/", "ext4",
@@ -84,8 +85,13 @@ def test_image_contents(built: tuple[Path, Path], tmp_path: Path) -> None:
     assert "has_journal" not in stats
 
     sbin = debugfs(img, "ls -l /sbin")
-    assert " cml-service" in sbin and " init" in sbin
-    assert debugfs(img, "cat /etc/inittab") == "::once:/sbin/cml-service\n::shutdown:/bin/true\n"
+    assert " init" in sbin and "cservice" not in sbin and "cml-service" not in sbin  # cmld brings cservice
+    inittab = debugfs(img, "cat /etc/inittab")
+    for line in ("::sysinit:/etc/init.d/rcS", "::shutdown:/etc/init.d/rcK", "::shutdown:/sbin/swapoff -a",
+                 "::shutdown:/bin/umount -a -r", "::restart:/sbin/init"):
+        assert line in inittab.splitlines(), line
+    for script in ("rcS", "rcK"):
+        assert "Mode:  0755" in debugfs(img, f"stat /etc/init.d/{script}")
     assert debugfs(img, "cat /etc/passwd") == "root:x:0:0:root:/root:/bin/sh\n"
     assert 'Fast link dest: "/run/hosts"' in debugfs(img, "stat /etc/hosts")
     assert 'Fast link dest: "/run/resolv.conf"' in debugfs(img, "stat /etc/resolv.conf")
@@ -96,13 +102,6 @@ def test_image_contents(built: tuple[Path, Path], tmp_path: Path) -> None:
     applets = subprocess.run(["/bin/busybox", "--list-full"], capture_output=True, text=True, check=True).stdout
     for rel in applets.split():
         assert debugfs(img, f'stat "/{rel}"'), rel  # empty output: not found
-
-    # The service in the image is the static binary and runs (not PID 1, bad usage: exit 2).
-    svc = tmp_path / "cml-service"
-    subprocess.run(["debugfs", "-R", f"dump /sbin/cml-service {svc}", str(img)], capture_output=True, check=True)
-    svc.chmod(0o755)
-    p = subprocess.run([str(svc), "--bogus"], capture_output=True, text=True, timeout=10, check=False)
-    assert p.returncode == 2 and p.stderr.startswith("usage: cml-service")
 
 
 def test_reproducible_and_named(built: tuple[Path, Path], tmp_path: Path) -> None:
@@ -120,10 +119,13 @@ def test_reproducible_and_named(built: tuple[Path, Path], tmp_path: Path) -> Non
     assert debugfs(img, "cat /etc/hostname") == "tiny\n"
 
 
-def test_image_boots_busybox_init_and_powers_off_on_shutdown(built: tuple[Path, Path]) -> None:
-    """The unpacked image under its own busybox init (PID 1 of a new PID namespace, chroot), with a
-    fake cmld on /run/socket/cml-service: the service reports, writes /run/hosts and /run/resolv.conf
-    through the /etc symlinks, and SHUTDOWN powers the guest off."""
+def test_image_boots_under_cservice_init_and_halts(built: tuple[Path, Path]) -> None:
+    """The unpacked image with cservice at /sbin/cservice (where cmld places it), run as
+    `/sbin/cservice init` = PID 1 of new user, PID, mount and UTS namespaces in a chroot, with a
+    fake cmld on /run/socket/cml-service: the service reports, writes /run/hosts and
+    /run/resolv.conf through the /etc symlinks, closes and execs busybox init, which runs rcS; a
+    halt (SIGUSR1, what `halt` sends) runs the shutdown actions and ends the namespace. The user
+    namespace keeps `umount -a -r` away from anything of the host."""
     out, _ = built
     work = Path(tempfile.mkdtemp(prefix="cmlgos-"))  # short: socket paths are limited to 108 bytes
     try:
@@ -131,18 +133,23 @@ def test_image_boots_busybox_init_and_powers_off_on_shutdown(built: tuple[Path, 
         root.mkdir()
         subprocess.run(["debugfs", "-R", f"rdump / {root}", str(out / "busybox-1" / "root.img")],
                        capture_output=True, check=True, timeout=60)
-        assert (root / "sbin" / "cml-service").is_file()
+        service = subprocess.run(["bash", str(TOP / "scripts/build-service.sh"), str(work / "cservice")],
+                                 capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+        shutil.copyfile(service, root / "sbin" / "cservice")
+        (root / "sbin" / "cservice").chmod(0o755)
+        (root / "etc" / "init.d" / "rcK").write_text("#!/bin/sh\necho rcK ran > /run/rcK.done\n")
         (run / "socket").mkdir(parents=True)
-        asyncio.run(asyncio.wait_for(_boot_and_shutdown(root, run), 60))
-        assert (run / "hosts").read_text() == "127.0.0.1\tlocalhost\n127.0.1.1\tguest\n"
+        output = asyncio.run(asyncio.wait_for(_boot_and_halt(root, run), 60))
+        assert (run / "hosts").read_text() == "127.0.1.1\t guest\n"  # the original's line; no stock file
         assert (run / "resolv.conf").read_text() == "nameserver 192.0.2.1\n"
+        assert (run / "rcK.done").read_text() == "rcK ran\n", output
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _boot_and_shutdown(root: Path, run: Path) -> None:
+async def _boot_and_halt(root: Path, run: Path) -> bytes:
     codes: list[int] = []
-    booted = asyncio.Event()
+    closed = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while (body := await read_frame(reader)) is not None:
@@ -150,29 +157,38 @@ async def _boot_and_shutdown(root: Path, run: Path) -> None:
             codes.append(code)
             if code == S.CONTAINER_CFG_NAME_REQ:
                 msg = C(code=C.CONTAINER_CFG_NAME, container_cfg_name="guest")
+                writer.write(encode_frame(msg.SerializeToString()))
             elif code == S.CONTAINER_CFG_DNS_REQ:
                 msg = C(code=C.CONTAINER_CFG_DNS, container_cfg_dns="192.0.2.1")
-            else:  # BOOT_COMPLETED: the guest is up, power it off again
-                msg = C(code=C.SHUTDOWN)
-                booted.set()
-            writer.write(encode_frame(msg.SerializeToString()))
+                writer.write(encode_frame(msg.SerializeToString()))
             await writer.drain()
+        closed.set()
         writer.close()
 
     sock = run / "socket" / "cml-service"
     server = await asyncio.start_unix_server(serve, path=str(sock))
-    script = 'mount --bind "$2" "$1/run"; mount -t proc proc "$1/proc"; exec chroot "$1" /sbin/init'
+    script = 'mount --bind "$2" "$1/run"; mount -t proc proc "$1/proc"; exec chroot "$1" /sbin/cservice init'
     proc = await asyncio.create_subprocess_exec(
-        "unshare", "--pid", "--fork", "--mount", "--uts", "--kill-child", "sh", "-ec", script, "sh",
-        str(root), str(run), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        "unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount", "--uts", "--kill-child", "sh", "-ec",
+        script, "sh", str(root), str(run), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), 30)
-        assert booted.is_set(), output
+        await asyncio.wait_for(closed.wait(), 15)  # `cservice init` keeps no connection
         assert codes == [S.CONTAINER_CFG_NAME_REQ, S.CONTAINER_CFG_DNS_REQ, S.BOOT_COMPLETED]
-        assert b"Requesting system poweroff" in output
-        # reboot(POWER_OFF) by a PID namespace's init ends it with SIGINT; unshare passes that on.
+        for _ in range(100):
+            init = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if init and os.readlink(f"/proc/{init[0]}/exe").endswith("/bin/busybox"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("busybox init did not start")
+        await asyncio.sleep(0.3)  # its sysinit
+        os.kill(int(init[0]), signal.SIGUSR1)  # busybox `halt`
+        output, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert b"Requesting system halt" in output, output
+        # reboot(HALT) by a PID namespace's init ends it with SIGINT; unshare passes that on.
         assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT), output
+        return output
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -83,6 +83,11 @@ def test_busybox_container_runs_under_cgroup_v2_with_its_memory_limit(system_boo
     assert data["state_after_hog"] == "RUNNING"
     assert data["stop"]["rc"] == 0 and data["state_after_stop"] == "STOPPED"
     assert not data["group_left_after_stop"]
+    # init is /sbin/cservice (from /usr/libexec/cml/cservice), which execs busybox init; the stop
+    # is busybox's own halt, never the kill timer.
+    log = "\n".join(data["container_log"])
+    assert "service reports boot completed" in log and "halt in the container: exit 0" in log, log
+    assert "stop timeout" not in log and "ended (signal SIGINT" in log, log
 
 
 def test_the_harness_left_nothing_behind(system_boot: Boot) -> None:

@@ -77,5 +77,7 @@ def check() -> dict[str, Any]:
         e.data.update(data)
         raise
     finally:
-        data["cmld_log_tail"] = sh("journalctl", "-b", "-u", "cmld", "-o", "cat", "-n", "25").text
+        full = sh("journalctl", "-b", "-u", "cmld", "-o", "cat", "-n", "2000").text
+        data["cmld_log_tail"] = "\n".join(full.splitlines()[-25:])
+        data["container_log"] = [ln for ln in full.splitlines() if f"container {NAME}" in ln]
         conf.unlink(missing_ok=True)
