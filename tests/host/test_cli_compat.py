@@ -450,3 +450,16 @@ def test_daemon_serves_on_after_hostile_clients(cmld: Daemon, tmp_path: Path) ->
     assert cmld.alive()
     assert run("control", cmld.socket, "list").rc == 0
 
+
+
+def test_pin_reader_container(cmld: Daemon, tmp_path: Path) -> None:
+    """A container whose PIN is typed on a PIN pad: the original's notes go to stdout, before the
+    reply; `--key` is sent anyway, with a warning."""
+    create(cmld, tmp_path, "pad", "usb_pin_entry: true\ntoken_type: USB\n")
+    r = run("control", cmld.socket, "start", "pad", "--key=1234")
+    assert r.rc == 0 and r.out.startswith(
+        "WARN: argument --key will be ignored for containers configured with USB pin reader\n"
+        "Please Enter your password via pin reader\ncode: RESPONSE\n"), r.out
+    r = run("cml-control", cmld.socket, "start", "pad")
+    assert r.rc == 1 and r.out.startswith("code: RESPONSE\n") and "Please Enter your password via pin reader" in r.err
+    assert "Password:" not in r.out + r.err

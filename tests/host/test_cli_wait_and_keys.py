@@ -128,3 +128,21 @@ def test_setup_forms_and_wait_outcomes(cmld_factory: DaemonFactory, guestos_src:
         r = run(prog, d.socket, "start", "brief", "--wait")
         assert response(r) == "CONTAINER_START_OK" and r.rc == 4, r.out + r.err
         assert "brief is STOPPED, not RUNNING" in r.err
+
+
+def test_run_exit_status(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """`run`: the command's output either way; cml-control exits with its status, control with 0
+    (as the original, which has no way to tell)."""
+    d = daemons(cmld_factory, guestos_src)
+    create(d, cmld_factory.tmp, "runner")
+    r = run("control", d.socket, "run", "runner", "nopty", "true")
+    assert r.rc == 0 and re.search(r"^\[\d+\] <ERROR> container is not running \(state STOPPED\)$", r.err, re.M)
+    assert run("cml-control", d.socket, "run", "runner", "nopty", "true").rc == 1
+    assert run("cml-control", d.socket, "start", "runner", "--wait").rc == 0
+    for prog, want in (("control", 0), ("cml-control", 7)):
+        r = run(prog, d.socket, "run", "runner", "nopty", "sh", "-c", "echo out; echo err >&2; exit 7", stdin="")
+        assert (r.rc, r.out) == (want, "out\nerr\n"), r  # one stream: stderr comes with stdout
+    r = run("control", d.socket, "run", "runner", "nopty", "cat", stdin="piped\n")
+    assert r.rc == 0 and r.out == "piped\n"
+    assert run("cml-control", d.socket, "stop", "runner", "--wait").rc == 0
+
