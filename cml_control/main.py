@@ -16,7 +16,7 @@ import os
 import sys
 
 from . import grammar
-from .commands import Runner
+from .commands import Runner, reply_ok
 from .console import Console
 from .failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Fatal
 from .prompts import PromptError, ask_strict
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         inv = grammar.parse(sys.argv[1:] if argv is None else argv, PROG)
     except grammar.UsageError as e:
-        return usage_error(e.reason)
+        return usage_error(e.diagnostic.removeprefix(PROG + ": ") if e.diagnostic else e.reason)
     if inv.help or inv.help_ignored:
         from .usage import help_text
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         runner.close()
     reply = result.reply
-    if not result.ok and reply is not None and reply.code == D["RESPONSE"] and reply.has_response():
+    if reply is not None and reply.code == D["RESPONSE"] and reply.has_response() and not reply_ok(reply):
         info(f"cmld answered {reply.response_name}")
     if result.status is not None:
         return result.status
