@@ -183,10 +183,13 @@ def parse_command(inv: Invocation, rest: list[str]) -> None:
 
 def _parse_with_options(inv: Invocation, args: list[str]) -> None:
     short, long, refused = OPTION_TABLES[inv.command]
+    # getopt names its argv[0] in diagnostics: the command word, but for retrieve_logs the word
+    # after it (the original parses from the log directory on).
+    name = (args[0] if args else "") if inv.command == "retrieve_logs" else inv.command_word
     try:
         opts, operands = getopt_long(args, short, long, optional_takes_next=True, stop_at=refused | {"h"})
     except GetoptError as e:
-        raise UsageError(str(e), PHASE_COMMAND, diagnostic=f"{inv.command_word}: {e}") from None
+        raise UsageError(str(e), PHASE_COMMAND, diagnostic=f"{name}: {e}") from None
     for key, value in opts:
         if key in refused:
             what = {"n": "--no-switch", "s": "--setup"}[key]

@@ -158,7 +158,7 @@ REFUSED: list[tuple[list[str], str, str | None]] = [
     (["assign_iface", "c", "-i"], PHASE_COMMAND, None),
     (["unassign_iface", "--iface=x"], PHASE_COMMAND, None),
     (["retrieve_logs"], PHASE_COMMAND, None),
-    (["retrieve_logs", "/d", "-x"], PHASE_COMMAND, "retrieve_logs: invalid option -- 'x'"),
+    (["retrieve_logs", "/d", "-x"], PHASE_COMMAND, "/d: invalid option -- 'x'"),  # its getopt starts at /d
     (["state"], PHASE_COMMAND, None),
     (["remove"], PHASE_COMMAND, None),
     (["create"], PHASE_COMMAND, None),
