@@ -18,7 +18,6 @@ from . import grammar
 from .commands import Runner
 from .console import Console
 from .failures import EXIT_USAGE_ORIGINAL, Fatal
-from .prompts import ask_original
 from .reply import Reply
 
 TYPE_CHECKING = False
@@ -54,6 +53,8 @@ class OriginalConsole(Console):
         sys.stdout.flush()
 
     def ask(self, prompt: str) -> str:
+        from .prompts import ask_original
+
         return ask_original(prompt)
 
 
@@ -106,11 +107,27 @@ def socket_file_exists(path: str) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def die_of_signal(signum: int) -> NoReturn:
+    """End as a C program without a handler for `signum` does."""
     import signal
 
-    # A C program dies of SIGPIPE when its reader goes away (`control list | head -1`).
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The original is killed by SIGPIPE when its reader goes away (`control list | head -0`).
+        die_of_signal(13)
+    except KeyboardInterrupt:
+        # ... and by SIGINT on ^C: it has no handler.
+        die_of_signal(2)
+
+
+def _main(argv: list[str] | None) -> int:
     prog = sys.argv[0] if sys.argv and sys.argv[0] else "control"
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -134,11 +151,6 @@ def main(argv: list[str] | None = None) -> int:
         return usage(prog, e)
     except Fatal as e:
         fatal(e)
-    except KeyboardInterrupt:
-        # The original has no SIGINT handler: it dies of the signal.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        return 130
     finally:
         runner.close()
     return result.status if result.status is not None else 0

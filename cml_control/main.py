@@ -19,7 +19,6 @@ from . import grammar
 from .commands import Runner, reply_ok
 from .console import Console
 from .failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Fatal
-from .prompts import PromptError, ask_strict
 from .reply import Reply
 from .wire import D
 
@@ -48,6 +47,8 @@ class CmlConsole(Console):
             info(ours)
 
     def ask(self, prompt: str) -> str:
+        from .prompts import PromptError, ask_strict
+
         try:
             return ask_strict(prompt)
         except PromptError as e:
