@@ -292,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         if not cmld.alive():
             raise RuntimeError("cmld exited during the benchmark")
     elapsed = time.monotonic() - t0
+    load = os.getloadavg()[0]
 
     print(f"CLI start-up benchmark  {when.isoformat()}  commit {commit}{' (src modified)' if dirty else ''}  "
           f"{os.cpu_count()} CPUs  Python {platform.python_version()}  {runs} runs, {cycles} cycles, "
-          f"{elapsed:.1f} s")
+          f"{elapsed:.1f} s, load average {load:.2f}")
     print(table(rows))
     floor = next(r for r in rows if r.name.startswith("import floor"))
     for r in rows[:4]:
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "date": when.isoformat(), "commit": commit, "src_modified": dirty, "cpus": os.cpu_count(),
-            "python": platform.python_version(), "runs": runs, "cycles": cycles, "notes": notes,
+            "python": platform.python_version(), "runs": runs, "cycles": cycles, "notes": notes, "load": load,
             "target_ms": TARGET_MS, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     return 0
 
