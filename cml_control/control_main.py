@@ -117,14 +117,21 @@ def die_of_signal(signum: int) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script (argv None) ends the process itself, see quick_exit.py."""
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()
     except BrokenPipeError:
         # The original is killed by SIGPIPE when its reader goes away (`control list | head -0`).
         die_of_signal(13)
     except KeyboardInterrupt:
         # ... and by SIGINT on ^C: it has no handler.
         die_of_signal(2)
+    if argv is None:
+        from .quick_exit import flush_and_exit
+
+        flush_and_exit(code)
+    return code
 
 
 def _main(argv: list[str] | None) -> int:

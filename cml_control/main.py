@@ -62,8 +62,18 @@ def usage_error(reason: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script (argv None) ends the process itself, see quick_exit.py."""
+    code = run(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        from .quick_exit import flush_and_exit
+
+        flush_and_exit(code)
+    return code
+
+
+def run(argv: list[str]) -> int:
     try:
-        inv = grammar.parse(sys.argv[1:] if argv is None else argv, PROG)
+        inv = grammar.parse(argv, PROG)
     except grammar.UsageError as e:
         return usage_error(e.diagnostic.removeprefix(PROG + ": ") if e.diagnostic else e.reason)
     if inv.help or inv.help_ignored:
