@@ -72,12 +72,15 @@ class Row:
     ref_median_ms: float | None = None
     ratio: float | None = None
     is_reference: bool = False
+    cpu_median_ms: float | None = None  # user + system CPU time of the process: less sensitive to load
 
     @classmethod
-    def of(cls, name: str, durations_ns: list[int], *, is_reference: bool = False) -> Row:
+    def of(cls, name: str, durations_ns: list[int], *, is_reference: bool = False,
+           cpu_ns: list[int] | None = None) -> Row:
         ms = [d / 1e6 for d in durations_ns]
         p90 = statistics.quantiles(ms, n=10, method="inclusive")[8] if len(ms) > 1 else ms[0]
-        return cls(name, len(ms), statistics.median(ms), p90, is_reference=is_reference)
+        cpu = statistics.median(c / 1e6 for c in cpu_ns) if cpu_ns else None
+        return cls(name, len(ms), statistics.median(ms), p90, is_reference=is_reference, cpu_median_ms=cpu)
 
     def against(self, ref_name: str, ref: Row) -> Row:
         self.reference, self.ref_median_ms = ref_name, ref.median_ms
@@ -95,25 +98,31 @@ def compile_packages() -> None:
             raise RuntimeError(f"compiling {pkg} failed")
 
 
-def spawn_each(cmds: dict[str, list[str]], n: int, warmup: int) -> dict[str, list[int]]:
-    """Each command n times, interleaved, the order rotating every round."""
-    def once(cmd: list[str]) -> int:
-        t0 = time.perf_counter_ns()
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           check=False, timeout=60)
-        took = time.perf_counter_ns() - t0
+def spawn_each(cmds: dict[str, list[str]], n: int, warmup: int,
+               errors: Path) -> dict[str, tuple[list[int], list[int]]]:
+    """Each command n times, interleaved, the order rotating every round: (wall times, CPU times
+    (user + system, from wait4)) in ns."""
+    def once(cmd: list[str]) -> tuple[int, int]:
+        with errors.open("wb") as err:
+            t0 = time.perf_counter_ns()
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            _, status, usage = os.wait4(p.pid, 0)
+            took = time.perf_counter_ns() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.decode(errors='replace')}")
-        return took
+            raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {errors.read_text(errors='replace')}")
+        return took, int((usage.ru_utime + usage.ru_stime) * 1e9)
 
     keys = list(cmds)
     for _ in range(warmup):
         for k in keys:
             once(cmds[k])
-    got: dict[str, list[int]] = {k: [] for k in keys}
+    got: dict[str, tuple[list[int], list[int]]] = {k: ([], []) for k in keys}
     for i in range(n):
         for k in keys[i % len(keys):] + keys[:i % len(keys)]:
-            got[k].append(once(cmds[k]))
+            wall, cpu = once(cmds[k])
+            got[k][0].append(wall)
+            got[k][1].append(cpu)
     return got
 
 
@@ -126,7 +135,7 @@ def check_output(cmd: list[str], want: str) -> None:
 # ---------------------------------------------------------------------------- cold start
 
 
-def cold_start(sock: Path, runs: int) -> list[Row]:
+def cold_start(sock: Path, runs: int, tmp: Path) -> list[Row]:
     s = str(sock)
     cmds = {
         "true": ["/bin/true"],
@@ -139,13 +148,16 @@ def cold_start(sock: Path, runs: int) -> list[Row]:
     }
     check_output(cmds["list"], 'name: "bench-0"')
     check_output(cmds["control state"], 'name: "bench-0"')
-    got = spawn_each(cmds, runs, max(1, min(3, runs // 10)))
-    true_row = Row.of("/bin/true (spawn floor)", got["true"], is_reference=True)
-    pass_row = Row.of("python -c pass (interpreter floor)", got["pass"], is_reference=True).against(
-        "/bin/true", true_row)
-    floor_row = Row.of("import floor: protobuf + control_pb2", got["floor"], is_reference=True).against(
+    got = spawn_each(cmds, runs, max(1, min(3, runs // 10)), tmp / "spawn.stderr")
+
+    def row(key: str, label: str, *, is_reference: bool = False) -> Row:
+        return Row.of(label, got[key][0], cpu_ns=got[key][1], is_reference=is_reference)
+
+    true_row = row("true", "/bin/true (spawn floor)", is_reference=True)
+    pass_row = row("pass", "python -c pass (interpreter floor)", is_reference=True).against("/bin/true", true_row)
+    floor_row = row("floor", "import floor: protobuf + control_pb2", is_reference=True).against(
         "python -c pass", pass_row)
-    rows = [Row.of(label, got[key]).against("python -c pass", pass_row) for key, label in (
+    rows = [row(key, label).against("python -c pass", pass_row) for key, label in (
         ("list", "cml-control list"), ("state", "cml-control state <c>"), ("control list", "control list"),
         ("control state", "control state <c>"))]
     return [*rows, pass_row, floor_row, true_row]
@@ -221,17 +233,17 @@ def start_stop(tmp: Path, cmld: Cmld, cycles: int) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    cols = ("measurement", "n", "median", "p90", "reference", "ref median", "ratio")
+    cols = ("measurement", "n", "median", "p90", "CPU", "reference", "ref median", "ratio")
     cells = [list(cols)]
     for r in rows:
         cells.append([("  ref: " if r.is_reference else "") + r.name, str(r.n), f"{r.median_ms:.2f} ms",
-                      f"{r.p90_ms:.2f} ms", r.reference or "-",
-                      "-" if r.ref_median_ms is None else f"{r.ref_median_ms:.2f} ms",
+                      f"{r.p90_ms:.2f} ms", "-" if r.cpu_median_ms is None else f"{r.cpu_median_ms:.1f} ms",
+                      r.reference or "-", "-" if r.ref_median_ms is None else f"{r.ref_median_ms:.2f} ms",
                       "-" if r.ratio is None else f"{r.ratio:.2f}x"])
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
     lines = []
     for j, c in enumerate(cells):
-        lines.append("  ".join(v.rjust(widths[i]) if i in (1, 2, 3, 5, 6) else v.ljust(widths[i])
+        lines.append("  ".join(v.rjust(widths[i]) if i in (1, 2, 3, 4, 6, 7) else v.ljust(widths[i])
                                for i, v in enumerate(c)).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             conf.write_text(f'name: "bench-{i}"\nguest_os: "busybox"\ncolor: 0\n')
             check_output([str(BIN / "cml-control"), "-s", str(cmld.sock), "create", str(conf)], f'"bench-{i}"')
         log(f"cold start: {runs} processes of each kind, interleaved ...")
-        rows = cold_start(cmld.sock, runs)
+        rows = cold_start(cmld.sock, runs, tmp)
         if root:
             rows += start_stop(tmp, cmld, cycles)
         else:
