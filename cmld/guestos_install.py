@@ -27,6 +27,7 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import ConfigError, parse_text
 
 from .guestos_store import GuestOS, GuestOSStore
+from .launcher import linux
 from .scd_client import ScdClient, ScdError, VerifyResult
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ M = GuestOSMount
 DOWNLOADED = frozenset({M.SHARED, M.SHARED_RW, M.OVERLAY_RO, M.FLASH})
 ATTEMPTS = 3
 CHUNK = 1 << 20
+ZERO_CHUNK = bytes(CHUNK)
 HW_NAMES = {"x86_64": "x86", "aarch64": "arm", "riscv64": "riscv"}
 
 
@@ -95,24 +97,49 @@ def image_url(base: str, cfg: GuestOSConfig, image: str) -> str:
     return f"{base.rstrip('/')}/operatingsystems/{hardware()}/{cfg.name}-{cfg.version}/{image}"
 
 
-def fetch(url: str, dest: Path, max_bytes: int) -> None:
-    """file:// copies, http(s):// downloads (no other schemes: no ftp, no local paths by
-    accident), never more than `max_bytes`."""
+def relative_file_path(url: str) -> str | None:
+    """The path of a relative `file://` URL (`file://var/volatile/tmp/...`: no third slash), which
+    the original resolves inside the root of the container that pushed the GuestOS; None for
+    every other URL."""
+    if url.startswith("file://") and not url.startswith("file:///"):
+        return urllib.parse.unquote(url[len("file://"):])
+    return None
+
+
+def _open_source(url: str, caller_root: Path) -> BinaryIO:
+    """file:// opens a local file, http(s):// downloads (no other schemes: no ftp, no local
+    paths by accident). A relative file:// path is opened under the caller's root with
+    RESOLVE_IN_ROOT: `..` or a symlink in it cannot reach outside the container that sent it."""
+    rel = relative_file_path(url)
+    if rel is not None:
+        root_fd = os.open(caller_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = linux.open_in_root(root_fd, rel, os.O_RDONLY)
+        finally:
+            os.close(root_fd)
+        return open(fd, "rb")
     parts = urllib.parse.urlsplit(url)
-    src: BinaryIO
     if parts.scheme == "file":
-        src = open(urllib.parse.unquote(parts.path), "rb")  # noqa: SIM115
-    elif parts.scheme in ("http", "https"):
-        src = urllib.request.urlopen(url, timeout=60)  # noqa: S310 (scheme checked above)
-    else:
-        raise InstallError(f"unsupported URL scheme in {url}")
+        return open(urllib.parse.unquote(parts.path), "rb")
+    if parts.scheme in ("http", "https"):
+        return urllib.request.urlopen(url, timeout=60)  # type: ignore[no-any-return]  # noqa: S310 (scheme checked)
+    raise InstallError(f"unsupported URL scheme in {url}")
+
+
+def fetch(url: str, dest: Path, max_bytes: int, caller_root: Path = Path("/")) -> None:
+    """Never more than `max_bytes`. Runs of zeros are skipped, not written, so a sparse image
+    (the original's CI pushes 1-3 GiB `truncate`d images) stays sparse on disk."""
     total = 0
-    with src as f, open(dest, "wb") as out:
+    with _open_source(url, caller_root) as f, open(dest, "wb") as out:
         while chunk := f.read(CHUNK):
             total += len(chunk)
             if total > max_bytes:
                 raise InstallError(f"{url} is larger than the {max_bytes} bytes the config states")
-            out.write(chunk)
+            if len(chunk) == CHUNK and chunk == ZERO_CHUNK:
+                out.seek(len(chunk), os.SEEK_CUR)
+            else:
+                out.write(chunk)
+        out.truncate(total)
 
 
 def check_download(path: Path, m: GuestOSMount, name: str) -> None:
@@ -160,13 +187,15 @@ class GuestOSInstaller:
         return cfg, trust
 
     async def install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int,
-                      device_base_url: str) -> GuestOS:
-        """`device_base_url` (device.conf) is used when the GuestOS config names no update URL."""
+                      device_base_url: str, caller_root: Path = Path("/")) -> GuestOS:
+        """`device_base_url` (device.conf) is used when the GuestOS config names no update URL;
+        a relative file:// URL is resolved in `caller_root` (the pushing container's root)."""
         async with self._lock:
             return await asyncio.to_thread(self._install, raw, sig, cert, cfg, trust,
-                                           cfg.update_base_url or device_base_url)
+                                           cfg.update_base_url or device_base_url, caller_root)
 
-    def _install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int, base: str) -> GuestOS:
+    def _install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int, base: str,
+                 caller_root: Path) -> GuestOS:
         images = [m for m in cfg.mounts if m.mount_type in DOWNLOADED]
         directory = self.store.directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -192,7 +221,7 @@ class GuestOSInstaller:
                     if not base:
                         raise InstallError(f"{fname}: no update_base_url in the GuestOS config or device.conf")
                     self._download(image_url(base, cfg, fname), target,
-                                   m if not fname.endswith(".hash.img") else None, fname)
+                                   m if not fname.endswith(".hash.img") else None, fname, caller_root)
             conf = directory / f"{cfg.name}-{cfg.version}.conf"
             if final_dir.exists():
                 shutil.rmtree(final_dir)
@@ -210,12 +239,12 @@ class GuestOSInstaller:
         return gos
 
     @staticmethod
-    def _download(url: str, target: Path, m: GuestOSMount | None, name: str) -> None:
+    def _download(url: str, target: Path, m: GuestOSMount | None, name: str, caller_root: Path) -> None:
         limit = m.image_size if m is not None and m.HasField("image_size") else 1 << 40
         last: Exception | None = None
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                fetch(url, target, limit)
+                fetch(url, target, limit, caller_root)
                 if m is not None:
                     check_download(target, m, name)
                 log.info("GuestOS image %s from %s (attempt %d)", name, url, attempt)

@@ -16,7 +16,7 @@ from cml_common.daemon_args import common_parser
 
 from .control.dispatcher import Dispatcher
 from .control.server import ControlServer, ServerLimits
-from .host_power import HOST_POWEROFF, systemd_is_init
+from .host_power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
 from .runtime import settings
 from .runtime.manager import Runtime
 from .state import CmldState
@@ -85,19 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         await server.start()
 
-        async def serve_c0_control(sock: socket.socket) -> ControlServer:
+        async def serve_c0_control(sock: socket.socket, init_pid: int) -> ControlServer:
             c0_server = ControlServer(None, dispatcher, on_close=dispatcher.connection_closed,
-                                      limits=server.limits, privileged=True)
+                                      limits=server.limits, privileged=True,
+                                      caller_root=Path(f"/proc/{init_pid}/root"))
             await c0_server.start_on(sock)
             return c0_server
 
         async def c0_down() -> None:
+            """The device goes down: every container is stopped (c0 last, or c0 went down)."""
+            what, command = ("reboot", HOST_REBOOT) if runtime.device_reboot else ("power off", HOST_POWEROFF)
             if args.c0_down == "poweroff" and systemd_is_init():
-                log.warning("c0 is down: powering the device off")
-                await asyncio.create_subprocess_exec(*HOST_POWEROFF)
+                log.warning("all containers are down: the device goes down (%s)", what)
+                await asyncio.create_subprocess_exec(*command)
             else:
-                log.warning("c0 is down: cmld exits (%s)", "--c0-down exit" if args.c0_down == "exit"
-                            else "systemd is not init, nothing to power off through")
+                log.warning("all containers are down: cmld exits instead of a %s (%s)", what,
+                            "--c0-down exit" if args.c0_down == "exit"
+                            else "systemd is not init, nothing to go down through")
                 stop.set()
 
         runtime.serve_control = serve_c0_control

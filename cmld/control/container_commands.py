@@ -39,6 +39,9 @@ VERIFY_WHY = {
     VerifyResult.BAD_SIGNATURE: "the signature does not match the config bytes",
     VerifyResult.BAD_CERTIFICATE: "the certificate chain does not lead to a trusted CA, or is not valid now",
 }
+# How long remove and wipe wait for a killed container to be gone (a start in progress first
+# runs to its end; then SIGKILL ends the PID namespace at once).
+TERMINATE_TIMEOUT = 30.0
 DEV_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
 
 
@@ -169,19 +172,28 @@ class ContainerCommands:
             log.warning("%s: c0 cannot be removed", conn)
             await conn.send(response(D.CMD_FAILED))
             return
-        if c.is_active:
-            log.warning("%s: REMOVE_CONTAINER: %s is %s; stop it first", conn, c.uuid, state_name(c))
-            await conn.send(response(D.CMD_FAILED))
+        if c.is_active and not await self._terminate(c, conn, "REMOVE_CONTAINER"):
+            await conn.send(response(D.CMD_FAILED, "container did not stop"))
             return
         try:
             await self.state.keys.remove_token(c)
             await asyncio.to_thread(self.state.containers.remove, c)
+            if self.state.runtime is not None:
+                self.state.runtime.forget(c.uuid)
         except OSError as e:
             log.error("%s: REMOVE_CONTAINER %s failed: %s", conn, c.uuid, e)
             await conn.send(response(D.CMD_FAILED))
             return
         log.info("%s: removed container %s (%s)", conn, c.uuid, c.name)
         await conn.send(response(D.CMD_OK))
+
+    async def _terminate(self, c: Container, conn: ControlConnection, what: str) -> bool:
+        """Kill an active container before its data goes (remove, wipe), as the original does."""
+        rt = self.state.runtime
+        if rt is None:
+            return False
+        log.info("%s: %s: %s is %s; killing it first", conn, what, c.name, state_name(c))
+        return await rt.compartment(c).terminate(TERMINATE_TIMEOUT)
 
     async def wipe(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         """Deletes the key and every image of the container; a running container is killed
@@ -190,15 +202,9 @@ class ContainerCommands:
         if c is None:
             return
         rt = self.state.runtime
-        if c.is_active and rt is not None:
-            comp = rt.compartment(c)
-            log.info("%s: CONTAINER_WIPE: killing %s first", conn, c.name)
-            if c.state in (ContainerState.FROZEN, ContainerState.FREEZING):
-                await comp.unfreeze()
-            comp.kill()
-            if not await comp.wait_stopped(10):
-                await conn.send(response(D.CMD_FAILED, "container did not stop"))
-                return
+        if c.is_active and not await self._terminate(c, conn, "CONTAINER_WIPE"):
+            await conn.send(response(D.CMD_FAILED, "container did not stop"))
+            return
         try:
             removed = await asyncio.to_thread(self.state.containers.wipe, c)
         except OSError as e:

@@ -14,7 +14,7 @@ from .. import log_export
 from ..ca_store import CAError, register_ca, register_local_ca
 from ..device_stats import device_stats
 from ..guestos_install import InstallError
-from ..host_power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
+from ..host_power import HOST_POWEROFF, systemd_is_init
 from ..scd_client import NotProvisioning, ScdError
 from ..state import CmldState
 from .replies import container_status, response
@@ -129,7 +129,7 @@ class DeviceCommands:
                  ContainerTrust.Name(trust))
         await conn.send(response(D.GUESTOS_MGR_INSTALL_STARTED))
         try:
-            await installer.install(raw, sig, cert, cfg, trust, st.device.update_base_url)
+            await installer.install(raw, sig, cert, cfg, trust, st.device.update_base_url, conn.caller_root)
         except (InstallError, OSError) as e:
             log.error("%s: GuestOS %s-%d not installed: %s", conn, cfg.name, cfg.version, e)
             await conn.send(response(D.GUESTOS_MGR_INSTALL_FAILED, str(e)))
@@ -246,23 +246,15 @@ class DeviceCommands:
         await conn.send(response(D.CMD_OK))
 
     async def reboot_device(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
-        active = [c for c in self.state.containers.all() if c.is_active]
-        if active:
-            log.error("%s: REBOOT_DEVICE: %d container(s) still active", conn, len(active))
-            await conn.send(response(D.CMD_FAILED))
-            return
-        if self.state.hosted:
-            log.info("%s: REBOOT_DEVICE in hosted mode: all containers are stopped; the host is not rebooted",
-                     conn)
-            await conn.send(response(D.CMD_OK))
-            return
-        if not systemd_is_init():
-            log.error("%s: REBOOT_DEVICE: no systemd to reboot through", conn)
-            await conn.send(response(D.CMD_FAILED))
-            return
+        """As the original: CMD_OK at once, then every container is stopped (c0 first) and, on a
+        device, the device reboots through systemd (cmld exits where systemd is not init). In
+        hosted mode the host is never rebooted: stopping the containers is all."""
         await conn.send(response(D.CMD_OK))
-        log.warning("rebooting the device")
-        await asyncio.create_subprocess_exec(*HOST_REBOOT)
+        rt = self.state.runtime
+        log.warning("%s: REBOOT_DEVICE: stopping every container%s", conn,
+                    "" if self.state.hosted else ", then rebooting the device")
+        if rt is not None:
+            await rt.reboot_device()
 
     async def wipe_device(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         st = self.state

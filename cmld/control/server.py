@@ -51,15 +51,24 @@ class ControlConnection:
     peer: PeerCred
     privileged: bool = True
     closed: bool = False
+    # The root file system of the client's side: "/" on the host socket, c0's root for the
+    # socket inside c0 (relative file:// update URLs are resolved there, as the original).
+    caller_root: Path = Path("/")
 
     def __str__(self) -> str:
         return f"control client #{self.ident} ({self.peer})"
 
     async def send(self, msg: DaemonToController) -> None:
+        """A client that went away does not undo what it asked for (the original's `converter`
+        closes right after PUSH_GUESTOS_CONFIG): its replies are dropped, the work goes on."""
         if self.closed:
             return
         body = framing.serialize(msg)
-        await aioframing.write_frame(self.writer, body)
+        try:
+            await aioframing.write_frame(self.writer, body)
+        except (ConnectionError, OSError) as e:
+            self.closed = True
+            log.info("%s went away before its reply (%s); the request is carried out anyway", self, e)
 
 
 @dataclass
@@ -98,8 +107,10 @@ def unknown_command_value(body: bytes) -> int | None:
 class ControlServer:
     def __init__(self, path: Path | None, handler: Handler, *, limits: ServerLimits | None = None,
                  mode: int = 0o600, gid: int | None = None, privileged: bool = True,
-                 on_close: Callable[[ControlConnection], None] | None = None) -> None:
+                 on_close: Callable[[ControlConnection], None] | None = None,
+                 caller_root: Path = Path("/")) -> None:
         self.path: Path | None = path
+        self.caller_root = caller_root
         self.handler = handler
         self.on_close = on_close
         self.limits = limits or ServerLimits()
@@ -159,7 +170,8 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer_cred(writer.get_extra_info("socket"))
-        conn = ControlConnection(next(self._ids), reader, writer, peer, self.privileged)
+        conn = ControlConnection(next(self._ids), reader, writer, peer, self.privileged,
+                                 caller_root=self.caller_root)
         if len(self.clients) >= self.limits.max_clients:
             log.warning("refusing %s: %d clients already connected", conn, len(self.clients))
             writer.close()

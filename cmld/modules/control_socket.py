@@ -23,7 +23,8 @@ class Closable(Protocol):
     async def close(self) -> None: ...
 
 
-ServeControl = Callable[[socket.socket], Awaitable[Closable]]
+# (listening socket, c0's init pid) -> the server serving it
+ServeControl = Callable[[socket.socket, int], Awaitable[Closable]]
 
 
 class ControlSocketModule(Module):
@@ -40,7 +41,7 @@ class ControlSocketModule(Module):
         fd = ctx.take_fd("control")
         if fd is None:
             return
-        self.server = await self.serve(socket.socket(fileno=fd))
+        self.server = await self.serve(socket.socket(fileno=fd), ctx.init_pid)
         log.info("container %s: control socket served at /run/socket/cml-control inside", ctx.container.name)
 
     async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:

@@ -48,6 +48,8 @@ class Compartment:
         self.observers: list[Observer] = []
         self._bg: set[asyncio.Future[None]] = set()
         self._launcher: Launcher | None = None
+        # Set by terminate(): a reboot from inside that races with it must not restart the container.
+        self._no_restart = False
 
     # ------------------------------------------------------------------ state
 
@@ -228,6 +230,13 @@ class Compartment:
         if rebooting:
             self.set_state(S.REBOOTING)
         await self._cleanup(rebooting=rebooting)
+        if rebooting and self._no_restart:
+            self._no_restart = False
+            self.set_state(S.STOPPED)
+            self.container.started_monotonic = None
+            self._stopped_event.set()
+            self.runtime.on_stopped(self)
+            return
         if rebooting:
             log.info("container %s: rebooting", self.container.name)
             try:
@@ -286,6 +295,26 @@ class Compartment:
                 log.warning("container %s: %s could not stop it: %s", self.container.name, m.name, e)
         log.warning("container %s: no clean way to stop it; killing", self.container.name)
         self.kill()
+
+    async def terminate(self, timeout: float) -> bool:
+        """Kill the container whatever it is doing (remove, wipe: its data goes anyway, as the
+        original's container_kill) and wait until it is STOPPED; False if it did not end in time.
+        A start in progress is let finish first, so there is something to kill."""
+        self._no_restart = True
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._start_lock:
+                    pass
+                if self.state in (S.FROZEN, S.FREEZING):
+                    await self.unfreeze()
+                if self.container.is_active:
+                    self.kill()
+                return await self.wait_stopped(None)
+        except TimeoutError:
+            return False
+        finally:
+            if not self.container.is_active:
+                self._no_restart = False
 
     async def wait_stopped(self, timeout: float | None = None) -> bool:
         try:

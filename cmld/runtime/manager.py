@@ -58,6 +58,8 @@ class Runtime:
         self.on_c0_down: Callable[[], Awaitable[None]] | None = None
         self._shutting_down = False
         self._c0_down_task: asyncio.Task[None] | None = None
+        # REBOOT_DEVICE asked for the device to go down (reboot, not power off) once all is stopped.
+        self.device_reboot = False
 
     def setup(self) -> None:
         """Become the subreaper of container inits and find the cgroup hierarchy."""
@@ -81,6 +83,12 @@ class Runtime:
                 comp.observers.append(self._watch_c0)
             self.compartments[c.uuid] = comp
         return comp
+
+    def forget(self, uuid: str) -> None:
+        """A removed container: its (stopped) compartment goes too."""
+        comp = self.compartments.get(uuid)
+        if comp is not None and not comp.container.is_active:
+            del self.compartments[uuid]
 
     def _watch_c0(self, c: Container, old: int, new: int) -> None:
         """c0 down (halted inside, or crashed) on a device: nothing may run without the management
@@ -244,7 +252,28 @@ class Runtime:
         with only_others, every container but c0."""
         if not only_others:
             self._shutting_down = True
-        active = [comp for comp in self.compartments.values()
+        await self.stop_all(timeout, only_others=only_others)
+
+    async def reboot_device(self) -> None:
+        """REBOOT_DEVICE: c0 is stopped first (on a device, c0 going down stops the others and
+        then takes the device down), then every other container, as the original."""
+        self.device_reboot = True
+        c0 = next((comp for comp in self.compartments.values()
+                   if comp.container.is_c0 and comp.container.is_active), None)
+        if c0 is not None and not self.settings.hosted:
+            await self.stop_all(only=[c0])
+            return  # _watch_c0 stops the others and calls on_c0_down
+        if c0 is not None:
+            await self.stop_all(only=[c0])
+        await self.stop_all()
+        if not self.settings.hosted and self.on_c0_down is not None:
+            await self.on_c0_down()
+
+    async def stop_all(self, timeout: float | None = None, *, only_others: bool = False,
+                       only: list[Compartment] | None = None) -> None:
+        """Stop the active containers (or those in `only`), killing those that do not end in time."""
+        candidates = only if only is not None else list(self.compartments.values())
+        active = [comp for comp in candidates
                   if comp.container.is_active and not (only_others and comp.container.is_c0)]
         for comp in active:
             if comp.state in (S.RUNNING, S.BOOTING, S.SETUP):

@@ -84,7 +84,7 @@ def test_c0_on_a_device(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     log = d.log_text()
     assert "c0 is STOPPED: stopping every other container" in log
     assert f"container svc ({svc_uuid}): " in log and "-> STOPPED" in log.split("c0 is STOPPED")[1]
-    assert "c0 is down: cmld exits" in log
+    assert "all containers are down: cmld exits instead of a power off" in log
     assert not inside.exists()
     time.sleep(0.2)
     assert host_leaks(run_dir, [C0, svc_uuid]) == []
