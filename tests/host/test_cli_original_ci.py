@@ -49,7 +49,7 @@ cmd_control_list_guestos busybox
 uuid=$(cmd_control_get_uuid testcontainer)
 test -n "$uuid"
 cmd_control_start_error_unpaired testcontainer "$PIN"
-cmd_control_change_pin testcontainer trustme "$PIN"
+cmd_control_change_pin testcontainer "" "$PIN"
 cmd_control_change_pin_error testcontainer wrongpin "$PIN"
 cmd_control_start testcontainer "$PIN"
 cmd_control_state_is_running testcontainer
