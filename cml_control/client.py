@@ -1,13 +1,16 @@
-"""A blocking client for the cmld control socket."""
+"""A blocking protobuf-level client for the cmld control socket, for programs that already use
+the protobuf runtime (benchmarks, tests, tools). The CLI itself uses session.py, which avoids
+the runtime; both share the byte-level transport."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from cml_common import framing
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
+
+from . import transport
 
 
 class ControlError(Exception):
@@ -15,21 +18,17 @@ class ControlError(Exception):
 
 
 class ControlClient:
-    def __init__(self, path: Path, timeout: float | None = 60.0) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self.sock.settimeout(timeout)
+    def __init__(self, path: Path | str, timeout: float | None = 60.0) -> None:
+        self.path = Path(path)
         try:
-            self.sock.connect(str(path))
-        except FileNotFoundError as e:
-            self.sock.close()
-            raise ControlError(f"no control socket at {path} (is cmld running?)") from e
-        except OSError as e:
-            self.sock.close()
-            raise ControlError(f"cannot connect to {path}: {e.strerror or e}") from e
+            self.conn = transport.Connection(str(path), timeout)
+        except transport.ConnectFailed as e:
+            if e.errno == 2:
+                raise ControlError(f"no control socket at {path} (is cmld running?)") from None
+            raise ControlError(str(e)) from None
 
     def close(self) -> None:
-        self.sock.close()
+        self.conn.close()
 
     def __enter__(self) -> ControlClient:
         return self
@@ -37,21 +36,20 @@ class ControlClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def settimeout(self, timeout: float | None) -> None:
+        self.conn.settimeout(timeout)
+
     def send(self, msg: ControllerToDaemon) -> None:
         try:
-            framing.send_frame(self.sock, framing.serialize(msg))
-        except OSError as e:
-            raise ControlError(f"sending to cmld failed: {e.strerror or e}") from e
+            self.conn.send(framing.serialize(msg))
+        except (transport.TransportError, framing.MessageError) as e:
+            raise ControlError(str(e)) from e
 
     def receive(self) -> DaemonToController:
         try:
-            body = framing.recv_frame(self.sock)
-        except TimeoutError as e:
-            raise ControlError("cmld did not answer in time") from e
-        except (OSError, framing.FramingError) as e:
-            raise ControlError(f"reading the reply failed: {e}") from e
-        if body is None:
-            raise ControlError("cmld closed the connection without a reply")
+            body = self.conn.recv()
+        except transport.TransportError as e:
+            raise ControlError(str(e)) from e
         try:
             return framing.parse(DaemonToController, body)
         except framing.MessageError as e:
