@@ -25,14 +25,12 @@ from .failures import (
 )
 from .grammar import PHASE_COMMAND, Invocation, UsageError
 from .identify import original_uuid
+from .inputs import read_input
 from .reply import Reply
+from .result import Result, reply_ok
 from .session import Session
 
 D, R, S = wire.D, wire.R, wire.STATE
-MAX_INPUT_FILE = 64 * 1024 * 1024  # nothing larger fits in one message
-SUCCESS = frozenset({R["CMD_OK"], R["CONTAINER_START_OK"], R["CONTAINER_STOP_OK"],
-                     R["CONTAINER_CHANGE_PIN_SUCCESSFUL"], R["DEVICE_CERT_OK"], R["GUESTOS_MGR_INSTALL_COMPLETED"],
-                     R["GUESTOS_MGR_REGISTER_CA_OK"]})
 NOT_FOUND = "Container with provided uuid/name does not exist!"
 TOKEN_NONE = 1  # ContainerTokenType.NONE; a config without token_type means SOFT
 SIMPLE_GLOBAL = {"list_guestos": "LIST_GUESTOS_CONFIGS", "reload": "RELOAD_CONTAINERS", "wipe_device": "WIPE_DEVICE",
@@ -42,46 +40,6 @@ SIMPLE_CONTAINER = {"remove": "REMOVE_CONTAINER", "config": "GET_CONTAINER_CONFI
                     "unfreeze": "CONTAINER_UNFREEZE", "wipe": "CONTAINER_WIPE", "snapshot": "CONTAINER_SNAPSHOT",
                     "allow_audio": "CONTAINER_ALLOWAUDIO", "deny_audio": "CONTAINER_DENYAUDIO",
                     "ifaces": "CONTAINER_LIST_IFACES"}
-
-
-class Result:
-    """`ok`: success in cml-control's sense. `reply`: the last reply (for its message).
-    `status`: an exit status the command decides itself (--wait; `run` in `exit_of_run`)."""
-
-    __slots__ = ("exit_of_run", "ok", "reply", "status")
-
-    def __init__(self, ok: bool, reply: Reply | None = None, *, status: int | None = None,
-                 exit_of_run: int | None = None) -> None:
-        self.ok = ok
-        self.reply = reply
-        self.status = status
-        self.exit_of_run = exit_of_run
-
-
-def reply_ok(reply: Reply) -> bool:
-    if reply.code == D["RESPONSE"]:
-        return reply.has_response() and reply.response in SUCCESS
-    return True
-
-
-def read_input(path: str, what: str, access_msg: str, read_msg: str) -> tuple[bytes, int]:
-    """(contents, size as stat says): the original stats, then reads, with a FATAL for each."""
-    try:
-        size = os.stat(path).st_size
-    except (OSError, ValueError) as e:
-        raise Fatal(access_msg, detail=f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
-    too_large = Fatal("error sending protobuf message\n", detail=f"{what} {path} is too large for one message",
-                      preface=[(ERROR, "Packed message exceeds PROTOBUF_MAX_MESSAGE_SIZE")])
-    if size >= MAX_INPUT_FILE:
-        raise too_large  # not even read
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_INPUT_FILE)  # a bound all the same: /dev/zero has size 0 and no end
-    except (OSError, ValueError) as e:
-        raise Fatal(read_msg, detail=f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
-    if len(data) >= MAX_INPUT_FILE:
-        raise too_large
-    return data, size
 
 
 class Runner:

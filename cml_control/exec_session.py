@@ -18,7 +18,7 @@ from .session import Session
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .commands import Result
+    from .result import Result
 
 INPUT_CHUNK = 4096
 D = wire.D
@@ -65,7 +65,7 @@ def _pump_stdin(session: Session, uuid: str, done: threading.Event) -> None:
 
 
 def run(session: Session, console: Console, uuid: str, argv: list[str], pty: bool) -> Result:
-    from .commands import Result
+    from .result import Result
 
     session.send("CONTAINER_EXEC_CMD", container_uuids=[uuid], exec_command=argv[0], exec_args=argv,
                  exec_pty=pty)

@@ -16,10 +16,11 @@ import os
 import sys
 
 from . import grammar
-from .commands import Runner, reply_ok
+from .commands import Runner
 from .console import Console
 from .failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Fatal
 from .reply import Reply
+from .result import reply_ok
 from .wire import D
 
 PROG = "cml-control"

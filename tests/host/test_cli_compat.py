@@ -116,7 +116,7 @@ def test_container_commands_take_their_arguments_by_position(cmld: Daemon, tmp_p
         r = run(prog, sock, *argv)
         assert r.out.startswith(f"code: RESPONSE\nresponse: {response}\n"), (argv, r.out, r.err)
         assert r.rc == rc_for(prog, False), argv
-    assert "malformed rule 'nonsense-rule'" in cmld.log_text()  # the rule arrived, the extra word did not
+    assert "malformed device rule 'nonsense-rule'" in cmld.log_text()  # the rule arrived, the extra word did not
     new = tmp_path / "renamed.conf"
     new.write_text('name: "gamma"\nguest_os: "busybox"\nram_limit: 64\n')
     sig, cert = tmp_path / "renamed.sig", tmp_path / "renamed.cert"
@@ -152,7 +152,8 @@ def test_create_forms(cmld: Daemon, tmp_path: Path, prog: str) -> None:
     assert sorted(names(cmld)) == ["c0", "c1", "c2", "c3"]
     conf.write_text('name: "c0"\nguest_os: "busybox"\n')  # a duplicate: refused by cmld
     r = run(prog, cmld.socket, "create", str(conf))
-    assert r.out == "code: CONTAINER_CONFIG\n" and r.rc == rc_for(prog, False)
+    assert r.out == "code: CONTAINER_CONFIG\nerror_message: \"a container named \\\'c0\\\' exists\"\n"
+    assert r.rc == rc_for(prog, False)
 
 
 @pytest.mark.parametrize("prog", PROGS)
@@ -319,9 +320,10 @@ def test_hostile_files(cmld: Daemon, tmp_path: Path) -> None:
     assert r.rc == 1 and "too large" in r.err
     for prog in PROGS:
         r = run(prog, cmld.socket, "create", str(binary))
-        assert r.out == "code: CONTAINER_CONFIG\n" and r.rc == rc_for(prog, False)
+        assert r.out.startswith("code: CONTAINER_CONFIG\nerror_message: ") and "not UTF-8" in r.out
+        assert "uuids" not in r.out and r.rc == rc_for(prog, False)
         r = run(prog, cmld.socket, "create", "/dev/null")
-        assert r.out == "code: CONTAINER_CONFIG\n"
+        assert r.out == "code: CONTAINER_CONFIG\nerror_message: \"no container_config_file given\"\n"
     assert names(cmld) == [] and not list((cmld.base / "containers").glob("*.conf"))
     assert run("cml-control", cmld.socket, "list").rc == 0
 

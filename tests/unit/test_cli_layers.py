@@ -11,9 +11,10 @@ import pytest
 
 from cml_common.messages.control_pb2 import DaemonToController
 from cml_control import control_main, grammar
-from cml_control.commands import SIMPLE_CONTAINER, SIMPLE_GLOBAL, Runner, reply_ok
+from cml_control.commands import SIMPLE_CONTAINER, SIMPLE_GLOBAL, Runner
 from cml_control.exec_session import exit_code_from_reason
 from cml_control.reply import Reply
+from cml_control.result import reply_ok
 
 pytestmark = pytest.mark.unit
 
