@@ -5,7 +5,7 @@ TpmToController out, one reply per request (inventory §5.2).
 |---|---|
 | a valid request | the reply, computed on the TPM worker thread (the socket stays responsive) |
 | EXIT | tpm2d stops, without a reply (as the original) |
-| a body that does not parse, lacks `code`, or has an unknown code | GENERIC_RESPONSE CMD_FAILED with `error_message`; the connection stays open |
+| a body that does not parse, lacks `code`, or has an unknown code | CMD_FAILED with `error_message`; stays open |
 | a length of 64 MiB or more, a truncated frame, a frame stalled > 10 s | disconnected, with a log line |
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -67,7 +68,7 @@ class ControlServer:
                     log.info("EXIT requested")
                     self.exit_event.set()
                     return
-                reply = await asyncio.wrap_future(self.core.submit(lambda r=req: self.core.handle(r)), loop=loop)
+                reply = await asyncio.wrap_future(self.core.submit(functools.partial(self.core.handle, req)), loop=loop)
                 await aioframing.write_frame(writer, framing.serialize(reply))
         except OSError as e:
             log.info("control client went away: %s", e)

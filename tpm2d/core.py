@@ -22,7 +22,7 @@ from cml_common.messages.tpm2d_pb2 import ControllerToTpm, TpmToController
 from . import devicekey, evidence, keys
 from .fde import Fde
 from .measurements import CONTAINER_PCR, Entry, MeasurementError, MeasurementList, check_request, extend_value
-from .sealing import SealError, Sealer
+from .sealing import Sealer, SealError
 from .tpm import Tpm, TpmError
 
 log = logging.getLogger(__name__)

@@ -82,7 +82,10 @@ class EvidenceSources:
 
 
 def failure(req_atype: int, message: str) -> Tpm2dToRemote:
-    return Tpm2dToRemote(code=Tpm2dToRemote.ATTESTATION_RES, atype=req_atype, error_message=message)
+    out = Tpm2dToRemote(code=Tpm2dToRemote.ATTESTATION_RES, error_message=message)
+    if req_atype in (BASIC, ALL, ADVANCED):
+        out.atype = req_atype  # type: ignore[assignment]
+    return out
 
 
 def build(tpm: Tpm, ak: AttestationKey, ml: MeasurementList, src: EvidenceSources,

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 FDE_NV_INDEX = 0x01000000
 FDE_KEY_LEN = 64
 FDE_PCRS = [7]
-KEY_LENGTHS = {ControllerToTpm.XTS_AES128: 32, ControllerToTpm.XTS_AES192: 48, ControllerToTpm.XTS_AES256: 64}
+KEY_LENGTHS: dict[int, int] = {ControllerToTpm.XTS_AES128: 32, ControllerToTpm.XTS_AES192: 48,
+                               ControllerToTpm.XTS_AES256: 64}
 NV_ATTRS = (TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.AUTHWRITE | TPMA_NV.POLICYREAD
             | TPMA_NV.READ_STCLEAR)
 R = TpmToController

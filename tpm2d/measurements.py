@@ -26,7 +26,7 @@ from cml_common.messages.attestation_pb2 import HashAlgLen, MlContainerEntry
 log = logging.getLogger(__name__)
 
 CONTAINER_PCR = 11
-ALG_NAMES = {HashAlgLen.SHA1: "sha1", HashAlgLen.SHA256: "sha256", HashAlgLen.SHA384: "sha384"}
+ALG_NAMES: dict[int, str] = {HashAlgLen.SHA1: "sha1", HashAlgLen.SHA256: "sha256", HashAlgLen.SHA384: "sha384"}
 MAX_FILENAME = 4096
 MAX_ENTRIES = 4096
 

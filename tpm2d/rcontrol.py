@@ -12,6 +12,7 @@ logged, and the server keeps serving everyone else.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from cml_common import aioframing, framing
@@ -71,7 +72,7 @@ class RemoteServer:
                     if req.code != RemoteToTpm2d.ATTESTATION_REQ:
                         reply = failure(req.atype, f"unknown code {req.code}")
                     else:
-                        reply = await asyncio.wrap_future(self.core.submit(lambda r=req: self.core.attest(r)),
+                        reply = await asyncio.wrap_future(self.core.submit(functools.partial(self.core.attest, req)),
                                                           loop=loop)
                 await aioframing.write_frame(writer, framing.serialize(reply))
         except OSError as e:
