@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,13 +314,19 @@ def _ak_binding(out: Outcome, resp: Tpm2dToRemote, leaf: x509.Certificate | None
         return
     try:
         ak = tpmstructs.parse_public(bytes(resp.ak_public))
-        name = ak.name()
+        parent = tpmstructs.parse_public(bytes(resp.ak_parent_public))
+        owner = struct.pack(">I", tpmstructs.TPM_RH_OWNER)
+        qn = tpmstructs.qualified_name(tpmstructs.qualified_name(owner, parent.name()), ak.name())
     except tpmstructs.StructError as e:
         out.add("ak binding", FAIL, str(e))
         return
     problems = []
-    if name != quote.qualified_signer:
-        problems.append("the quote's qualifiedSigner is not the name of the key sent")
+    if qn != quote.qualified_signer:
+        problems.append("the quote's qualifiedSigner is not the qualified name of the key sent "
+                        "(under its owner-hierarchy parent)")
+    need_parent = tpmstructs.ATTR_FIXEDTPM | tpmstructs.ATTR_RESTRICTED | tpmstructs.ATTR_DECRYPT
+    if parent.attributes & need_parent != need_parent:
+        problems.append("the quoting key's parent is not a fixedTPM restricted storage key")
     if leaf is not None:
         pub = leaf.public_key()
         if not (isinstance(pub, rsa.RSAPublicKey) and pub.public_numbers().n == int.from_bytes(ak.modulus, "big")

@@ -153,6 +153,14 @@ class RsaPublic:
         return struct.pack(">H", self.name_alg) + hashlib.sha256(self.public_area).digest()
 
 
+TPM_RH_OWNER = 0x40000001
+
+
+def qualified_name(parent_qn: bytes, name: bytes) -> bytes:
+    """QN(object) = nameAlg || SHA-256(QN(parent) || Name(object)); a hierarchy's QN is its handle."""
+    return struct.pack(">H", TPM_ALG_SHA256) + hashlib.sha256(parent_qn + name).digest()
+
+
 def parse_public(data: bytes) -> RsaPublic:
     """A TPM2B_PUBLIC of an RSA key."""
     outer = Reader(data, "TPM2B_PUBLIC")

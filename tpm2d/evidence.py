@@ -105,7 +105,8 @@ def build(tpm: Tpm, ak: AttestationKey, ml: MeasurementList, src: EvidenceSource
     if again != values:
         raise TpmError("PCRs changed while quoting (another TPM user extended them); try again")
     out = Tpm2dToRemote(code=Tpm2dToRemote.ATTESTATION_RES, atype=req.atype, halg=SHA256, quoted=quoted,
-                        signature=signature, ak_public=ak.public_marshalled())
+                        signature=signature, ak_public=ak.public_marshalled(),
+                        ak_parent_public=ak.parent_public)
     out.pcr_values.extend(Pcr(number=p, value=values[p]) for p in pcrs)
     cert = read_limited(src.cert, "device certificate")
     if cert is not None:

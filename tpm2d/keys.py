@@ -79,6 +79,12 @@ class AttestationKey:
         self.parent = parent
         self.private = private
         self.public = public
+        try:
+            # The parent's public area lets a verifier recompute the AK's qualified name, which
+            # the TPM puts in every quote (qualifiedSigner).
+            self.parent_public = bytes(tpm.esys.read_public(parent)[0].marshal())
+        except TSS2_Exception as e:
+            raise TpmError.wrap("TPM2_ReadPublic of the storage primary", e) from e
 
     @contextmanager
     def loaded(self) -> Iterator[ESYS_TR]:

@@ -73,7 +73,7 @@ class RemoteToTpm2d(_message.Message):
     def __init__(self, code: _Optional[_Union[RemoteToTpm2d.Code, str]] = ..., atype: _Optional[_Union[IdsAttestationType, str]] = ..., qualifyingData: _Optional[bytes] = ..., pcrs: _Optional[int] = ..., attest_ima: _Optional[bool] = ..., attest_containers: _Optional[bool] = ..., attest_event_log: _Optional[bool] = ...) -> None: ...
 
 class Tpm2dToRemote(_message.Message):
-    __slots__ = ("code", "atype", "halg", "quoted", "signature", "pcr_values", "certificate", "ml_ima_entry", "ml_container_entry", "error_message", "ak_public", "uefi_event_log")
+    __slots__ = ("code", "atype", "halg", "quoted", "signature", "pcr_values", "certificate", "ml_ima_entry", "ml_container_entry", "error_message", "ak_public", "uefi_event_log", "ak_parent_public")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ATTESTATION_RES: _ClassVar[Tpm2dToRemote.Code]
@@ -90,6 +90,7 @@ class Tpm2dToRemote(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     UEFI_EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
+    AK_PARENT_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     code: Tpm2dToRemote.Code
     atype: IdsAttestationType
     halg: HashAlgLen
@@ -102,4 +103,5 @@ class Tpm2dToRemote(_message.Message):
     error_message: str
     ak_public: bytes
     uefi_event_log: bytes
-    def __init__(self, code: _Optional[_Union[Tpm2dToRemote.Code, str]] = ..., atype: _Optional[_Union[IdsAttestationType, str]] = ..., halg: _Optional[_Union[HashAlgLen, str]] = ..., quoted: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcr_values: _Optional[_Iterable[_Union[Pcr, _Mapping]]] = ..., certificate: _Optional[bytes] = ..., ml_ima_entry: _Optional[bytes] = ..., ml_container_entry: _Optional[_Iterable[_Union[MlContainerEntry, _Mapping]]] = ..., error_message: _Optional[str] = ..., ak_public: _Optional[bytes] = ..., uefi_event_log: _Optional[bytes] = ...) -> None: ...
+    ak_parent_public: bytes
+    def __init__(self, code: _Optional[_Union[Tpm2dToRemote.Code, str]] = ..., atype: _Optional[_Union[IdsAttestationType, str]] = ..., halg: _Optional[_Union[HashAlgLen, str]] = ..., quoted: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcr_values: _Optional[_Iterable[_Union[Pcr, _Mapping]]] = ..., certificate: _Optional[bytes] = ..., ml_ima_entry: _Optional[bytes] = ..., ml_container_entry: _Optional[_Iterable[_Union[MlContainerEntry, _Mapping]]] = ..., error_message: _Optional[str] = ..., ak_public: _Optional[bytes] = ..., uefi_event_log: _Optional[bytes] = ..., ak_parent_public: _Optional[bytes] = ...) -> None: ...
