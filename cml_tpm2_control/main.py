@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cml_common import paths
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm, TpmToController
 from cml_common.textconfig import to_text
-from tpm2d.client import Tpm2dClient, Tpm2dUnavailable
+from cml_common.tpm2d_client import Tpm2dClient, Tpm2dUnavailable
 
 from .policy import PolicyInputError, parse_pcr_args, sign_policy
 

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from cml_common import framing
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm, SignedPcrPolicy, TpmToController
+from cml_common.tpm2d_client import Tpm2dError
 from tests.conftest import BIN, DaemonFactory
 from tests.host import tpm2dlib
 from tests.host.swtpmlib import Swtpm, running_swtpm
-from tpm2d.client import Tpm2dError
 
 pytestmark = pytest.mark.host
 C = ControllerToTpm

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cml_common.tpm2d_client import Tpm2dClient
 from tests.conftest import BIN, Daemon, DaemonFactory
 from tests.host.swtpmlib import Swtpm
-from tpm2d.client import Tpm2dClient
 
 
 def free_port() -> int:

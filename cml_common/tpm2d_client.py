@@ -5,7 +5,7 @@ it on machines without tpm2-pytss. From asyncio code, call it in a thread
 (`await asyncio.to_thread(client.ml_append, path, digest)`); one client object is one
 connection, reopened once if tpm2d restarted in between.
 
-    from tpm2d.client import Tpm2dClient
+    from cml_common.tpm2d_client import Tpm2dClient
     with Tpm2dClient() as tpm:                       # /run/socket/cml-tpm2d-control
         tpm.ml_append("/var/lib/cml/operatingsystems/x-1/root.img", sha256_bytes)
         tpm.random(16)                               # 16 bytes from the TPM
