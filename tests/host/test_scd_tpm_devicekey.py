@@ -88,6 +88,5 @@ def test_without_the_tpm_nothing_is_signed(cmld_factory: DaemonFactory, swtpm: S
     first = tmp_path / "first"
     t = tpm2dlib.launch(cmld_factory, swtpm, base=first, name="tpm2d-first")
     t.daemon.stop()
-    with running_swtpm() as other:
-        with pytest.raises(RuntimeError, match="another TPM, or cleared"):
-            tpm2dlib.launch(cmld_factory, other, base=first, name="tpm2d-other")
+    with running_swtpm() as other, pytest.raises(RuntimeError, match="another TPM, or cleared"):
+        tpm2dlib.launch(cmld_factory, other, base=first, name="tpm2d-other")
