@@ -29,16 +29,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from bench.benchlib import wait_for_socket  # noqa: E402
-from cml_common import framing  # noqa: E402
-from cml_common.messages.attestation_pb2 import RemoteToTpm2d, Tpm2dToRemote  # noqa: E402
-from cml_common.tpm2d_client import Tpm2dClient  # noqa: E402
-from cml_rattestation import checks, main as verifier  # noqa: E402
-from tests.host import tpm2dlib  # noqa: E402
-from tests.host.swtpmlib import running_swtpm  # noqa: E402
+from bench.benchlib import wait_for_socket
+from cml_common import framing
+from cml_common.messages.attestation_pb2 import RemoteToTpm2d, Tpm2dToRemote
+from cml_common.tpm2d_client import Tpm2dClient
+from cml_rattestation import checks
+from cml_rattestation import main as verifier
+from tests.host import tpm2dlib
+from tests.host.swtpmlib import running_swtpm
 
 BIN = Path(sys.executable).parent
 
