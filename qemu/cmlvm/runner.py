@@ -91,7 +91,8 @@ def net_argv(forwards: dict[int, int]) -> list[str]:
 def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int, smp: int,
               forwards: dict[int, int] | None = None) -> list[str]:
     return [
-        "qemu-system-x86_64", *net_argv(forwards or {}), "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
+        "qemu-system-x86_64", *net_argv(forwards or {}),
+        "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
         "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
         "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
         "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
