@@ -125,7 +125,7 @@ class Core:
             return self._ml_append(tpm, req)
         if code == C.CLEAR:
             tpm.clear(req.password)
-            log.info("TPM cleared; the attestation key and sealed objects are gone until tpm2d restarts")
+            self._forget_keys()
             return generic(True)
         if code == C.CHANGE_OWNER_PWD:
             tpm.change_owner_auth(req.password, req.password_new)
@@ -148,6 +148,19 @@ class Core:
                 r.signature = devicekey.sign(self.ak, bytes(req.sign_data))
             return r
         return generic(False, f"command {code} is not supported")
+
+    def _forget_keys(self) -> None:
+        """After TPM2_Clear the storage seed is new: no key file made before can ever load again.
+        They are removed, so the next start provisions fresh keys (J13: destroy_system, then a
+        fresh provisioning) instead of refusing to start."""
+        self.ak = None
+        removed = []
+        for pattern in ("attestation_*", "seal_*"):
+            for f in self.settings.tokens.glob(pattern):
+                f.unlink(missing_ok=True)
+                removed.append(f.name)
+        log.warning("TPM cleared: attestation key and sealed objects are gone (%s removed); a restart of "
+                    "tpm2d makes new keys", ", ".join(sorted(removed)) or "no files")
 
     def _need_tpm(self) -> Tpm:
         if self.tpm is None:

@@ -229,10 +229,17 @@ def test_change_owner_password_and_clear(cmld_factory: DaemonFactory, fresh_swtp
     # A wrong lockout password fails (and, as on any TPM, blocks lockout auth for a while).
     bad = tpm2_control(t, "clear", "not-the-lockout-password")
     assert bad.returncode == 1 and "TPM2_Clear" in bad.stderr
-    # The storage primary (and with it the attestation key) is gone.
+    # The storage primary (and with it the attestation key) is gone, and so are its files.
     assert "0x81000000" not in fresh_swtpm.tool("tpm2_getcap", "handles-persistent").stdout
-    with t.client() as c, pytest.raises(Tpm2dError, match="attestation key"):
+    with t.client() as c, pytest.raises(Tpm2dError, match="without an attestation"):
         c.device_key_sign(b"data")
+    tokens = t.daemon.base / "tpm2d" / "tokens"
+    assert not list(tokens.glob("attestation_*"))
+    # The next start provisions a fresh key.
+    assert t.daemon.stop() == 0
+    t2 = tpm2dlib.launch(cmld_factory, fresh_swtpm, base=t.daemon.base, name="tpm2d-after-clear")
+    with t2.client() as c:
+        assert c.device_key_public()
 
 
 # --------------------------------------------------------------------------- FDE key
