@@ -140,7 +140,7 @@ class Core:
             return self._seal(req)
         if code in (C.DEVICE_KEY_SIGN, C.DEVICE_KEY_PUBLIC):
             if self.ak is None:
-                return generic(False, "tpm2d runs without an attestation/device key (--nokeys)")
+                return generic(False, "tpm2d has no attestation/device key (--nokeys, or the TPM was cleared)")
             r = generic(True)
             if code == C.DEVICE_KEY_PUBLIC:
                 r.public_key = self.ak.public_pem()
@@ -215,7 +215,8 @@ class Core:
 
     def attest(self, req: RemoteToTpm2d) -> Tpm2dToRemote:
         if self.ak is None:
-            return evidence.failure(req.atype, "tpm2d runs without an attestation key (--nokeys)")
+            return evidence.failure(req.atype, "tpm2d has no attestation key (--nokeys, or the TPM was cleared: "
+                                               "restart tpm2d to make a new one)")
         try:
             src = evidence.EvidenceSources(self.settings.device_cert, self.settings.ima_log, self.settings.event_log)
             return evidence.build(self._need_tpm(), self.ak, self.ml, src, req)
