@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # The import packages at the repository root (a change to them marks a figure "modified").
-PACKAGES = ("cml_common", "cmld", "scd", "tpm2d", "cml_control", "cml_sign")
+PACKAGES = ("cml_common", "cmld", "scd", "tpm2d", "cml_control", "cml_sign", "cml_tpm2_control", "cml_rattestation")
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], name: str, timeout: float = 15.0,

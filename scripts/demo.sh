@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: installs what is needed, builds the demo busybox GuestOS, starts tpm2d, scd and
 # cmld on a demo base directory (hosted mode), creates and starts the demo container, runs a
-# command in it and lists it.
+# command in it and lists it. tpm2d uses /dev/tpmrm0 when the machine has one, otherwise a demo
+# swtpm (state in demo/swtpm, TCP on 127.0.0.1:${DEMO_SWTPM_PORT:-2321} and the next port);
+# tpm2d's attestation port listens on 127.0.0.1:9505 only.
 #   bash scripts/demo.sh        start (or restart) the demo
 #   bash scripts/demo.sh stop   stop the demo daemons
 set -euo pipefail
@@ -11,7 +13,7 @@ demo="$top/demo"
 bin="$top/.venv/bin"
 
 stop_demo() {
-    for d in cmld scd tpm2d; do
+    for d in cmld scd tpm2d swtpm; do
         pidf="$demo/$d.pid"
         if [ -f "$pidf" ]; then
             pid=$(cat "$pidf")
@@ -38,7 +40,18 @@ cp examples/device.conf "$demo/base/device.conf"
 "$bin/python" scripts/build-guestos.py "$demo/base/operatingsystems" >/dev/null
 
 common=(--base-dir "$demo/base" --log-dir "$demo/logs")
-"$bin/tpm2d" "${common[@]}" --pid-file "$demo/tpm2d.pid"
+if [ -c /dev/tpmrm0 ]; then
+    tcti="device:/dev/tpmrm0"
+else
+    port="${DEMO_SWTPM_PORT:-2321}"
+    mkdir -p "$demo/swtpm"
+    swtpm socket --tpm2 --tpmstate "dir=$demo/swtpm" --server "type=tcp,port=$port,bindaddr=127.0.0.1" \
+        --ctrl "type=tcp,port=$((port + 1)),bindaddr=127.0.0.1" --flags not-need-init,startup-clear \
+        --pid "file=$demo/swtpm.pid" --daemon
+    tcti="swtpm:host=127.0.0.1,port=$port"
+fi
+"$bin/tpm2d" "${common[@]}" --pid-file "$demo/tpm2d.pid" --tcti "$tcti" --attest-listen 127.0.0.1:9505 \
+    --ml-state "$demo/run/tpm2d-ml.json"
 "$bin/scd" "${common[@]}" --pid-file "$demo/scd.pid"
 "$bin/cmld" "${common[@]}" --pid-file "$demo/cmld.pid" --run-dir "$demo/run" --stop-timeout 10
 

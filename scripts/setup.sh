@@ -18,7 +18,8 @@ APT_PACKAGES=(
     openssl softhsm2                                                 # scd: signature cross-checks, PKCS#11 token tests
     pcscd vsmartcard-vpcd swig libpcsclite-dev                       # scd: USB token over PC/SC (pyscard build + vpcd)
     squashfs-tools cryptsetup-bin                                    # cml-sign guestos: mksquashfs, veritysetup
-    qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools     # VM tier: QEMU, OVMF, swtpm (measured boot)
+    qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools     # VM tier: QEMU, OVMF, swtpm (measured boot); tpm2d tests
+    libtss2-dev                                                      # tpm2d: tpm2-pytss (PyPI sdist) builds against it
     mmdebstrap cpio kmod                                             # VM tier: guest rootfs, stage-1 initrd, depmod
 )
 

@@ -10,7 +10,7 @@ py="$top/.venv/bin/python"
 echo "== generated protobuf code is fresh"
 "$py" scripts/gen_proto.py --check
 echo "== ruff"
-"$top/.venv/bin/ruff" check cml_common cmld scd tpm2d cml_control cml_sign tests bench scripts qemu
+"$top/.venv/bin/ruff" check cml_common cmld scd tpm2d cml_control cml_sign cml_tpm2_control cml_rattestation tests bench scripts qemu
 echo "== mypy"
 "$top/.venv/bin/mypy"
 echo "== systemd units"

@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x61ttestation.proto\x12\x0f\x63ml.attestation\"$\n\x03Pcr\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x93\x01\n\x10MlContainerEntry\x12\x11\n\tpcr_index\x18\x01 \x02(\x05\x12\x10\n\x08\x66ilename\x18\x02 \x02(\t\x12\x19\n\x11template_hash_alg\x18\x03 \x02(\t\x12\x15\n\rtemplate_hash\x18\x04 \x02(\x0c\x12\x15\n\rdata_hash_alg\x18\x05 \x02(\t\x12\x11\n\tdata_hash\x18\x06 \x02(\x0c\"\xfb\x01\n\rRemoteToTpm2d\x12\x31\n\x04\x63ode\x18\x01 \x02(\x0e\x32#.cml.attestation.RemoteToTpm2d.Code\x12\x39\n\x05\x61type\x18\x02 \x01(\x0e\x32#.cml.attestation.IdsAttestationType:\x05\x42\x41SIC\x12\x16\n\x0equalifyingData\x18\x03 \x01(\x0c\x12\x0c\n\x04pcrs\x18\x04 \x01(\x05\x12\x18\n\nattest_ima\x18\x05 \x01(\x08:\x04true\x12\x1f\n\x11\x61ttest_containers\x18\x06 \x01(\x08:\x04true\"\x1b\n\x04\x43ode\x12\x13\n\x0f\x41TTESTATION_REQ\x10\x01\"\xfc\x02\n\rTpm2dToRemote\x12\x31\n\x04\x63ode\x18\x01 \x02(\x0e\x32#.cml.attestation.Tpm2dToRemote.Code\x12\x39\n\x05\x61type\x18\x02 \x01(\x0e\x32#.cml.attestation.IdsAttestationType:\x05\x42\x41SIC\x12)\n\x04halg\x18\x03 \x01(\x0e\x32\x1b.cml.attestation.HashAlgLen\x12\x0e\n\x06quoted\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12(\n\npcr_values\x18\x06 \x03(\x0b\x32\x14.cml.attestation.Pcr\x12\x13\n\x0b\x63\x65rtificate\x18\x07 \x01(\x0c\x12\x14\n\x0cml_ima_entry\x18\x0b \x01(\x0c\x12=\n\x12ml_container_entry\x18\x0c \x03(\x0b\x32!.cml.attestation.MlContainerEntry\"\x1b\n\x04\x43ode\x12\x13\n\x0f\x41TTESTATION_RES\x10\x01*6\n\x12IdsAttestationType\x12\t\n\x05\x42\x41SIC\x10\x00\x12\x07\n\x03\x41LL\x10\x01\x12\x0c\n\x08\x41\x44VANCED\x10\x02*.\n\nHashAlgLen\x12\x08\n\x04SHA1\x10\x14\x12\n\n\x06SHA256\x10 \x12\n\n\x06SHA384\x10\x30')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x61ttestation.proto\x12\x0f\x63ml.attestation\"$\n\x03Pcr\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x93\x01\n\x10MlContainerEntry\x12\x11\n\tpcr_index\x18\x01 \x02(\x05\x12\x10\n\x08\x66ilename\x18\x02 \x02(\t\x12\x19\n\x11template_hash_alg\x18\x03 \x02(\t\x12\x15\n\rtemplate_hash\x18\x04 \x02(\x0c\x12\x15\n\rdata_hash_alg\x18\x05 \x02(\t\x12\x11\n\tdata_hash\x18\x06 \x02(\x0c\"\x9b\x02\n\rRemoteToTpm2d\x12\x31\n\x04\x63ode\x18\x01 \x02(\x0e\x32#.cml.attestation.RemoteToTpm2d.Code\x12\x39\n\x05\x61type\x18\x02 \x01(\x0e\x32#.cml.attestation.IdsAttestationType:\x05\x42\x41SIC\x12\x16\n\x0equalifyingData\x18\x03 \x01(\x0c\x12\x0c\n\x04pcrs\x18\x04 \x01(\x05\x12\x18\n\nattest_ima\x18\x05 \x01(\x08:\x04true\x12\x1f\n\x11\x61ttest_containers\x18\x06 \x01(\x08:\x04true\x12\x1e\n\x10\x61ttest_event_log\x18\x64 \x01(\x08:\x04true\"\x1b\n\x04\x43ode\x12\x13\n\x0f\x41TTESTATION_REQ\x10\x01\"\xd8\x03\n\rTpm2dToRemote\x12\x31\n\x04\x63ode\x18\x01 \x02(\x0e\x32#.cml.attestation.Tpm2dToRemote.Code\x12\x39\n\x05\x61type\x18\x02 \x01(\x0e\x32#.cml.attestation.IdsAttestationType:\x05\x42\x41SIC\x12)\n\x04halg\x18\x03 \x01(\x0e\x32\x1b.cml.attestation.HashAlgLen\x12\x0e\n\x06quoted\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12(\n\npcr_values\x18\x06 \x03(\x0b\x32\x14.cml.attestation.Pcr\x12\x13\n\x0b\x63\x65rtificate\x18\x07 \x01(\x0c\x12\x14\n\x0cml_ima_entry\x18\x0b \x01(\x0c\x12=\n\x12ml_container_entry\x18\x0c \x03(\x0b\x32!.cml.attestation.MlContainerEntry\x12\x15\n\rerror_message\x18\x64 \x01(\t\x12\x11\n\tak_public\x18\x65 \x01(\x0c\x12\x16\n\x0euefi_event_log\x18\x66 \x01(\x0c\x12\x18\n\x10\x61k_parent_public\x18g \x01(\x0c\"\x1b\n\x04\x43ode\x12\x13\n\x0f\x41TTESTATION_RES\x10\x01*6\n\x12IdsAttestationType\x12\t\n\x05\x42\x41SIC\x10\x00\x12\x07\n\x03\x41LL\x10\x01\x12\x0c\n\x08\x41\x44VANCED\x10\x02*.\n\nHashAlgLen\x12\x08\n\x04SHA1\x10\x14\x12\n\n\x06SHA256\x10 \x12\n\n\x06SHA384\x10\x30')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'attestation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDSATTESTATIONTYPE']._serialized_start=863
-  _globals['_IDSATTESTATIONTYPE']._serialized_end=917
-  _globals['_HASHALGLEN']._serialized_start=919
-  _globals['_HASHALGLEN']._serialized_end=965
+  _globals['_IDSATTESTATIONTYPE']._serialized_start=987
+  _globals['_IDSATTESTATIONTYPE']._serialized_end=1041
+  _globals['_HASHALGLEN']._serialized_start=1043
+  _globals['_HASHALGLEN']._serialized_end=1089
   _globals['_PCR']._serialized_start=38
   _globals['_PCR']._serialized_end=74
   _globals['_MLCONTAINERENTRY']._serialized_start=77
   _globals['_MLCONTAINERENTRY']._serialized_end=224
   _globals['_REMOTETOTPM2D']._serialized_start=227
-  _globals['_REMOTETOTPM2D']._serialized_end=478
-  _globals['_REMOTETOTPM2D_CODE']._serialized_start=451
-  _globals['_REMOTETOTPM2D_CODE']._serialized_end=478
-  _globals['_TPM2DTOREMOTE']._serialized_start=481
-  _globals['_TPM2DTOREMOTE']._serialized_end=861
-  _globals['_TPM2DTOREMOTE_CODE']._serialized_start=834
-  _globals['_TPM2DTOREMOTE_CODE']._serialized_end=861
+  _globals['_REMOTETOTPM2D']._serialized_end=510
+  _globals['_REMOTETOTPM2D_CODE']._serialized_start=483
+  _globals['_REMOTETOTPM2D_CODE']._serialized_end=510
+  _globals['_TPM2DTOREMOTE']._serialized_start=513
+  _globals['_TPM2DTOREMOTE']._serialized_end=985
+  _globals['_TPM2DTOREMOTE_CODE']._serialized_start=958
+  _globals['_TPM2DTOREMOTE_CODE']._serialized_end=985
 # @@protoc_insertion_point(module_scope)

@@ -51,7 +51,7 @@ class MlContainerEntry(_message.Message):
     def __init__(self, pcr_index: _Optional[int] = ..., filename: _Optional[str] = ..., template_hash_alg: _Optional[str] = ..., template_hash: _Optional[bytes] = ..., data_hash_alg: _Optional[str] = ..., data_hash: _Optional[bytes] = ...) -> None: ...
 
 class RemoteToTpm2d(_message.Message):
-    __slots__ = ("code", "atype", "qualifyingData", "pcrs", "attest_ima", "attest_containers")
+    __slots__ = ("code", "atype", "qualifyingData", "pcrs", "attest_ima", "attest_containers", "attest_event_log")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ATTESTATION_REQ: _ClassVar[RemoteToTpm2d.Code]
@@ -62,16 +62,18 @@ class RemoteToTpm2d(_message.Message):
     PCRS_FIELD_NUMBER: _ClassVar[int]
     ATTEST_IMA_FIELD_NUMBER: _ClassVar[int]
     ATTEST_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    ATTEST_EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
     code: RemoteToTpm2d.Code
     atype: IdsAttestationType
     qualifyingData: bytes
     pcrs: int
     attest_ima: bool
     attest_containers: bool
-    def __init__(self, code: _Optional[_Union[RemoteToTpm2d.Code, str]] = ..., atype: _Optional[_Union[IdsAttestationType, str]] = ..., qualifyingData: _Optional[bytes] = ..., pcrs: _Optional[int] = ..., attest_ima: _Optional[bool] = ..., attest_containers: _Optional[bool] = ...) -> None: ...
+    attest_event_log: bool
+    def __init__(self, code: _Optional[_Union[RemoteToTpm2d.Code, str]] = ..., atype: _Optional[_Union[IdsAttestationType, str]] = ..., qualifyingData: _Optional[bytes] = ..., pcrs: _Optional[int] = ..., attest_ima: _Optional[bool] = ..., attest_containers: _Optional[bool] = ..., attest_event_log: _Optional[bool] = ...) -> None: ...
 
 class Tpm2dToRemote(_message.Message):
-    __slots__ = ("code", "atype", "halg", "quoted", "signature", "pcr_values", "certificate", "ml_ima_entry", "ml_container_entry")
+    __slots__ = ("code", "atype", "halg", "quoted", "signature", "pcr_values", "certificate", "ml_ima_entry", "ml_container_entry", "error_message", "ak_public", "uefi_event_log", "ak_parent_public")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ATTESTATION_RES: _ClassVar[Tpm2dToRemote.Code]
@@ -85,6 +87,10 @@ class Tpm2dToRemote(_message.Message):
     CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     ML_IMA_ENTRY_FIELD_NUMBER: _ClassVar[int]
     ML_CONTAINER_ENTRY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    UEFI_EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
+    AK_PARENT_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     code: Tpm2dToRemote.Code
     atype: IdsAttestationType
     halg: HashAlgLen
@@ -94,4 +100,8 @@ class Tpm2dToRemote(_message.Message):
     certificate: bytes
     ml_ima_entry: bytes
     ml_container_entry: _containers.RepeatedCompositeFieldContainer[MlContainerEntry]
-    def __init__(self, code: _Optional[_Union[Tpm2dToRemote.Code, str]] = ..., atype: _Optional[_Union[IdsAttestationType, str]] = ..., halg: _Optional[_Union[HashAlgLen, str]] = ..., quoted: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcr_values: _Optional[_Iterable[_Union[Pcr, _Mapping]]] = ..., certificate: _Optional[bytes] = ..., ml_ima_entry: _Optional[bytes] = ..., ml_container_entry: _Optional[_Iterable[_Union[MlContainerEntry, _Mapping]]] = ...) -> None: ...
+    error_message: str
+    ak_public: bytes
+    uefi_event_log: bytes
+    ak_parent_public: bytes
+    def __init__(self, code: _Optional[_Union[Tpm2dToRemote.Code, str]] = ..., atype: _Optional[_Union[IdsAttestationType, str]] = ..., halg: _Optional[_Union[HashAlgLen, str]] = ..., quoted: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcr_values: _Optional[_Iterable[_Union[Pcr, _Mapping]]] = ..., certificate: _Optional[bytes] = ..., ml_ima_entry: _Optional[bytes] = ..., ml_container_entry: _Optional[_Iterable[_Union[MlContainerEntry, _Mapping]]] = ..., error_message: _Optional[str] = ..., ak_public: _Optional[bytes] = ..., uefi_event_log: _Optional[bytes] = ..., ak_parent_public: _Optional[bytes] = ...) -> None: ...

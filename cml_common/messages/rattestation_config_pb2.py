@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from . import attestation_pb2 as attestation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rattestation_config.proto\x12\x17\x63ml.rattestation_config\x1a\x11\x61ttestation.proto\"+\n\nPcrStrings\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t\"\xec\x02\n\x12RAttestationConfig\x12\x0c\n\x04name\x18\x01 \x02(\t\x12\x39\n\x05\x61type\x18\x02 \x01(\x0e\x32#.cml.attestation.IdsAttestationType:\x05\x42\x41SIC\x12\x31\n\x04halg\x18\x03 \x01(\x0e\x32\x1b.cml.attestation.HashAlgLen:\x06SHA256\x12\x0c\n\x04pcrs\x18\x04 \x01(\x05\x12\x37\n\npcr_values\x18\x06 \x03(\x0b\x32#.cml.rattestation_config.PcrStrings\x12\x16\n\x0ekmod_sign_cert\x18\x07 \x02(\t\x12\x10\n\x08tpm_cert\x18\x08 \x01(\t\x12\x18\n\nverify_ima\x18\t \x01(\x08:\x04true\x12\x13\n\x07ima_pcr\x18\n \x01(\x05:\x02\x31\x30\x12\x1f\n\x11verify_containers\x18\x0b \x01(\x08:\x04true\x12\x19\n\rcontainer_pcr\x18\x0c \x01(\x05:\x02\x31\x31')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rattestation_config.proto\x12\x17\x63ml.rattestation_config\x1a\x11\x61ttestation.proto\"+\n\nPcrStrings\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t\"\x94\x04\n\x12RAttestationConfig\x12\x0c\n\x04name\x18\x01 \x02(\t\x12\x39\n\x05\x61type\x18\x02 \x01(\x0e\x32#.cml.attestation.IdsAttestationType:\x05\x42\x41SIC\x12\x31\n\x04halg\x18\x03 \x01(\x0e\x32\x1b.cml.attestation.HashAlgLen:\x06SHA256\x12\x0c\n\x04pcrs\x18\x04 \x01(\x05\x12\x37\n\npcr_values\x18\x06 \x03(\x0b\x32#.cml.rattestation_config.PcrStrings\x12\x16\n\x0ekmod_sign_cert\x18\x07 \x02(\t\x12\x10\n\x08tpm_cert\x18\x08 \x01(\t\x12\x18\n\nverify_ima\x18\t \x01(\x08:\x04true\x12\x13\n\x07ima_pcr\x18\n \x01(\x05:\x02\x31\x30\x12\x1f\n\x11verify_containers\x18\x0b \x01(\x08:\x04true\x12\x19\n\rcontainer_pcr\x18\x0c \x01(\x05:\x02\x31\x31\x12\x0f\n\x07\x63\x61_cert\x18\x64 \x01(\t\x12\x18\n\x10\x65vent_log_policy\x18\x65 \x01(\t\x12\x13\n\x0bguestos_dir\x18\x66 \x03(\t\x12\x12\n\nguestos_ca\x18g \x01(\t\x12\x1e\n\x10verify_event_log\x18h \x01(\x08:\x04true\x12\x12\n\x04port\x18i \x01(\x05:\x04\x39\x35\x30\x35\x12\x1e\n\x10\x63heck_pcr_values\x18j \x01(\x08:\x04true')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,5 +36,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PCRSTRINGS']._serialized_start=73
   _globals['_PCRSTRINGS']._serialized_end=116
   _globals['_RATTESTATIONCONFIG']._serialized_start=119
-  _globals['_RATTESTATIONCONFIG']._serialized_end=483
+  _globals['_RATTESTATIONCONFIG']._serialized_end=651
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ class PcrStrings(_message.Message):
     def __init__(self, number: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
 
 class RAttestationConfig(_message.Message):
-    __slots__ = ("name", "atype", "halg", "pcrs", "pcr_values", "kmod_sign_cert", "tpm_cert", "verify_ima", "ima_pcr", "verify_containers", "container_pcr")
+    __slots__ = ("name", "atype", "halg", "pcrs", "pcr_values", "kmod_sign_cert", "tpm_cert", "verify_ima", "ima_pcr", "verify_containers", "container_pcr", "ca_cert", "event_log_policy", "guestos_dir", "guestos_ca", "verify_event_log", "port", "check_pcr_values")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ATYPE_FIELD_NUMBER: _ClassVar[int]
     HALG_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,13 @@ class RAttestationConfig(_message.Message):
     IMA_PCR_FIELD_NUMBER: _ClassVar[int]
     VERIFY_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_PCR_FIELD_NUMBER: _ClassVar[int]
+    CA_CERT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_LOG_POLICY_FIELD_NUMBER: _ClassVar[int]
+    GUESTOS_DIR_FIELD_NUMBER: _ClassVar[int]
+    GUESTOS_CA_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    CHECK_PCR_VALUES_FIELD_NUMBER: _ClassVar[int]
     name: str
     atype: _attestation_pb2.IdsAttestationType
     halg: _attestation_pb2.HashAlgLen
@@ -40,4 +47,11 @@ class RAttestationConfig(_message.Message):
     ima_pcr: int
     verify_containers: bool
     container_pcr: int
-    def __init__(self, name: _Optional[str] = ..., atype: _Optional[_Union[_attestation_pb2.IdsAttestationType, str]] = ..., halg: _Optional[_Union[_attestation_pb2.HashAlgLen, str]] = ..., pcrs: _Optional[int] = ..., pcr_values: _Optional[_Iterable[_Union[PcrStrings, _Mapping]]] = ..., kmod_sign_cert: _Optional[str] = ..., tpm_cert: _Optional[str] = ..., verify_ima: _Optional[bool] = ..., ima_pcr: _Optional[int] = ..., verify_containers: _Optional[bool] = ..., container_pcr: _Optional[int] = ...) -> None: ...
+    ca_cert: str
+    event_log_policy: str
+    guestos_dir: _containers.RepeatedScalarFieldContainer[str]
+    guestos_ca: str
+    verify_event_log: bool
+    port: int
+    check_pcr_values: bool
+    def __init__(self, name: _Optional[str] = ..., atype: _Optional[_Union[_attestation_pb2.IdsAttestationType, str]] = ..., halg: _Optional[_Union[_attestation_pb2.HashAlgLen, str]] = ..., pcrs: _Optional[int] = ..., pcr_values: _Optional[_Iterable[_Union[PcrStrings, _Mapping]]] = ..., kmod_sign_cert: _Optional[str] = ..., tpm_cert: _Optional[str] = ..., verify_ima: _Optional[bool] = ..., ima_pcr: _Optional[int] = ..., verify_containers: _Optional[bool] = ..., container_pcr: _Optional[int] = ..., ca_cert: _Optional[str] = ..., event_log_policy: _Optional[str] = ..., guestos_dir: _Optional[_Iterable[str]] = ..., guestos_ca: _Optional[str] = ..., verify_event_log: _Optional[bool] = ..., port: _Optional[int] = ..., check_pcr_values: _Optional[bool] = ...) -> None: ...

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from . import attestation_pb2 as attestation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0btpm2d.proto\x12\tcml.tpm2d\x1a\x11\x61ttestation.proto\"\x90\x04\n\x0f\x43ontrollerToTpm\x12-\n\x04\x63ode\x18\x01 \x02(\x0e\x32\x1f.cml.tpm2d.ControllerToTpm.Code\x12\x16\n\x0e\x64mcrypt_device\x18\x05 \x01(\t\x12\x10\n\x08password\x18\x06 \x01(\t\x12\x11\n\trand_size\x18\x07 \x01(\x05\x12\x14\n\x0cpassword_new\x18\x08 \x01(\t\x12\x13\n\x0bml_filename\x18\t \x01(\t\x12\x13\n\x0bml_datahash\x18\n \x01(\x0c\x12/\n\nml_hashalg\x18\x0b \x01(\x0e\x32\x1b.cml.attestation.HashAlgLen\x12K\n\x10\x64mcrypt_key_type\x18\x0c \x01(\x0e\x32%.cml.tpm2d.ControllerToTpm.FdeKeyType:\nXTS_AES256\"\x8e\x01\n\x04\x43ode\x12\x11\n\rDMCRYPT_SETUP\x10\x02\x12\x08\n\x04\x45XIT\x10\x03\x12\x0e\n\nRANDOM_REQ\x10\x04\x12\t\n\x05\x43LEAR\x10\x05\x12\x10\n\x0c\x44MCRYPT_LOCK\x10\x06\x12\x14\n\x10\x43HANGE_OWNER_PWD\x10\x07\x12\x11\n\rDMCRYPT_RESET\x10\x08\x12\r\n\tML_APPEND\x10\t\"\x04\x08\x01\x10\x01\"<\n\nFdeKeyType\x12\x0e\n\nXTS_AES128\x10\x01\x12\x0e\n\nXTS_AES192\x10\x02\x12\x0e\n\nXTS_AES256\x10\x03J\x04\x08\x02\x10\x05\"\x80\x04\n\x0fTpmToController\x12-\n\x04\x63ode\x18\x01 \x02(\x0e\x32\x1f.cml.tpm2d.TpmToController.Code\x12<\n\x08response\x18\x08 \x01(\x0e\x32*.cml.tpm2d.TpmToController.GenericResponse\x12<\n\x0c\x66\x64\x65_response\x18\t \x01(\x0e\x32&.cml.tpm2d.TpmToController.FdeResponse\x12\x11\n\trand_data\x18\n \x01(\t\x12\x10\n\x08ml_entry\x18\x0b \x02(\x0c\"I\n\x04\x43ode\x12\x14\n\x10GENERIC_RESPONSE\x10\x02\x12\x10\n\x0c\x46\x44\x45_RESPONSE\x10\x03\x12\x13\n\x0fRANDOM_RESPONSE\x10\x04\"\x04\x08\x01\x10\x01\"-\n\x0fGenericResponse\x12\n\n\x06\x43MD_OK\x10\x01\x12\x0e\n\nCMD_FAILED\x10\x02\"\x9c\x01\n\x0b\x46\x64\x65Response\x12\n\n\x06\x46\x44\x45_OK\x10\x01\x12\x13\n\x0f\x46\x44\x45_AUTH_FAILED\x10\x02\x12\x15\n\x11\x46\x44\x45_KEYGEN_FAILED\x10\x03\x12\x11\n\rFDE_NO_DEVICE\x10\x04\x12\x19\n\x15\x46\x44\x45_KEY_ACCESS_LOCKED\x10\x05\x12\r\n\tFDE_RESET\x10\x06\x12\x18\n\x14\x46\x44\x45_UNEXPECTED_ERROR\x10\x07J\x04\x08\x02\x10\x08')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0btpm2d.proto\x12\tcml.tpm2d\x1a\x11\x61ttestation.proto\"\xe6\x05\n\x0f\x43ontrollerToTpm\x12-\n\x04\x63ode\x18\x01 \x02(\x0e\x32\x1f.cml.tpm2d.ControllerToTpm.Code\x12\x16\n\x0e\x64mcrypt_device\x18\x05 \x01(\t\x12\x10\n\x08password\x18\x06 \x01(\t\x12\x11\n\trand_size\x18\x07 \x01(\x05\x12\x14\n\x0cpassword_new\x18\x08 \x01(\t\x12\x13\n\x0bml_filename\x18\t \x01(\t\x12\x13\n\x0bml_datahash\x18\n \x01(\x0c\x12/\n\nml_hashalg\x18\x0b \x01(\x0e\x32\x1b.cml.attestation.HashAlgLen\x12K\n\x10\x64mcrypt_key_type\x18\x0c \x01(\x0e\x32%.cml.tpm2d.ControllerToTpm.FdeKeyType:\nXTS_AES256\x12\x11\n\tseal_name\x18\x64 \x01(\t\x12\x16\n\x0eseal_authority\x18\x65 \x01(\x0c\x12\x13\n\x0bseal_policy\x18\x66 \x01(\x0c\x12\x11\n\tsign_data\x18g \x01(\x0c\"\x91\x02\n\x04\x43ode\x12\x11\n\rDMCRYPT_SETUP\x10\x02\x12\x08\n\x04\x45XIT\x10\x03\x12\x0e\n\nRANDOM_REQ\x10\x04\x12\t\n\x05\x43LEAR\x10\x05\x12\x10\n\x0c\x44MCRYPT_LOCK\x10\x06\x12\x14\n\x10\x43HANGE_OWNER_PWD\x10\x07\x12\x11\n\rDMCRYPT_RESET\x10\x08\x12\r\n\tML_APPEND\x10\t\x12\x0f\n\x0bSEAL_CREATE\x10\x64\x12\n\n\x06UNSEAL\x10\x65\x12\x13\n\x0fUNSEAL_RECOVERY\x10\x66\x12\x16\n\x12SEAL_POLICY_UPDATE\x10g\x12\x13\n\x0f\x44\x45VICE_KEY_SIGN\x10h\x12\x15\n\x11\x44\x45VICE_KEY_PUBLIC\x10i\x12\x0b\n\x07ML_LIST\x10j\"\x04\x08\x01\x10\x01\"<\n\nFdeKeyType\x12\x0e\n\nXTS_AES128\x10\x01\x12\x0e\n\nXTS_AES192\x10\x02\x12\x0e\n\nXTS_AES256\x10\x03J\x04\x08\x02\x10\x05\"\x88\x01\n\x0fSignedPcrPolicy\x12\x0c\n\x04pcrs\x18\x01 \x03(\r\x12\x12\n\npcr_digest\x18\x02 \x01(\x0c\x12\x17\n\x0f\x61pproved_policy\x18\x03 \x01(\x0c\x12\x12\n\npolicy_ref\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"\xa3\x05\n\x0fTpmToController\x12-\n\x04\x63ode\x18\x01 \x02(\x0e\x32\x1f.cml.tpm2d.TpmToController.Code\x12<\n\x08response\x18\x08 \x01(\x0e\x32*.cml.tpm2d.TpmToController.GenericResponse\x12<\n\x0c\x66\x64\x65_response\x18\t \x01(\x0e\x32&.cml.tpm2d.TpmToController.FdeResponse\x12\x11\n\trand_data\x18\n \x01(\t\x12\x10\n\x08ml_entry\x18\x0b \x02(\x0c\x12\x15\n\rerror_message\x18\x64 \x01(\t\x12\x0e\n\x06secret\x18\x65 \x01(\x0c\x12\x14\n\x0crecovery_key\x18\x66 \x01(\t\x12\x11\n\tsignature\x18g \x01(\x0c\x12\x12\n\npublic_key\x18h \x01(\x0c\x12=\n\x12ml_container_entry\x18i \x03(\x0b\x32!.cml.attestation.MlContainerEntry\"I\n\x04\x43ode\x12\x14\n\x10GENERIC_RESPONSE\x10\x02\x12\x10\n\x0c\x46\x44\x45_RESPONSE\x10\x03\x12\x13\n\x0fRANDOM_RESPONSE\x10\x04\"\x04\x08\x01\x10\x01\"-\n\x0fGenericResponse\x12\n\n\x06\x43MD_OK\x10\x01\x12\x0e\n\nCMD_FAILED\x10\x02\"\x9c\x01\n\x0b\x46\x64\x65Response\x12\n\n\x06\x46\x44\x45_OK\x10\x01\x12\x13\n\x0f\x46\x44\x45_AUTH_FAILED\x10\x02\x12\x15\n\x11\x46\x44\x45_KEYGEN_FAILED\x10\x03\x12\x11\n\rFDE_NO_DEVICE\x10\x04\x12\x19\n\x15\x46\x44\x45_KEY_ACCESS_LOCKED\x10\x05\x12\r\n\tFDE_RESET\x10\x06\x12\x18\n\x14\x46\x44\x45_UNEXPECTED_ERROR\x10\x07J\x04\x08\x02\x10\x08')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tpm2d_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONTROLLERTOTPM']._serialized_start=46
-  _globals['_CONTROLLERTOTPM']._serialized_end=574
-  _globals['_CONTROLLERTOTPM_CODE']._serialized_start=364
-  _globals['_CONTROLLERTOTPM_CODE']._serialized_end=506
-  _globals['_CONTROLLERTOTPM_FDEKEYTYPE']._serialized_start=508
-  _globals['_CONTROLLERTOTPM_FDEKEYTYPE']._serialized_end=568
-  _globals['_TPMTOCONTROLLER']._serialized_start=577
-  _globals['_TPMTOCONTROLLER']._serialized_end=1089
-  _globals['_TPMTOCONTROLLER_CODE']._serialized_start=804
-  _globals['_TPMTOCONTROLLER_CODE']._serialized_end=877
-  _globals['_TPMTOCONTROLLER_GENERICRESPONSE']._serialized_start=879
-  _globals['_TPMTOCONTROLLER_GENERICRESPONSE']._serialized_end=924
-  _globals['_TPMTOCONTROLLER_FDERESPONSE']._serialized_start=927
-  _globals['_TPMTOCONTROLLER_FDERESPONSE']._serialized_end=1083
+  _globals['_CONTROLLERTOTPM']._serialized_end=788
+  _globals['_CONTROLLERTOTPM_CODE']._serialized_start=447
+  _globals['_CONTROLLERTOTPM_CODE']._serialized_end=720
+  _globals['_CONTROLLERTOTPM_FDEKEYTYPE']._serialized_start=722
+  _globals['_CONTROLLERTOTPM_FDEKEYTYPE']._serialized_end=782
+  _globals['_SIGNEDPCRPOLICY']._serialized_start=791
+  _globals['_SIGNEDPCRPOLICY']._serialized_end=927
+  _globals['_TPMTOCONTROLLER']._serialized_start=930
+  _globals['_TPMTOCONTROLLER']._serialized_end=1605
+  _globals['_TPMTOCONTROLLER_CODE']._serialized_start=1320
+  _globals['_TPMTOCONTROLLER_CODE']._serialized_end=1393
+  _globals['_TPMTOCONTROLLER_GENERICRESPONSE']._serialized_start=1395
+  _globals['_TPMTOCONTROLLER_GENERICRESPONSE']._serialized_end=1440
+  _globals['_TPMTOCONTROLLER_FDERESPONSE']._serialized_start=1443
+  _globals['_TPMTOCONTROLLER_FDERESPONSE']._serialized_end=1599
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,7 @@ PACKAGES = (
     "tpm2-tools",                                                               # PCR read, event log replay
     "iproute2", "nftables", "e2fsprogs",                                        # cmld's runtime tools
     "libpcsclite1", "libseccomp2", "libsystemd0",                               # pyscard, pyseccomp, systemd-python
+    "libtss2-esys-3.0.2-0", "libtss2-fapi1", "libtss2-tctildr0", "libtss2-tcti-device0",  # tpm2-pytss (tpm2d)
 )
 EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
 

@@ -3,7 +3,11 @@ disk and a 9p share, and waits for the guest to power itself off.
 
 Everything lives in one temp dir; swtpm and QEMU are stopped by PID and the temp dir removed on
 every path (pass, fail, timeout, KeyboardInterrupt). Only the serial console log is kept, at the
-path the caller gives (a CI artefact). No TCP port is used.
+path the caller gives (a CI artefact).
+
+A boot may forward guest TCP ports to the host (QEMU user networking, `restrict=on`: the guest
+reaches nothing; only `hostfwd` on 127.0.0.1 reaches the guest) and run a host-side agent in a
+thread while the guest runs; the agent talks to the guest's checks through files on the share.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,9 @@ class Boot:
     accel: str
     work: Path  # the temp dir, removed when boot() returns
     pids: list[int]  # swtpm and QEMU, stopped when boot() returns
+    agent_result: Any = None  # what the host agent returned
+    agent_error: str = ""  # or why it failed
+    forwarded: dict[int, int] = field(default_factory=dict)  # guest port -> host port on 127.0.0.1
 
     @property
     def console(self) -> str:
@@ -68,9 +78,21 @@ def start_swtpm(work: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int, smp: int) -> list[str]:
+Agent = Callable[[Path, dict[int, int], threading.Event], Any]
+
+
+def net_argv(forwards: dict[int, int]) -> list[str]:
+    if not forwards:
+        return []
+    fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in sorted(forwards.items()))
+    return ["-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+
+
+def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int, smp: int,
+              forwards: dict[int, int] | None = None) -> list[str]:
     return [
-        "qemu-system-x86_64", "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
+        "qemu-system-x86_64", *net_argv(forwards or {}),
+        "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
         "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
         "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
         "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
@@ -93,8 +115,11 @@ def prepare_share(share: Path, scenario: dict[str, Any], overlay: Path | None) -
 
 
 def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path | None = None,
-         timeout: float = 600, memory_mb: int = 1536, smp: int = 2, tmp_base: Path | None = None) -> Boot:
-    """Boot once, run `scenario` (see guest/vmcheck/run.py) in the guest, return its results."""
+         timeout: float = 600, memory_mb: int = 1536, smp: int = 2, tmp_base: Path | None = None,
+         forwards: dict[int, int] | None = None, agent: Agent | None = None) -> Boot:
+    """Boot once, run `scenario` (see guest/vmcheck/run.py) in the guest, return its results.
+    `forwards` maps guest TCP ports to host ports on 127.0.0.1; `agent(share, forwards, stop)`
+    runs in a thread while the guest is up (stop is set when QEMU has exited)."""
     console.parent.mkdir(parents=True, exist_ok=True)
     console.unlink(missing_ok=True)
     acc = accel.choose()
@@ -110,14 +135,30 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
         run(["mke2fs", "-q", "-t", "ext4", "-L", "cmldata", work / "data.img", DATA_DISK])
         swtpm = start_swtpm(work)
         with (work / "qemu.log").open("ab") as qlog:
-            qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp),
+            qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp, forwards),
                                     stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog)
+        stop = threading.Event()
+        agent_out: dict[str, Any] = {}
+
+        def run_agent() -> None:
+            assert agent is not None
+            try:
+                agent_out["result"] = agent(work / "share", dict(forwards or {}), stop)
+            except Exception as e:
+                agent_out["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+
+        thread = threading.Thread(target=run_agent, daemon=True) if agent is not None else None
+        if thread is not None:
+            thread.start()
         timed_out = False
         try:
             status: int | None = qemu.wait(timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
             status = None
+        stop.set()
+        if thread is not None:
+            thread.join(60)
         seconds = time.monotonic() - t0
         qemu_err = (work / "qemu.log").read_text(errors="replace").strip()
         if status not in (0, None) and not (work / "share" / "results.json").exists():
@@ -125,7 +166,8 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
         results_file = work / "share" / "results.json"
         results = json.loads(results_file.read_text()) if results_file.exists() else None
         pids = [p.pid for p in (swtpm, qemu)]
-        return Boot(results, console, seconds, status, timed_out, acc, work, pids)
+        return Boot(results, console, seconds, status, timed_out, acc, work, pids,
+                    agent_out.get("result"), agent_out.get("error", ""), dict(forwards or {}))
     finally:
         if qemu is not None:
             procs.stop(qemu)

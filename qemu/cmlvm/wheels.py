@@ -18,7 +18,7 @@ from .tools import run
 
 REPO = Path(__file__).resolve().parents[2]
 # Inputs of the project wheel: what setuptools packs (the packages, metadata, readme).
-PACKAGES = ("cml_common", "cmld", "scd", "tpm2d", "cml_control", "cml_sign")
+PACKAGES = ("cml_common", "cmld", "scd", "tpm2d", "cml_control", "cml_sign", "cml_tpm2_control", "cml_rattestation")
 WHEEL_INPUTS = (*PACKAGES, "pyproject.toml", "README.md")
 
 

@@ -8,6 +8,7 @@ import re
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from cml_common import framing
 from cml_common.messages.scd_pb2 import DaemonToToken, HashAlgo, TokenToDaemon
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm, TpmToController
 from tests.conftest import Daemon, DaemonFactory, cli
+from tests.host.swtpmlib import Swtpm, running_swtpm
 
 pytestmark = pytest.mark.host
 
@@ -29,9 +31,16 @@ def scd(cmld_factory: DaemonFactory) -> Daemon:
     return cmld_factory.launch("scd", "scd", kind=socket.SOCK_SEQPACKET)
 
 
+@pytest.fixture(scope="module")
+def swtpm() -> Iterator[Swtpm]:
+    with running_swtpm() as t:
+        yield t
+
+
 @pytest.fixture
-def tpm2d(cmld_factory: DaemonFactory) -> Daemon:
-    return cmld_factory.launch("tpm2d", "tpm2d")
+def tpm2d(cmld_factory: DaemonFactory, swtpm: Swtpm) -> Daemon:
+    return cmld_factory.launch("tpm2d", "tpm2d", "--tcti", swtpm.tcti, "--attest-listen", "127.0.0.1:0",
+                               "--ml-state", str(cmld_factory.tmp / "ml.json"))
 
 
 # ---------------------------------------------------------------------- scd helpers
@@ -188,21 +197,24 @@ def recv_exact(s: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def test_tpm2d_random_req_fails_with_ml_entry(tpm2d: Daemon) -> None:
-    with tpm_connect(tpm2d) as s:
-        s.sendall(
-            framing.encode_frame(ControllerToTpm(code=ControllerToTpm.RANDOM_REQ, rand_size=8).SerializeToString())
-        )
+def tpm_ask(d: Daemon, req: ControllerToTpm) -> bytes:
+    with tpm_connect(d) as s:
+        s.sendall(framing.encode_frame(req.SerializeToString()))
         (length,) = HDR.unpack(recv_exact(s, 4))
-        body = recv_exact(s, length)
+        return recv_exact(s, length)
+
+
+def test_tpm2d_replies_carry_ml_entry(tpm2d: Daemon) -> None:
+    body = tpm_ask(tpm2d, ControllerToTpm(code=ControllerToTpm.RANDOM_REQ, rand_size=8))
     reply = framing.parse(TpmToController, body)
-    assert reply.code == TpmToController.GENERIC_RESPONSE
-    assert reply.response == TpmToController.CMD_FAILED
-    assert reply.HasField("ml_entry")  # proto2 `required bytes`, present though empty
-    assert reply.ml_entry == b""
-    assert not reply.HasField("rand_data")
-    # code 2, response (8) 2, ml_entry (11) empty: tag 5a, length 0.
-    assert body == bytes.fromhex("0802 4002 5a00")
+    assert reply.code == TpmToController.RANDOM_RESPONSE and len(reply.rand_data) == 16
+    assert reply.HasField("ml_entry") and reply.ml_entry == b""  # proto2 `required bytes`, present though empty
+    # code 4, rand_data (10) 16 hex chars: tag 52, length 10; ml_entry (11) empty: tag 5a, length 0.
+    assert body[:4] == bytes.fromhex("0804 5210") and body[-2:] == bytes.fromhex("5a00")
+    # A failure: code 2, response (8) 2, ml_entry empty, then our error_message (field 100: a2 06).
+    body = tpm_ask(tpm2d, ControllerToTpm(code=ControllerToTpm.RANDOM_REQ, rand_size=0))
+    assert body.startswith(bytes.fromhex("0802 4002 5a00 a206"))
+    assert b"rand_size 0" in framing.parse(TpmToController, body).error_message.encode()
 
 
 def test_tpm2d_exit(tpm2d: Daemon) -> None:

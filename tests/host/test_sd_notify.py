@@ -3,6 +3,7 @@ out. A real datagram socket stands where systemd's notify socket would be."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.host.swtpmlib import running_swtpm
 
 pytestmark = pytest.mark.host
 BIN = Path(sys.executable).parent
@@ -27,9 +30,14 @@ def test_ready_and_stopping_are_notified(tmp_path: Path, daemon: str, kind: int)
     (tmp_path / "base" / "device.conf").write_text("hostedmode: true\nsigned_configs: false\n")
     sock = tmp_path / f"{daemon}.sock"
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
+    stack = contextlib.ExitStack()
+    extra: list[str] = []
+    if daemon == "tpm2d":  # tpm2d needs a TPM: a private swtpm
+        tpm = stack.enter_context(running_swtpm())
+        extra = ["--tcti", tpm.tcti, "--attest-listen", "127.0.0.1:0", "--ml-state", str(tmp_path / "ml.json")]
     # No --foreground: under NOTIFY_SOCKET a daemon must stay in the foreground by itself.
     proc = subprocess.Popen([str(BIN / daemon), "--base-dir", str(tmp_path / "base"), "--socket", str(sock),
-                             "--log-dir", str(tmp_path / "logs")], env=env,
+                             "--log-dir", str(tmp_path / "logs"), *extra], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         msg = notify.recv(4096).decode()
@@ -47,3 +55,4 @@ def test_ready_and_stopping_are_notified(tmp_path: Path, daemon: str, kind: int)
             proc.kill()
             proc.wait()
         notify.close()
+        stack.close()

@@ -10,7 +10,7 @@ import pytest
 from . import harness
 from .harness import Boot, Image
 
-SYSTEM_CHECKS = ["units", "tpm", "cgroups", "dm", "container"]
+SYSTEM_CHECKS = ["units", "tpm", "attest", "cgroups", "dm", "container"]
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +25,13 @@ def vm_image() -> Image:
 
 @pytest.fixture(scope="session")
 def system_boot(vm_image: Image) -> Boot:
-    """The main scenario: the image as built, every system check in one boot."""
-    return harness.boot(vm_image, "system", SYSTEM_CHECKS)
+    """The main scenario: the image as built, every system check in one boot; the host attests
+    the guest over a forwarded loopback port while it runs (tests/vm/attest_agent.py)."""
+    from tests.host.tpm2dlib import free_port
+
+    from .attest_agent import GUEST_PORT, agent
+
+    return harness.boot(vm_image, "system", SYSTEM_CHECKS, forwards={GUEST_PORT: free_port()}, agent=agent)
 
 
 @pytest.fixture(scope="session")

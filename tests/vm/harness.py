@@ -50,12 +50,16 @@ def build() -> Image:
     return img
 
 
-def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None) -> Boot:
+def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None,
+         forwards: dict[int, int] | None = None, agent: runner.Agent | None = None) -> Boot:
     b = runner.boot(img, {"checks": checks}, ARTIFACTS / f"console-{name}.log", overlay=overlay,
-                    timeout=BOOT_TIMEOUT)
+                    timeout=BOOT_TIMEOUT, forwards=forwards, agent=agent)
     record_timing(f"boot_{name}", b.seconds)
     if b.results is not None:
         (ARTIFACTS / f"results-{name}.json").write_text(json.dumps(b.results, indent=1) + "\n")
+    if agent is not None:
+        (ARTIFACTS / f"agent-{name}.json").write_text(json.dumps({"result": b.agent_result,
+                                                                 "error": b.agent_error}, indent=1) + "\n")
         record_timing(f"guest_uptime_{name}_checks_start", b.results["uptime_at_start"])
         cmld = b.results["checks"].get("units", {}).get("data", {}).get("units", {}).get("cmld.service", {})
         if int(cmld.get("ActiveEnterTimestampMonotonic", "0")):

@@ -95,3 +95,55 @@ def test_the_harness_left_nothing_behind(system_boot: Boot) -> None:
     for pid in system_boot.pids:
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} (qemu/swtpm) still there"
     assert system_boot.console_path.exists() and "reboot: Power down" in system_boot.console
+
+
+# ------------------------------------------------------------ remote attestation (J8, J11-J13)
+
+
+def agent_outcome(b: Boot, key: str) -> dict[str, object]:
+    if b.agent_error:
+        raise AssertionError(f"the host agent failed: {b.agent_error}")
+    assert b.agent_result is not None and key in b.agent_result, b.agent_result
+    out: dict[str, object] = b.agent_result[key]
+    return out
+
+
+def statuses(run: dict[str, object]) -> dict[str, tuple[str, str]]:
+    result = run["result"]
+    assert isinstance(result, dict), run
+    return {c["name"]: (c["status"], c["detail"]) for c in result["checks"]}
+
+
+def test_guest_provisioned_with_its_tpm_key_and_attested_from_the_host(system_boot: Boot) -> None:
+    data = guest_check(system_boot, "attest")
+    assert data["push_cert"]["rc"] == 0 and "DEVICE_CERT_OK" in data["push_cert"]["out"], data["push_cert"]
+    good = agent_outcome(system_boot, "good")
+    st = statuses(good)
+    assert good["rc"] == 0, st
+    # Real firmware: OVMF's event log replays to the quoted PCRs 0-7 of the guest's TPM.
+    assert st["event log"][0] == "PASS" and "replay to quoted PCRs 0-7" in st["event log"][1], st["event log"]
+    assert st["ak binding"][0] == "PASS" and st["certificate"][0] == "PASS", st
+    assert st["containers"][0] == "PASS" and st["guestos images"][0] == "PASS", st
+    assert st["ima"][0] == "PASS", st["ima"]
+    assert len(data["measured"]) >= 1
+    # The reference policy made from that boot holds on the next attestation.
+    with_policy = statuses(agent_outcome(system_boot, "with_policy"))
+    assert with_policy["event log policy"][0] == "PASS", with_policy
+    assert with_policy["freshness"][0] == "PASS", with_policy
+
+
+def test_attestation_fails_for_another_ca_and_after_a_pcr7_change(system_boot: Boot) -> None:
+    other = agent_outcome(system_boot, "other_ca")
+    assert other["rc"] == 1 and "does not chain to the configured CA" in statuses(other)["certificate"][1]
+    tampered = agent_outcome(system_boot, "tampered")
+    st = statuses(tampered)
+    assert tampered["rc"] == 1
+    assert st["event log"] == ("FAIL", st["event log"][1]) and "[7]" in st["event log"][1], st["event log"]
+
+
+def test_fde_key_released_only_in_the_same_pcr7_state(system_boot: Boot) -> None:
+    data = guest_check(system_boot, "attest")
+    first, second, after = data["fde_first"], data["fde_second"], data["fde_after_tamper"]
+    assert first["rc"] == 0 and "FDE_OK" in first["out"] and first["mapped"], first
+    assert second["rc"] == 0 and second["read_marker"], second  # the same key from NV, real dm-crypt
+    assert after["rc"] == 1 and "FDE_AUTH_FAILED" in after["out"], after

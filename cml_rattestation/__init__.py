@@ -1,0 +1,1 @@
+"""cml-rattestation: the remote attestation verifier (GyroidOS rattestation compatible)."""
