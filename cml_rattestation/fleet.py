@@ -16,7 +16,7 @@ from pathlib import Path
 from cml_common.messages.rattestation_config_pb2 import RAttestationConfig
 
 from . import transport
-from .main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, attest_one
+from .attest import EXIT_FAILED, EXIT_OK, EXIT_USAGE, attest_one
 
 MAX_HOSTS = 100_000
 

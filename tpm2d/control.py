@@ -12,65 +12,60 @@ TpmToController out, one reply per request (inventory §5.2).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from pathlib import Path
 
-from cml_common import aioframing, framing
+from google.protobuf.message import Message
+
+from cml_common import framing
+from cml_common.framed_server import Connection, FramedServer, PeerCred, ServerLimits, Transport
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm
 
 from .core import Core, generic
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = 1024 * 1024  # nothing tpm2d takes is larger (sign_data <= 64 KiB)
+# cmld keeps one connection open for as long as it runs.
+LIMITS = ServerLimits(idle_timeout=None, frame_timeout=10.0, max_clients=64, max_message=MAX_REQUEST)
+
+
+def _malformed(body: bytes) -> Message:
+    try:
+        framing.parse(ControllerToTpm, body)
+    except framing.MessageError as e:
+        return generic(False, str(e))
+    return generic(False, "malformed request")
 
 
 class ControlServer:
+    """tpm2d's policy for bad input (a reply with the reason, the connection kept) on the shared
+    framed server."""
+
     def __init__(self, path: Path, core: Core, exit_event: asyncio.Event) -> None:
         self.path = path
         self.core = core
         self.exit_event = exit_event
-        self._server: asyncio.Server | None = None
+        self.server: FramedServer[ControllerToTpm, Connection] = FramedServer(
+            "tpm2d control", ControllerToTpm, self.handle, make_connection=self._connection,
+            on_malformed=_malformed, on_handler_error=lambda _req: generic(False, "internal error (see tpm2d's log)"),
+            limits=LIMITS)
+
+    @staticmethod
+    def _connection(ident: int, peer: PeerCred, transport: Transport) -> Connection:
+        return Connection(ident, peer, transport, "tpm2d control")
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        self.path.chmod(0o600)
-        log.info("control socket %s", self.path)
+        await self.server.listen(self.path, mode=0o600)
 
     async def close(self) -> None:
-        if self._server:
-            self._server.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        await self.server.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, req: ControllerToTpm, conn: Connection) -> None:
+        if req.code == ControllerToTpm.EXIT:
+            log.info("EXIT requested")
+            self.exit_event.set()
+            return
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                try:
-                    body = await aioframing.read_frame(reader, frame_timeout=10.0, max_size=MAX_REQUEST)
-                except framing.FramingError as e:
-                    log.warning("control client: %s; disconnecting", e)
-                    return
-                if body is None:
-                    return
-                try:
-                    req = framing.parse(ControllerToTpm, body)
-                except framing.MessageError as e:
-                    log.warning("control client: %s", e)
-                    await aioframing.write_frame(writer, framing.serialize(generic(False, str(e))))
-                    continue
-                if req.code == ControllerToTpm.EXIT:
-                    log.info("EXIT requested")
-                    self.exit_event.set()
-                    return
-                reply = await asyncio.wrap_future(self.core.submit(functools.partial(self.core.handle, req)), loop=loop)
-                await aioframing.write_frame(writer, framing.serialize(reply))
-        except OSError as e:
-            log.info("control client went away: %s", e)
-        finally:
-            writer.close()
+        reply = await asyncio.wrap_future(self.core.submit(functools.partial(self.core.handle, req)), loop=loop)
+        await conn.send(reply)

@@ -22,7 +22,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("cml_common", "cmld", "scd", "tpm2d", "cml_control", "cml_sign")
+PACKAGES = ("cml_common", "cmld", "scd", "tpm2d", "cml_control", "cml_sign", "cml_rattestation", "cml_tpm2_control")
 # What each top-level package may import from the others (itself is always allowed).
 PACKAGE_DEPS = {
     "cml_common": set(),
@@ -31,6 +31,8 @@ PACKAGE_DEPS = {
     "tpm2d": {"cml_common"},
     "cml_control": {"cml_common"},
     "cml_sign": {"cml_common", "scd"},
+    "cml_rattestation": {"cml_common", "scd", "cml_sign"},
+    "cml_tpm2_control": {"cml_common", "tpm2d"},  # a tool may use a daemon's pure logic
 }
 # cmld's layers, top to bottom; a module may import its own layer and everything below.
 CMLD_LAYERS: list[tuple[str, ...]] = [
