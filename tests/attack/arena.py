@@ -356,7 +356,7 @@ def host_leftovers(run_dir: Path, netns_dir: Path, uuids: list[str]) -> list[str
             found += [f"cgroup {p}" for p in ctrl.glob(f"**/{u}")]
         if (netns_dir / u).exists():
             found.append(f"netns {netns_dir / u}")
-        if u in mounts:
+        if any(u in line.split()[4] and str(netns_dir) not in line.split()[4] for line in mounts.splitlines()):
             found.append(f"mount of {u}")
         if (run_dir / "records" / f"{u}.json").exists():
             found.append(f"record {u}")
@@ -574,7 +574,7 @@ class Arena:
         base.mkdir()
         subprocess.run(["cp", "-al", str(self.base / "operatingsystems"), str(base / "operatingsystems")], check=True)
         shutil.copytree(self.base / "files_shared", base / "files_shared")
-        d = start_cmld(self.tmp, base, self.progs["daemonwrap"], "--stop-timeout", "3", *extra, name=name,
+        d = start_cmld(self.tmp, base, self.progs["daemonwrap"], *(extra or ("--stop-timeout", "3")), name=name,
                        ctty=ctty, key=(f"atk-{name}-key", secrets.token_hex(8)))
         try:
             yield d

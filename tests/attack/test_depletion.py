@@ -389,16 +389,19 @@ def test_depletion_stuck_container(arena: Arena, mode: str, how: str, judge: Jud
     """A container must always be stoppable and startable again, whatever its processes do:
     (1) it kills its service and SIGSTOPs the exec helper running `halt` (cmld's way to stop a
     container without a service) as soon as it appears; (2) a `cml-control run` client is
-    killed mid-session. Then stop (stop timeout 3 s), start. On a cmld of its own: a container
+    killed mid-session. Then stop, start. On a cmld of its own: a container
     stuck for good would stay stuck in the arena's. Staging (1) races with the helper (the
-    killer must stop `halt` before it signals init), so it is tried up to three times."""
+    killer must stop `halt` before it signals init), so it is tried up to four times."""
     from .arena import host_leftovers, stop_daemon
 
-    with arena.dedicated(f"stuck-{how}-{mode}") as d:
+    # The stop timeout must outlast cmld's 5 s wait for `halt`, or the container is killed
+    # before the halt session is given up (and whether its helper is then reaped is a race).
+    stop_timeout = 6 if how == "halt_helper_stopped" else 3
+    with arena.dedicated(f"stuck-{how}-{mode}", "--stop-timeout", str(stop_timeout)) as d:
         name = arena.create("stuck", userns=(mode == "userns"), d=d)
         uuid = arena.uuid(name, d=d)
         attempt = 0
-        while attempt < 3:
+        while attempt < 4:
             attempt += 1
             assert arena.start_container(name, d=d) == "RUNNING"
             if how == "halt_helper_stopped":
@@ -412,7 +415,7 @@ def test_depletion_stuck_container(arena: Arena, mode: str, how: str, judge: Jud
                 what = "service killed, the exec helper of `halt` stopped (SIGSTOP) from inside"
             else:
                 what = _kill_session_client(arena, d.socket, name)
-            stopped = arena.stop_container(name, d=d, timeout=5)
+            stopped = arena.stop_container(name, d=d, timeout=stop_timeout + 2)
             if stopped != "STOPPED" or how == "run_client_killed":
                 break
         started = arena.start_container(name, d=d) if stopped == "STOPPED" else "not tried"
