@@ -14,381 +14,26 @@ keyring of its own and the oom_score_adj of the systemd unit (-900).
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import ctypes
+import json
 import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cml_common.framing import parse, recv_frame, send_frame, serialize
-from cml_common.messages.container_pb2 import ContainerState
-from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
-from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
-from cml_common.textconfig import load_text_file, to_text
+from ..conftest import CliResult, Daemon, cli
+from ..host.containers import container_conf, uuid_of
+from .daemon import clean_leftovers, control_status, start_cmld, stop_daemon, wait_for_state
+from .guestos import ATK, GUESTOS, build_programs, install_attackos, install_racyos
+from .host import WATCHED_MOUNTS, LoopFs, Sentinel, mount_options, ns_inodes, sysctls
+from .outcome import Outcome, parse_outcome
 
-from ..conftest import BIN, HOSTED_DEVICE_CONF, CliResult, Daemon, cli, wait_for_socket
-from ..host.containers import container_conf, install_guestos, uuid_of
-
-PROGS = Path(__file__).resolve().parent / "progs"
 MODES = ("userns", "no-userns")
-GUESTOS = "attackos"
-ATK = "/opt/atk"
-M = GuestOSMount
-# Host settings an attack must not change (read before and after every attack).
-WATCHED_SYSCTLS = ("kernel/core_pattern", "kernel/hostname", "kernel/domainname", "kernel/sysrq",
-                   "kernel/pid_max", "kernel/perf_event_paranoid", "kernel/unprivileged_bpf_disabled",
-                   "kernel/dmesg_restrict", "kernel/kptr_restrict", "fs/inotify/max_user_instances",
-                   "fs/inotify/max_user_watches", "kernel/keys/root_maxkeys", "vm/mmap_min_addr",
-                   "kernel/randomize_va_space")
-WATCHED_MOUNTS = ("/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/tmp", "/sys/fs/cgroup")
-
-
-class AttackSucceeded(AssertionError):
-    """The attack did what it set out to do. Raised only with the evidence of that; an xfail
-    mark for an open hole names this exception, so a test that breaks for any other reason
-    fails instead of passing as "expected to fail"."""
-
-
-@dataclass
-class Outcome:
-    verdict: str  # blocked | SUCCEEDED | done | error | none
-    text: str
-    output: str
-    rc: int
-
-    @property
-    def notes(self) -> list[str]:
-        return [ln[5:] for ln in self.output.splitlines() if ln.startswith("note ")]
-
-    def evidence(self) -> str:
-        extra = "; ".join(self.notes)
-        return f"{self.text}" + (f" [{extra}]" if extra else "")
-
-
-def parse_outcome(r: CliResult) -> Outcome:
-    for line in reversed(r.out.splitlines()):
-        if line.startswith("RESULT "):
-            verdict, _, text = line[7:].partition(" ")
-            return Outcome(verdict, text, r.out, r.rc)
-    return Outcome("none", f"no RESULT line (rc {r.rc}): {r.out[-500:]} {r.err[-300:]}", r.out, r.rc)
-
-
-def build_programs(out: Path) -> dict[str, Path]:
-    """Compiles the attack program (static: the busybox guest has no libc) and the two host
-    helpers. About two seconds."""
-    out.mkdir(parents=True, exist_ok=True)
-    built = {}
-    for name, static in (("atk", True), ("sentinel", False), ("daemonwrap", False)):
-        dst = out / name
-        cmd = ["gcc", "-O2", "-Wall", "-o", str(dst), str(PROGS / f"{name}.c")]
-        if static:
-            cmd[1:1] = ["-static"]
-            cmd.append("-lpthread")
-        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if p.returncode != 0:
-            raise RuntimeError(f"gcc {name}.c: {p.stderr}")
-        built[name] = dst
-    return built
-
-
-@dataclass
-class LoopFs:
-    """A small ext4 file system on a loop device, mounted at `mnt`, made and removed by us."""
-
-    image: Path
-    mnt: Path
-    device: str = ""
-
-    def create(self, size_mb: int) -> None:
-        with self.image.open("wb") as f:
-            f.truncate(size_mb << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(self.image)], check=True,
-                       capture_output=True)
-        self.mnt.mkdir(parents=True, exist_ok=True)
-        self.device = subprocess.run(["losetup", "--find", "--show", str(self.image)], check=True,
-                                     capture_output=True, text=True).stdout.strip()
-        subprocess.run(["mount", self.device, str(self.mnt)], check=True, capture_output=True)
-
-    def used_bytes(self) -> int:
-        st = os.statvfs(self.mnt)
-        return (st.f_blocks - st.f_bfree) * st.f_frsize
-
-    def destroy(self) -> None:
-        if self.device:
-            for _ in range(50):
-                p = subprocess.run(["umount", str(self.mnt)], capture_output=True, text=True, check=False)
-                if p.returncode == 0 or "not mounted" in p.stderr:
-                    break
-                time.sleep(0.1)
-            else:
-                subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True, check=False)
-            subprocess.run(["losetup", "-d", self.device], capture_output=True, check=False)
-            self.device = ""
-        self.image.unlink(missing_ok=True)
-
-
-def ext4_image(img: Path, files: dict[str, bytes], mode: dict[str, int]) -> M:
-    staging = img.with_suffix(".d")
-    staging.mkdir(parents=True, exist_ok=True)
-    for rel, data in files.items():
-        if rel.endswith("/"):
-            (staging / rel).mkdir(parents=True, exist_ok=True)
-            continue
-        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-        (staging / rel).write_bytes(data)
-        (staging / rel).chmod(mode.get(rel, 0o644))
-    size_kb = 1024 + sum(len(d) for d in files.values()) // 1024 * 2
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(staging), "-E", "root_owner=0:0", "-O", "^has_journal",
-                    str(img), f"{size_kb}k"], check=True, capture_output=True)
-    shutil.rmtree(staging)
-    data = img.read_bytes()
-    return M(image_file=img.stem, fs_type="ext4", image_size=len(data),
-             image_sha2_256=hashlib.sha256(data).hexdigest())
-
-
-def install_attackos(src: Path, base: Path, atk: Path) -> None:
-    """The demo busybox GuestOS plus: the attack program on a SHARED image at /opt, and a
-    BIND_FILE and a BIND_FILE_RW of files_shared/ onto files of that image (skipped by cmld for
-    user-namespaced containers, as the original does)."""
-    install_guestos(src, base, name=GUESTOS)
-    conf_path = base / "operatingsystems" / f"{GUESTOS}-1.conf"
-    cfg = load_text_file(conf_path, GuestOSConfig)
-    img_dir = base / "operatingsystems" / f"{GUESTOS}-1"
-    if not (img_dir / "attack.img").exists() or not (base / "files_shared").exists():
-        opt = ext4_image(img_dir / "attack.img", {"atk": atk.read_bytes(), "bind-ro.txt": b"image ro\n",
-                                                 "bind-rw.txt": b"image rw\n", "cache/": b""},
-                         {"atk": 0o755})
-        opt.mount_point, opt.mount_type = "/opt", M.SHARED
-        cfg.mounts.extend([opt,
-                           M(image_file="atk-ro.txt", mount_point="/opt/bind-ro.txt", fs_type="none",
-                             mount_type=M.BIND_FILE),
-                           M(image_file="atk-rw.txt", mount_point="/opt/bind-rw.txt", fs_type="none",
-                             mount_type=M.BIND_FILE_RW)])
-        for m in cfg.mounts:
-            if m.mount_point == "/data":
-                m.def_size = 32  # the disk-filling attack fills it
-        conf_path.write_text(to_text(cfg))
-        shared = base / "files_shared"
-        shared.mkdir(exist_ok=True)
-        (shared / "atk-ro.txt").write_text("shared with the host, read-only\n")
-        (shared / "atk-rw.txt").write_text("shared with the host, writable\n")
-
-
-def install_racyos(base: Path) -> None:
-    """attackos with the attack image under a writable, persistent overlay (OVERLAY_RW /opt) and
-    a tmpfs mounted at /opt/cache: a mount point inside a volume the container writes (the
-    symlink attack tries to replace it for the next start)."""
-    src = load_text_file(base / "operatingsystems" / f"{GUESTOS}-1.conf", GuestOSConfig)
-    cfg = GuestOSConfig()
-    cfg.CopyFrom(src)
-    cfg.name = "racyos"
-    del cfg.mounts[:]
-    cfg.mounts.extend(m for m in src.mounts if m.mount_type not in (M.BIND_FILE, M.BIND_FILE_RW))
-    cfg.mounts.extend([M(image_file="optrw", mount_point="/opt", fs_type="ext4", mount_type=M.OVERLAY_RW,
-                         def_size=8, min_size=8, max_size=16),
-                       M(image_file="cache", mount_point="/opt/cache", fs_type="tmpfs", mount_type=M.EMPTY,
-                         def_size=1)])
-    dst = base / "operatingsystems" / "racyos-1"
-    dst.mkdir(exist_ok=True)
-    for img in (base / "operatingsystems" / f"{GUESTOS}-1").glob("*.img"):
-        if not (dst / img.name).exists():
-            os.link(img, dst / img.name)
-    (base / "operatingsystems" / "racyos-1.conf").write_text(to_text(cfg))
-
-
-def control_status(sock: Path, timeout: float = 10.0) -> dict[str, str]:
-    """name -> state over the control socket, without spawning a CLI (fast health check)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock))
-        send_frame(s, serialize(ControllerToDaemon(command=ControllerToDaemon.GET_CONTAINER_STATUS)))
-        body = recv_frame(s)
-    if body is None:
-        raise AssertionError("cmld closed the control connection without an answer")
-    reply = parse(DaemonToController, body)
-    return {c.name: ContainerState.Name(c.state) for c in reply.container_status}
-
-
-def wait_for_state(d: Daemon, name: str, want: str, timeout: float = 30) -> None:
-    """Polls the state over the control socket (no CLI process per poll)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = control_status(d.socket).get(name)
-        if last == want:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{name} stayed {last}, wanted {want}")
-
-
-def mount_options(points: tuple[str, ...]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        f = line.split()
-        if f[4] in points:
-            found[f[4]] = f"{f[5]} {line.split(' - ')[1]}"
-    return found
-
-
-def sysctls() -> dict[str, str]:
-    vals = {}
-    for name in WATCHED_SYSCTLS:
-        try:
-            vals[name] = Path("/proc/sys", name).read_text()
-        except OSError as e:
-            vals[name] = f"<{e.strerror}>"
-    binfmt = Path("/proc/sys/fs/binfmt_misc")
-    vals["binfmt_misc entries"] = " ".join(sorted(p.name for p in binfmt.iterdir())) if binfmt.is_dir() else ""
-    return vals
-
-
-NS_KINDS = ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup", "time")
-
-
-def ns_inodes(pid: int | str = "self") -> list[int]:
-    return [os.stat(f"/proc/{pid}/ns/{k}").st_ino for k in NS_KINDS]
-
-
-@dataclass
-class Sentinel:
-    """A sacrificial host process: holds a secret, writes it to /dev/null every 20 ms, logs the
-    signals it gets. Dies with the test process (PR_SET_PDEATHSIG)."""
-
-    proc: subprocess.Popen[bytes]
-    pid: int
-    addr: str
-    secret: str
-    siglog: Path
-
-    @classmethod
-    def start(cls, prog: Path, siglog: Path) -> Sentinel:
-        secret = "sentinel-secret-" + secrets.token_hex(6)
-        siglog.write_text("")
-        proc = subprocess.Popen([str(prog), secret, str(siglog), "3600"], stdout=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
-        assert proc.stdout is not None
-        pid, addr = proc.stdout.readline().decode().split()
-        return cls(proc, int(pid), addr, secret, siglog)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-
-def host_caps() -> int:
-    """The test process's effective capabilities (some machines' root lacks CAP_SYS_RESOURCE)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
-CAP_SYS_RESOURCE = 24
-# The systemd unit's OOMScoreAdjust. Lowering it needs CAP_SYS_RESOURCE; where root lacks that,
-# cmld gets a positive value instead, which shows the inheritance just as well.
-DAEMON_OOM_ADJ = "-900" if host_caps() >> CAP_SYS_RESOURCE & 1 else "500"
-
-
-def start_cmld(tmp: Path, base: Path, wrap: Path, *extra: str, name: str = "cmld", ctty: str | None = None,
-               key: tuple[str, str] | None = None, oom: str = DAEMON_OOM_ADJ) -> Daemon:
-    """cmld in the foreground through daemonwrap: new session (or `ctty` as its terminal), own
-    session keyring with `key`, the unit's oom_score_adj. Stopped by PID."""
-    sock = tmp / f"{name}.sock"
-    log_dir = base.parent / f"{name}-logs"
-    run_dir = tmp / f"{name}-run"
-    netns_dir = tmp / f"{name}-netns"
-    netns_dir.mkdir(parents=True, exist_ok=True)
-    if not (base / "device.conf").exists():
-        (base / "device.conf").write_text(HOSTED_DEVICE_CONF)
-    cmd = [str(wrap)]
-    if ctty:
-        cmd += ["--ctty", ctty]
-    if key:
-        cmd += ["--key", *key]
-    cmd += ["--oom", oom, "--", str(BIN / "cmld"), "--foreground", "--base-dir", str(base), "--socket", str(sock),
-            "--log-dir", str(log_dir), "--scd-socket", str(tmp / "scd.sock"), "--tpm2d-socket",
-            str(tmp / "tpm2d.sock"), "--run-dir", str(run_dir), "--netns-dir", str(netns_dir), *extra]
-    stderr_file = tmp / f"{name}.stderr"
-    with stderr_file.open("ab") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd="/")
-    d = Daemon(proc, sock, base, log_dir)
-    try:
-        wait_for_socket(sock, proc, stderr_file=stderr_file, timeout=30)
-    except BaseException:
-        stop_daemon(d)
-        raise
-    return d
-
-
-def stop_daemon(d: Daemon, timeout: float = 30) -> None:
-    if d.proc.poll() is None:
-        d.proc.send_signal(signal.SIGTERM)
-        try:
-            d.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            d.proc.kill()
-            d.proc.wait(10)
-
-
-def log_size(d: Daemon) -> int:
-    return sum(p.stat().st_size for p in d.log_dir.glob("cml-*.2*"))
-
-
-def host_leftovers(run_dir: Path, netns_dir: Path, uuids: list[str]) -> list[str]:
-    """What containers of a stopped cmld left on the host (cgroups, netns bindings, mounts)."""
-    found = []
-    mounts = Path("/proc/self/mountinfo").read_text()
-    for u in uuids:
-        for ctrl in Path("/sys/fs/cgroup").iterdir():
-            found += [f"cgroup {p}" for p in ctrl.glob(f"**/{u}")]
-        if (netns_dir / u).exists():
-            found.append(f"netns {netns_dir / u}")
-        if any(u in line.split()[4] and str(netns_dir) not in line.split()[4] for line in mounts.splitlines()):
-            found.append(f"mount of {u}")
-        if (run_dir / "records" / f"{u}.json").exists():
-            found.append(f"record {u}")
-    return found
-
-
-def clean_leftovers(run_dir: Path, netns_dir: Path, uuids: list[str]) -> None:
-    """Removes what host_leftovers finds: kills what still runs in the groups, removes them,
-    unmounts the netns bindings."""
-    for u in uuids:
-        for ctrl in Path("/sys/fs/cgroup").iterdir():
-            for grp in sorted(ctrl.glob(f"**/{u}"), key=lambda p: -len(p.parts)):
-                for sub in [*sorted(grp.rglob("*"), key=lambda p: -len(p.parts)), grp]:
-                    if not sub.is_dir():
-                        continue
-                    with contextlib.suppress(OSError):
-                        for pid in (sub / "cgroup.procs").read_text().split():
-                            with contextlib.suppress(ProcessLookupError):
-                                os.kill(int(pid), signal.SIGKILL)
-                    for _ in range(50):
-                        try:
-                            sub.rmdir()
-                            break
-                        except FileNotFoundError:
-                            break
-                        except OSError:
-                            time.sleep(0.05)
-        ns = netns_dir / u
-        if ns.exists():
-            subprocess.run(["umount", "-l", str(ns)], capture_output=True, check=False)
-            with contextlib.suppress(OSError):
-                ns.unlink()
 
 
 @dataclass
@@ -532,8 +177,6 @@ class Arena:
         return cli(d.socket, *args, timeout=timeout)
 
     def init_pid(self, uuid: str, run_dir: Path | None = None) -> int:
-        import json
-
         rec = json.loads(((run_dir or self.run_dir) / "records" / f"{uuid}.json").read_text())
         return int(rec["init_pid"])
 
@@ -596,7 +239,7 @@ class Arena:
 
     # ------------------------------------------------------------------ is everything else intact?
 
-    def check_unaffected(self, *, victim_key: bool = False) -> None:
+    def check_unaffected(self) -> None:
         """The daemon answers, the victim container still runs with its data, and the host's
         files, processes, settings and mounts are as they were."""
         assert self.cmld is not None and self.cmld.alive(), "cmld died"
@@ -620,8 +263,6 @@ class Arena:
         assert ns_inodes() == self.baseline["ns"], "the test process's namespaces changed"
         assert not [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines()
                     if str(self.hostdir) in ln.split()[4]], "something is mounted on the host's files"
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.inotify_init1(os.O_CLOEXEC)
         assert fd >= 0, f"root on the host cannot make an inotify instance: {os.strerror(ctypes.get_errno())}"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .arena import MODES, Arena, AttackSucceeded, Outcome
+from .arena import MODES, Arena
+from .outcome import AttackSucceeded, Outcome
 
 THREATS = ("disclosure", "modification", "depletion", "execution", "control")
 

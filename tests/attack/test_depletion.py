@@ -24,8 +24,11 @@ from pathlib import Path
 import pytest
 
 from ..conftest import BIN
-from .arena import ATK, CAP_SYS_RESOURCE, DAEMON_OOM_ADJ, Arena, control_status, host_caps, log_size
+from .arena import Arena
 from .conftest import Judge, modes
+from .daemon import DAEMON_OOM_ADJ, control_status, host_leftovers, log_size, stop_daemon
+from .guestos import ATK
+from .host import CAP_SYS_RESOURCE, host_caps
 
 SHARED_LIMITS = "shared per-user limits: container resources are charged to host root"
 LOGS = "log abuse: cmld logs every refused request of a container, unbounded"
@@ -392,8 +395,6 @@ def test_depletion_stuck_container(arena: Arena, mode: str, how: str, judge: Jud
     killed mid-session. Then stop, start. On a cmld of its own: a container
     stuck for good would stay stuck in the arena's. Staging (1) races with the helper (the
     killer must stop `halt` before it signals init), so it is tried up to four times."""
-    from .arena import host_leftovers, stop_daemon
-
     # The stop timeout must outlast cmld's 5 s wait for `halt`, or the container is killed
     # before the halt session is given up (and whether its helper is then reaped is a race).
     stop_timeout = 6 if how == "halt_helper_stopped" else 3

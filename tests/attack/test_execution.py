@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from .arena import CAP_SYS_RESOURCE, NS_KINDS, Arena, host_caps, ns_inodes
+from .arena import Arena
 from .conftest import Judge, modes
+from .host import CAP_SYS_RESOURCE, NS_KINDS, host_caps, ns_inodes
+from .outcome import AttackSucceeded
 
 CAP_NAMES = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
              "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
@@ -59,8 +61,6 @@ def _cap_params() -> list[object]:
         for mode in ("userns", "no-userns"):
             marks = []
             if mode == "no-userns" and cap in KEPT_TODAY:
-                from .arena import AttackSucceeded
-
                 marks.append(pytest.mark.xfail(strict=True, raises=AttackSucceeded, reason=(
                     f"open: capability deny list: CAP_{cap} is kept (issue 12)")))
             params.append(pytest.param(cap, mode, id=f"{cap}-{mode}", marks=marks))
@@ -132,8 +132,6 @@ def _syscall_params() -> list[object]:
         for mode, why in (("userns", userns), ("no-userns", no_userns)):
             marks = []
             if why and _kernel_has(name):
-                from .arena import AttackSucceeded
-
                 marks.append(pytest.mark.xfail(strict=True, raises=AttackSucceeded, reason=f"open: {why} (issue 12)"))
             params.append(pytest.param(name, mode, id=f"{name}-{mode}", marks=marks))
     return params
