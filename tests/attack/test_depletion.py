@@ -408,12 +408,13 @@ def test_depletion_stuck_container(arena: Arena, mode: str, how: str, judge: Jud
             if how == "halt_helper_stopped":
                 # 16 MB of unwritten data make the sync(2) that busybox halt does first take a while:
                 # the window in which the killer catches it.
-                setup = arena.exec(name, "sh", "-c", "kill -9 $(pidof cml-service); (sleep 1; exec "
-                                   f"{ATK} killer STOP cmld.launcher.execute halt) >/dev/null 2>&1 </dev/null & "
+                setup = arena.exec(name, "sh", "-c", "kill -9 $(pidof cml-service cservice) 2>/dev/null; "
+                                   f"(sleep 1; exec {ATK} killer STOP cmld.launcher.execute halt) "
+                                   ">/dev/null 2>&1 </dev/null & "
                                    "dd if=/dev/zero of=/data/dirty bs=1M count=16 2>/dev/null", d=d)
                 assert setup.rc == 0, setup.out + setup.err
                 time.sleep(1.5)
-                what = "service killed, the exec helper of `halt` stopped (SIGSTOP) from inside"
+                what = "service killed (where one runs), the exec helper of `halt` stopped (SIGSTOP) from inside"
             else:
                 what = _kill_session_client(arena, d.socket, name)
             stopped = arena.stop_container(name, d=d, timeout=stop_timeout + 2)
