@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             hosted=state.hosted, boot_timeout=args.boot_timeout, stop_timeout=args.stop_timeout,
             freeze_timeout=args.freeze_timeout, pids_max=args.pids_max, host_dns=state.device.host_dns,
             cservice=cservice, cservice_note=cservice_note,
+            tpm2d_socket=args.tpm2d_socket if state.device.tpm_enabled else None,
         ), state.guestos)
         runtime.setup()
         await asyncio.to_thread(runtime.recover)

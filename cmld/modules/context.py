@@ -47,6 +47,7 @@ class StartContext:
     netns_path: str = ""  # network module: where the netns is bound
     devices: DeviceAccess | None = None  # devices module
     seccomp: SessionSupervision | None = None  # seccomp module
+    image_digests: list[tuple[str, bytes]] = field(default_factory=list)  # volumes: (image path, SHA-256)
     # The container key unwrapped by its token (None without a token): for the modules that set
     # up encrypted volumes; wiped once the start is over, as the original does after clone.
     key: bytearray | None = field(default=None, repr=False)

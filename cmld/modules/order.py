@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cmld.cgroups.driver import CgroupDriver
+from cmld.clients.tpm2d import Tpm2dMeasurements
 from cmld.containers.container import Container
 from cmld.modules.base import Module
 from cmld.modules.capabilities import CapabilitiesModule
@@ -15,6 +16,7 @@ from cmld.modules.cgroups import CgroupsModule
 from cmld.modules.control_socket import ControlSocketModule, ServeControl
 from cmld.modules.devices import DeviceAssignments, DevicesModule
 from cmld.modules.halt import HaltModule
+from cmld.modules.measurement import MeasurementModule
 from cmld.modules.network import NetworkModule
 from cmld.modules.seccomp import SeccompModule
 from cmld.modules.service import ServiceModule
@@ -32,6 +34,7 @@ class ModuleDeps:
     driver: CgroupDriver
     assignments: DeviceAssignments
     serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
+    tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -45,6 +48,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         DevicesModule(deps.assignments),
         NetworkModule(),
         VolumesModule(s.guestos_dir, s.shared_files_dir),
+        *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),
         ServiceModule(on_boot_completed, s.host_dns, continue_stop),
         *([ControlSocketModule(deps.serve_control)] if c.is_c0 and deps.serve_control else []),
         HaltModule(),

@@ -27,3 +27,6 @@ class RuntimeSettings:
     host_dns: str = ""
     cservice: Path | None = None  # the in-container service binary placed at /sbin/cservice
     cservice_note: str = ""  # why there is none
+    # tpm2d's socket when device.conf has tpm_enabled: every GuestOS image is measured into
+    # PCR 11 before its container runs; None: no TPM, nothing measured.
+    tpm2d_socket: Path | None = None

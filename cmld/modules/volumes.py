@@ -27,36 +27,43 @@ MIN_EMPTY_MB = 10
 FREE_SPACE_MARGIN = 1.1  # image plus metadata headroom, as the original's space check
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def _digests(path: Path, sha1: bool) -> tuple[str, str]:
+    """(SHA-256, SHA-1 or "") of a file in one streamed pass."""
+    h256 = hashlib.sha256()
+    h1 = hashlib.sha1(usedforsecurity=False) if sha1 else None
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(HASH_CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+            h256.update(view[:n])
+            if h1 is not None:
+                h1.update(view[:n])
+    return h256.hexdigest(), h1.hexdigest() if h1 is not None else ""
 
 
-def check_image(path: Path, mount: GuestOSMount) -> None:
-    """Size and hash as the signed GuestOS config says, else a StartError naming the image."""
+def sha256_file(path: Path) -> str:
+    return _digests(path, sha1=False)[0]
+
+
+def check_image(path: Path, mount: GuestOSMount, *, measure: bool = False) -> bytes | None:
+    """Size and hash as the signed GuestOS config says, else a StartError naming the image.
+    Returns the image's SHA-256 when it was computed (always with `measure`: the TPM measurement
+    list gets the digest of what is mounted, not of what the config claims)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise StartError(f"image {path.name} of the GuestOS is missing ({path})") from None
     if mount.HasField("image_size") and size != mount.image_size:
         raise StartError(f"image {path.name} has {size} bytes, the GuestOS config says {mount.image_size}")
-    if mount.image_sha2_256:
-        actual = sha256_file(path)
-        if actual != mount.image_sha2_256.lower():
-            raise StartError(f"image {path.name} is corrupted or tampered with: SHA-256 {actual} does not "
-                             f"match the GuestOS config ({mount.image_sha2_256})")
-    elif mount.image_sha1:
-        h = hashlib.sha1(usedforsecurity=False)
-        with open(path, "rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                h.update(chunk)
-        if h.hexdigest() != mount.image_sha1.lower():
-            raise StartError(f"image {path.name} is corrupted or tampered with (SHA-1 mismatch)")
+    if not (mount.image_sha2_256 or mount.image_sha1 or measure):
+        return None
+    actual, sha1 = _digests(path, sha1=bool(mount.image_sha1) and not mount.image_sha2_256)
+    if mount.image_sha2_256 and actual != mount.image_sha2_256.lower():
+        raise StartError(f"image {path.name} is corrupted or tampered with: SHA-256 {actual} does not "
+                         f"match the GuestOS config ({mount.image_sha2_256})")
+    if sha1 and sha1 != mount.image_sha1.lower():
+        raise StartError(f"image {path.name} is corrupted or tampered with (SHA-1 mismatch)")
+    return bytes.fromhex(actual)
 
 
 def create_empty_image(path: Path, size_mb: int, fstype: str, owner: int) -> None:
@@ -172,8 +179,11 @@ class VolumesModule(Module):
             else:
                 raise StartError(f"mount type {M.Type.Name(t)} of {m.image_file} is not supported "
                                  "by this cmld")
+        measure = ctx.settings.tpm2d_socket is not None
         for path, m in checks:
-            await asyncio.to_thread(check_image, path, m)
+            digest = await asyncio.to_thread(check_image, path, m, measure=measure)
+            if digest is not None:
+                ctx.image_digests.append((str(path), digest))
         ctx.spec.mounts = ops
 
     async def destroy(self, ctx: StartContext) -> None:

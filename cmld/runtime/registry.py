@@ -19,6 +19,7 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cmld import linux
 from cmld.cgroups.detect import detect
 from cmld.cgroups.driver import CgroupDriver
+from cmld.clients.tpm2d import Tpm2dMeasurements
 from cmld.containers.container import Container
 from cmld.modules.base import Module
 from cmld.modules.control_socket import ServeControl
@@ -47,6 +48,7 @@ class Runtime:
         # Set by cmld's main: how c0's control socket is served, and what happens once c0 is
         # down on a device (power off, or end cmld where there is no systemd to do it).
         self.serve_control: ServeControl | None = None
+        self.tpm = Tpm2dMeasurements(settings.tpm2d_socket) if settings.tpm2d_socket is not None else None
         self.on_c0_down: Callable[[], Awaitable[None]] | None = None
         self._shutting_down = False
         self._c0_down_task: asyncio.Task[None] | None = None
@@ -105,7 +107,7 @@ class Runtime:
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
         comp = self.compartment(c)
-        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control)
+        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm)
         return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:
