@@ -22,6 +22,7 @@ from cmld.clients.scd import ScdClient
 from cmld.containers.container import Container
 from cmld.containers.keys import ContainerKeys
 from cmld.containers.store import ContainerStore
+from cmld.crypt import mode as crypt_mode
 from cmld.device.config import load_device_config, load_device_uuid
 from cmld.guestos.install import GuestOSInstaller, TrustPolicy, verify_store
 from cmld.guestos.store import GuestOSStore
@@ -84,6 +85,9 @@ class Cmld:
         self.installer = GuestOSInstaller(self.guestos, self.scd)
         if tpm2d_socket is not None:
             self.units.append(Unit(TPM2D_UNIT_UUID, "tpm2d", tpm2d_socket))
+        self.tpm2d_socket = tpm2d_socket
+        # Why container volumes cannot use device-mapper here ("" where they can; set by main).
+        self.crypt_unavailable = "not checked"
 
     # ------------------------------------------------------------------ loading
 
@@ -141,4 +145,11 @@ class Cmld:
     def container_status(self, c: Container) -> ContainerStatus:
         gos = self.guestos.latest(c.config.guest_os)
         trust = gos.trust if gos is not None else ContainerTrust.UNSIGNED
-        return c.status(c.config.guest_os, trust, CryptfsMode.NOT_IMPLEMENTED)
+        return c.status(c.config.guest_os, trust, self.cryptfs_mode(c))
+
+    def cryptfs_mode(self, c: Container) -> int:
+        """The dm mode of the container's writable images: what its last start used, or what the
+        next one will use (as the original reports it; without touching the disk)."""
+        return crypt_mode.status_mode(self.layout.container_dir(c.uuid), is_c0=c.is_c0,
+                                      dm_unavailable=self.crypt_unavailable,
+                                      has_key=c.is_c0 or self.keys.has_token(c))

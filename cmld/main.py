@@ -15,6 +15,7 @@ from cml_common import daemon_runner, paths
 from cml_common.daemon_args import common_parser
 from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
+from cmld.crypt import dm
 from cmld.daemon import Cmld
 from cmld.device import cservice_binary
 from cmld.device.power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "through systemd (cmld exits where systemd is not init), or just exit "
                          "(default %(default)s)")
     rt.add_argument("--no-autostart", action="store_true", help="do not start c0 and allow_autostart containers")
+    rt.add_argument("--require-encryption", action="store_true",
+                    help="refuse to start a container whose writable volumes cannot be encrypted (no "
+                         "device-mapper, or no token); by default they are plain, with a log line why")
     rt.add_argument("--cservice", type=Path, metavar="PATH",
                     help="the in-container service binary placed at /sbin/cservice in every container (default: "
                          "the first of " + ", ".join(str(p) for p in cservice_binary.search_path()) + ")")
@@ -68,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             hosted_override=args.hosted, scd_socket=args.scd_socket, tpm2d_socket=args.tpm2d_socket,
         )
         state.load()
+        state.crypt_unavailable = await asyncio.to_thread(dm.available)
+        if state.crypt_unavailable:
+            log.warning("container volumes: no dm-integrity/dm-crypt/dm-verity here (%s): writable volumes are "
+                        "plain, GuestOS images hashed in full%s", state.crypt_unavailable,
+                        "; containers with writable volumes are refused (--require-encryption)"
+                        if args.require_encryption else "")
         await state.verify_guestos()
         layout = state.layout
         cservice, cservice_note = cservice_binary.find(args.cservice)
@@ -83,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             freeze_timeout=args.freeze_timeout, pids_max=args.pids_max, host_dns=state.device.host_dns,
             cservice=cservice, cservice_note=cservice_note,
             tpm2d_socket=args.tpm2d_socket if state.device.tpm_enabled else None,
+            crypt_unavailable=state.crypt_unavailable, require_encryption=args.require_encryption,
         ), state.guestos)
         runtime.setup()
         await asyncio.to_thread(runtime.recover)

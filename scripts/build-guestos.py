@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Builds the demo GuestOS: a busybox root filesystem shaped like a GyroidOS GuestOS.
 
-    build-guestos.py OUTDIR [--name busybox] [--version 1]
+    build-guestos.py OUTDIR [--name busybox] [--version 1] [--verity]
 
 writes exactly
     OUTDIR/<name>-<version>/root.img   ext4 image (no journal, made by mkfs.ext4 -d, no loop device)
     OUTDIR/<name>-<version>.conf       GuestOSConfig in protobuf text format, with the image's size
                                        and SHA-256
-and prints the config's path. The image is reproducible: fixed UUID and hash seed derived from
+and prints the config's path. With --verity also OUTDIR/<name>-<version>/root.hash.img, the
+dm-verity hash tree (`veritysetup format`, which needs no device-mapper), and the root hash in the
+config's image_verity_sha256. The image is reproducible: fixed UUID and hash seed derived from
 name and version, every timestamp set to SOURCE_DATE_EPOCH (default 2024-01-01).
 
 As in GyroidOS (meta-trustx `trustx-coreos.conf`), init is `/sbin/cservice init`: cmld's
@@ -157,6 +159,18 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def verity_format(img: Path, hash_img: Path, name: str, version: int) -> str:
+    """The hash tree with a salt and UUID derived from name and version (reproducible)."""
+    salt = hashlib.sha256(f"cml-guestos:{name}-{version}:verity".encode()).hexdigest()
+    vuuid = uuid.uuid5(uuid.NAMESPACE_URL, f"cml-guestos:{name}-{version}:verity")
+    out = subprocess.run(["veritysetup", "format", "--salt", salt, "--uuid", str(vuuid), str(img), str(hash_img)],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"^Root hash:\s*([0-9a-f]{64})\s*$", out, re.M)
+    if m is None:
+        raise RuntimeError(f"veritysetup printed no root hash: {out}")
+    return m.group(1)
+
+
 def guestos_config(name: str, version: int, img: Path) -> guestos_pb2.GuestOSConfig:
     M = guestos_pb2.GuestOSMount
     cfg = guestos_pb2.GuestOSConfig(name=name, hardware="x86", version=version, init_path="/sbin/cservice")
@@ -171,7 +185,7 @@ def guestos_config(name: str, version: int, img: Path) -> guestos_pb2.GuestOSCon
     return cfg
 
 
-def build(outdir: Path, name: str, version: int) -> Path:
+def build(outdir: Path, name: str, version: int, verity: bool = False) -> Path:
     # mke2fs takes E2FSPROGS_FAKE_TIME=0 for "unset", so 0 becomes 1.
     epoch = max(1, int(os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_EPOCH))))
     fs_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"cml-guestos:{name}-{version}:root")
@@ -191,7 +205,10 @@ def build(outdir: Path, name: str, version: int) -> Path:
                 pass
             make_image(root, tmp_img, fs_uuid, epoch)
             clamp_times(tmp_img, root, Path(staging) / "debugfs.cmds", epoch)
-        tmp_conf.write_text(to_text(guestos_config(name, version, tmp_img)))
+        cfg = guestos_config(name, version, tmp_img)
+        if verity:
+            cfg.mounts[0].image_verity_sha256 = verity_format(tmp_img, imgdir / "root.hash.img", name, version)
+        tmp_conf.write_text(to_text(cfg))
         tmp_img.replace(img)
         tmp_conf.replace(conf)
     finally:
@@ -205,13 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("outdir", type=Path, help="output directory")
     ap.add_argument("--name", default="busybox", help="GuestOS name (default busybox)")
     ap.add_argument("--version", type=int, default=1, help="GuestOS version, an integer (default 1)")
+    ap.add_argument("--verity", action="store_true", help="also a dm-verity hash tree (root.hash.img)")
     args = ap.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
         ap.error(f"invalid name {args.name!r}")
     if not 0 <= args.version < 2**64:
         ap.error("version must be a non-negative 64-bit integer")
     try:
-        conf = build(args.outdir.resolve(), args.name, args.version)
+        conf = build(args.outdir.resolve(), args.name, args.version, args.verity)
     except (subprocess.CalledProcessError, RuntimeError) as e:
         print(f"build-guestos: {e}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ from cmld.clients.scd import (
     TokenUnpaired,
 )
 from cmld.containers.container import Container
+from cmld.crypt import scrub
 from cmld.errors import TokenFailure
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class ContainerKeys:
                 await self.scd.token_remove(c.uuid, self._type(c))
             except ScdError as e:
                 log.warning("container %s: token removal: %s", c.name, e)
-        self.key_file(c).unlink(missing_ok=True)
+        scrub.destroy_key_file(self.key_file(c))
         (self.container_dir(c) / PAIRED_MARKER).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ PIN operations

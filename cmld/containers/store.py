@@ -20,6 +20,7 @@ from cml_common.messages.container_pb2 import ContainerConfig, ContainerState, C
 from cml_common.paths import C0_UUID, Layout
 from cml_common.textconfig import ConfigError, load_text_file, parse_text
 from cmld.containers.container import Container
+from cmld.crypt import scrub
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +190,12 @@ class ContainerStore:
         conf = self.layout.container_conf(uuid)
         remove_quietly(
             conf, conf.with_suffix(".sig"), conf.with_suffix(".cert"), conf.with_suffix(".created"),
-            conf.with_suffix(".uid"), self.layout.containers / f"{uuid}-oci.key",
-            self.layout.container_key(uuid),
+            conf.with_suffix(".uid"),
         )
+        # The data must not be recoverable from what stays on the disk: keys and headers zeroed first.
+        for key in (self.layout.container_key(uuid), self.layout.containers / f"{uuid}-oci.key"):
+            scrub.destroy_key_file(key)
+        scrub.scrub_images(self.layout.container_dir(uuid))
         shutil.rmtree(self.layout.container_dir(uuid), ignore_errors=True)
 
     def remove(self, container: Container) -> None:
@@ -208,10 +212,10 @@ class ContainerStore:
             raise RuntimeError("cannot wipe an active container")
         removed = []
         key = self.layout.container_key(container.uuid)
-        if key.exists():
-            key.unlink()
+        if scrub.destroy_key_file(key):
             removed.append(str(key))
         cdir = self.layout.container_dir(container.uuid)
+        scrub.scrub_images(cdir)
         if cdir.is_dir():
             for p in sorted(cdir.iterdir()):
                 if p.name in WIPE_KEEPS:

@@ -59,7 +59,7 @@ class Dispatcher:
             C.REBOOT_DEVICE: system.reboot_device,
             C.SET_PROVISIONED: prov.set_provisioned,
             C.GET_PROVISIONED: prov.get_provisioned,
-            C.DESTROY_SYSTEM: system.unsupported,  # needs tpm2d (TPM clear)
+            C.DESTROY_SYSTEM: system.destroy_system,
             C.PULL_DEVICE_CSR: prov.pull_device_csr,
             C.PUSH_DEVICE_CERT: prov.push_device_cert,
             C.CHANGE_DEVICE_PIN: system.unsupported,  # deprecated in the original too

@@ -19,6 +19,7 @@ from cmld.control.family import CommandFamily, state_name
 from cmld.control.replies import response
 from cmld.control.server import ControlConnection
 from cmld.errors import CmldError, TokenFailure
+from cmld.modules.crypt_volumes import close_all
 
 log = logging.getLogger(__name__)
 # How long remove and wipe wait for a killed container to be gone (a start in progress first
@@ -80,12 +81,15 @@ class LifecycleCommands(CommandFamily):
         await conn.send(response(D.CMD_OK))
 
     async def _terminate(self, c: Container, conn: ControlConnection, what: str) -> None:
-        """Kill an active container before its data goes (remove, wipe), as the original does."""
-        if not c.is_active:
-            return
-        log.info("%s: %s: %s is %s; killing it first", conn, what, c.name, state_name(c))
-        if not await self.runtime().compartment(c).terminate(TERMINATE_TIMEOUT):
-            raise CmldError("container did not stop")
+        """Kill an active container before its data goes (remove, wipe), as the original does; then
+        no dm device may hold its images any more (one kept over a reboot from inside)."""
+        if c.is_active:
+            log.info("%s: %s: %s is %s; killing it first", conn, what, c.name, state_name(c))
+            if not await self.runtime().compartment(c).terminate(TERMINATE_TIMEOUT):
+                raise CmldError("container did not stop")
+        rt = self.cmld.runtime
+        if failed := await close_all(c.uuid, rt.corruption if rt is not None else None):
+            raise CmldError(f"its volumes are still in use: {'; '.join(failed)}")
 
     async def remove(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = self.target(req, conn)

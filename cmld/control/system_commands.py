@@ -1,18 +1,23 @@
-"""Device-wide operations: REBOOT_DEVICE, WIPE_DEVICE, and the commands this cmld does not offer."""
+"""Device-wide operations: REBOOT_DEVICE, WIPE_DEVICE, DESTROY_SYSTEM, and the commands this cmld does
+not offer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import shutil
+from pathlib import Path
 
 from cml_common.messages.control_pb2 import ControllerToDaemon
 from cml_common.messages.control_pb2 import DaemonToController as D
+from cml_common.tpm2d_client import Tpm2dClient, Tpm2dError
 from cmld.control.family import CommandFamily
 from cmld.control.replies import response
 from cmld.control.server import ControlConnection
 from cmld.device import logs as log_export
-from cmld.device.power import HOST_POWEROFF, systemd_is_init
+from cmld.device.power import HOST_FORCED_REBOOT, HOST_POWEROFF, systemd_is_init
+from cmld.sysdata import config as sysdata_config
+from cmld.sysdata import volume as sysdata_volume
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,50 @@ class SystemCommands(CommandFamily):
         if not st.hosted and systemd_is_init():
             await asyncio.create_subprocess_exec(*HOST_POWEROFF)
 
+    async def destroy_system(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        """As the original: CMD_OK first, then tpm2d clears the TPM (lockout auth empty), which takes
+        every key sealed under it along, the system data volume's too; ours: that volume's LUKS
+        keyslots are erased as well, so nothing (not even its recovery key) opens it again. Then a
+        forced reboot, unless hosted (the original reboots only when the TPM clear worked)."""
+        await conn.send(response(D.CMD_OK))
+        st = self.cmld
+        log.warning("%s: DESTROY_SYSTEM: clearing the TPM and the system data volume's keys", conn)
+        cleared = False
+        try:
+            await asyncio.to_thread(_tpm_clear, st.tpm2d_socket)
+            cleared = True
+            log.warning("DESTROY_SYSTEM: the TPM is cleared")
+        except (Tpm2dError, OSError) as e:
+            log.error("DESTROY_SYSTEM: clearing the TPM through tpm2d failed: %s", e)
+        erased = await asyncio.to_thread(_erase_sysdata, st.layout.base)
+        if not (cleared or erased):
+            log.error("DESTROY_SYSTEM: nothing was destroyed; the device is not rebooted")
+        elif st.hosted or not systemd_is_init():
+            log.warning("DESTROY_SYSTEM: no reboot (%s)", "hosted mode" if st.hosted else "systemd is not init")
+        else:
+            log.warning("DESTROY_SYSTEM: forced reboot")
+            await asyncio.create_subprocess_exec(*HOST_FORCED_REBOOT)
+
     async def unsupported(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         log.warning("%s: %s is not supported by this cmld", conn, ControllerToDaemon.Command.Name(req.command))
         await conn.send(response(D.CMD_UNSUPPORTED))
+
+
+def _tpm_clear(socket: Path | None) -> None:
+    if socket is None:
+        raise Tpm2dError("cmld has no tpm2d socket")
+    with Tpm2dClient(socket, timeout=120.0) as tpm:
+        tpm.clear("")
+
+
+def _erase_sysdata(base: Path) -> bool:
+    try:
+        cfg = sysdata_config.load(base)
+        if cfg is None:
+            return False
+        sysdata_volume.erase(cfg)
+    except Exception as e:
+        log.error("DESTROY_SYSTEM: erasing the system data volume's keyslots failed: %s", e)
+        return False
+    log.warning("DESTROY_SYSTEM: the keyslots of the system data volume %s are erased", cfg.device)
+    return True

@@ -10,6 +10,8 @@ from pathlib import Path
 
 HOST_REBOOT = ["systemctl", "reboot"]
 HOST_POWEROFF = ["systemctl", "poweroff"]
+# DESTROY_SYSTEM: processes killed and file systems unmounted, but no unit is stopped cleanly.
+HOST_FORCED_REBOOT = ["systemctl", "reboot", "--force"]
 
 
 def systemd_is_init() -> bool:

@@ -16,7 +16,16 @@ from cmld import linux
 from cmld.launcher import early as early_mod
 from cmld.launcher import userns
 from cmld.launcher.channel import Channel
-from cmld.launcher.spec import ERR_CGROUPS, ERR_GENERIC, ERR_USER, ERR_VOL, MSG_PID, MSG_SPEC, LaunchSpec
+from cmld.launcher.spec import (
+    ERR_CGROUPS,
+    ERR_GENERIC,
+    ERR_USER,
+    ERR_VOL,
+    ERR_VOL_CORRUPTED,
+    MSG_PID,
+    MSG_SPEC,
+    LaunchSpec,
+)
 
 
 def _report(chan: Channel, code: int, message: str) -> None:
@@ -60,7 +69,7 @@ def main() -> None:
         mounts.run()
         os.chdir(spec.root_dir)
     except early_mod.MountError as e:
-        _report(chan, ERR_VOL, str(e))
+        _report(chan, ERR_VOL_CORRUPTED if e.corrupted else ERR_VOL, str(e))
     except OSError as e:
         _report(chan, ERR_VOL, f"mounting the container file systems: {e}")
     # Join the container's cgroups only now: the device policy there would deny the loop

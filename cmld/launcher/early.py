@@ -21,7 +21,12 @@ from cmld.launcher.spec import DevNode, LaunchSpec, MountOp
 
 
 class MountError(CmldError):
-    """A mount the container needs could not be made; the message names it."""
+    """A mount the container needs could not be made; the message names it. `corrupted`: the
+    volume gave EIO (a dm-integrity or dm-verity error: the container becomes ZOMBIE)."""
+
+    def __init__(self, message: str, corrupted: bool = False) -> None:
+        super().__init__(message)
+        self.corrupted = corrupted
 
 
 def fd_path(fd: int) -> str:
@@ -61,19 +66,27 @@ class EarlyMounts:
         except OSError as e:
             raise MountError(f"image {image}: {e.strerror}") from None
         try:
+            if stat.S_ISBLK(os.fstat(img_fd).st_mode):  # a dm device cmld made (verity, integrity/crypt)
+                self._mount_dev(image, where, fstype, readonly, data, image)
+                return
             dev, dev_fd = linux.loop_attach(img_fd, readonly=readonly)
             try:
-                flags = self.base_flags | (linux.MS_RDONLY if readonly else 0)
-                try:
-                    linux.mount(dev, where, fstype, flags, data or None)
-                except OSError as e:
-                    if not data or e.errno != errno.EINVAL:
-                        raise MountError(f"mounting {os.path.basename(image)} ({fstype}): {e.strerror}") from None
-                    linux.mount(dev, where, fstype, flags, None)  # retried without mount_data, as the original
+                self._mount_dev(dev, where, fstype, readonly, data, os.path.basename(image))
             finally:
                 os.close(dev_fd)
         finally:
             os.close(img_fd)
+
+    def _mount_dev(self, dev: str, where: str, fstype: str, readonly: bool, data: str, name: str) -> None:
+        flags = self.base_flags | (linux.MS_RDONLY if readonly else 0)
+        try:
+            linux.mount(dev, where, fstype, flags, data or None)
+        except OSError as e:
+            if not data or e.errno != errno.EINVAL:
+                # EIO: the block device failed its integrity or verity check (the original's
+                # corrupted_image): the container becomes ZOMBIE.
+                raise MountError(f"mounting {name} ({fstype}): {e.strerror}", corrupted=e.errno == errno.EIO) from None
+            linux.mount(dev, where, fstype, flags, None)  # retried without mount_data, as the original
 
     def _place(self, staged: str, target_fd: int, readonly: bool) -> None:
         """Put a staged mount at the target, ID-shifted for a user-namespaced container where

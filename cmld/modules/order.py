@@ -14,6 +14,7 @@ from cmld.modules.base import Module
 from cmld.modules.capabilities import CapabilitiesModule
 from cmld.modules.cgroups import CgroupsModule
 from cmld.modules.control_socket import ControlSocketModule, ServeControl
+from cmld.modules.crypt_volumes import CorruptionSink
 from cmld.modules.devices import DeviceAssignments, DevicesModule
 from cmld.modules.halt import HaltModule
 from cmld.modules.measurement import MeasurementModule
@@ -35,6 +36,7 @@ class ModuleDeps:
     assignments: DeviceAssignments
     serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
+    corruption: CorruptionSink | None = None  # where a tampered volume is reported (the runtime's monitor)
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -47,7 +49,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         CgroupsModule(deps.driver),
         DevicesModule(deps.assignments),
         NetworkModule(),
-        VolumesModule(s.guestos_dir, s.shared_files_dir),
+        VolumesModule(s.guestos_dir, s.shared_files_dir, tpm=deps.tpm, corruption=deps.corruption),
         *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),
         ServiceModule(on_boot_completed, s.host_dns, continue_stop),
         *([ControlSocketModule(deps.serve_control)] if c.is_c0 and deps.serve_control else []),

@@ -30,3 +30,8 @@ class RuntimeSettings:
     # tpm2d's socket when device.conf has tpm_enabled: every GuestOS image is measured into
     # PCR 11 before its container runs; None: no TPM, nothing measured.
     tpm2d_socket: Path | None = None
+    # Why container volumes cannot use device-mapper here ("" where they can): without it, writable
+    # volumes are plain and GuestOS images are hashed in full instead of opened with dm-verity.
+    crypt_unavailable: str = "not checked"
+    # Refuse to start a container whose writable volumes would not be encrypted (a device policy).
+    require_encryption: bool = False

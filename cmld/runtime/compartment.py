@@ -70,6 +70,7 @@ class Compartment:
         self._launcher: Launcher | None = None
         # Set by terminate(): a reboot from inside that races with it must not restart the container.
         self._no_restart = False
+        self.corrupted = ""  # a volume found tampered with (runtime/corruption.py): it ends as ZOMBIE
 
     # ------------------------------------------------------------------ state
 
@@ -134,7 +135,7 @@ class Compartment:
         try:
             async with self._start_lock:
                 self.check_startable()
-                self.last_error = ""
+                self.last_error = self.corrupted = ""
                 self._stopped_event.clear()
                 self.set_state(S.STARTING)
                 try:
@@ -240,7 +241,7 @@ class Compartment:
         pid = self.watcher.pid
         self.watcher.close()
         self.watcher = None
-        rebooting = how == "signal" and status == signal.SIGHUP and self.state != S.SHUTDOWN
+        rebooting = how == "signal" and status == signal.SIGHUP and self.state != S.SHUTDOWN and not self.corrupted
         oom = self.oom_kills()
         what = f"exit code {status}" if how == "exit" else f"signal {signal.Signals(status).name}"
         log.info("container %s: init %d ended (%s%s)", self.container.name, pid, what,

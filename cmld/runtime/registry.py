@@ -21,6 +21,7 @@ from cmld.cgroups.detect import detect
 from cmld.cgroups.driver import CgroupDriver
 from cmld.clients.tpm2d import Tpm2dMeasurements
 from cmld.containers.container import Container
+from cmld.crypt import recovery as dm_recovery
 from cmld.modules.base import Module
 from cmld.modules.control_socket import ServeControl
 from cmld.modules.devices import DeviceAssignments
@@ -28,6 +29,7 @@ from cmld.modules.network import unbind_netns
 from cmld.modules.order import ModuleDeps, container_modules
 from cmld.modules.settings import RuntimeSettings
 from cmld.runtime.compartment import Compartment
+from cmld.runtime.corruption import CorruptionMonitor
 from cmld.runtime.records import RecordStore
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class Runtime:
         self.records = RecordStore(settings.run_dir)
         self.assignments = DeviceAssignments()
         self.compartments: dict[str, Compartment] = {}
+        self.corruption = CorruptionMonitor(self.compartments)  # tampered volumes (kernel log)
         self.driver: CgroupDriver | None = None
         self.unavailable = ""
         # Set by cmld's main: how c0's control socket is served, and what happens once c0 is
@@ -66,6 +69,8 @@ class Runtime:
             log.error("container runtime unavailable: %s", self.unavailable)
             return
         log.info("container runtime: cgroup v%d, run dir %s", self.driver.version, self.settings.run_dir)
+        if not self.settings.crypt_unavailable:
+            self.corruption.start()
 
     # ------------------------------------------------------------------ compartments
 
@@ -107,11 +112,14 @@ class Runtime:
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
         comp = self.compartment(c)
-        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm)
+        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm,
+                          self.corruption)
         return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:
         c = comp.container
+        if comp.corrupted:
+            comp.set_state(S.ZOMBIE)  # a tampered volume: only a wipe brings it back
         if c.pending_config is not None:
             c.config = c.pending_config
             c.pending_config = None
@@ -123,7 +131,8 @@ class Runtime:
         """Containers a previous cmld left running (it crashed or was killed) are stopped and
         everything they held is released: processes, cgroups, the netns binding, run dirs.
         cmld cannot re-adopt them: their sync and service sockets died with the old daemon."""
-        for rec in self.records.all():
+        records = self.records.all()
+        for rec in records:
             uuid = rec["uuid"]
             log.warning("container %s (%s) was left by a previous cmld; stopping it and cleaning up",
                         rec.get("name", "?"), uuid)
@@ -144,6 +153,9 @@ class Runtime:
             if run_dir.is_relative_to(self.settings.run_dir):
                 shutil.rmtree(run_dir, ignore_errors=True)
             self.records.path(uuid).unlink(missing_ok=True)
+        # Their dm devices (and loop devices) last: nothing holds them once the processes are gone.
+        dm_recovery.remove_stale({r["uuid"] for r in records},
+                                 [self.settings.containers_dir, self.settings.guestos_dir])
 
     @staticmethod
     def _kill_pid(pid: int) -> None:

@@ -25,8 +25,8 @@ MODULE_TREES = ("arch", "block", "crypto", "fs", "lib", "mm", "net", "virt", "dr
                 "drivers/virtio", "drivers/char", "drivers/net/ipvlan")
 MODULE_FILES = ("drivers/net/veth.ko", "drivers/net/macvlan.ko", "drivers/net/tun.ko", "drivers/net/dummy.ko",
                 "drivers/net/virtio_net.ko", "drivers/net/net_failover.ko", "drivers/net/ipvlan/ipvlan.ko")
-ENTRY_POINTS = ("cmld", "scd", "tpm2d", "cml-control", "cml-sign")
-UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service", "cml-vmtest.service")
+ENTRY_POINTS = ("cmld", "scd", "tpm2d", "cml-control", "cml-sign", "cml-sysdata")
+UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service", "cml-sysdata.service", "cml-vmtest.service")
 MASKED = ("serial-getty@ttyS0.service", "getty@tty1.service", "apt-daily.timer", "apt-daily-upgrade.timer",
           "e2scrub_all.timer", "fstrim.timer", "systemd-tmpfiles-clean.timer")
 HEADROOM = 1 << 30  # free space for container images, logs and the dm test files
@@ -70,7 +70,10 @@ def install_suite(stage: Path) -> None:
     (stage / "var" / "lib" / "cml" / "containers").mkdir(parents=True, exist_ok=True)
     run(["systemctl", f"--root={stage}", "enable", *UNITS])
     run(["systemctl", f"--root={stage}", "mask", *MASKED])
-    run([sys.executable, REPO / "scripts" / "build-guestos.py", stage / "var" / "lib" / "cml" / "operatingsystems"])
+    gos = stage / "var" / "lib" / "cml" / "operatingsystems"
+    run([sys.executable, REPO / "scripts" / "build-guestos.py", gos])
+    # The same busybox with a dm-verity hash tree: opened block-verified instead of hashed in full.
+    run([sys.executable, REPO / "scripts" / "build-guestos.py", gos, "--name", "busyverity", "--verity"])
     install_cservice(stage)
 
 

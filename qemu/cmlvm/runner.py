@@ -89,11 +89,13 @@ def net_argv(forwards: dict[int, int]) -> list[str]:
 
 
 def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int, smp: int,
-              forwards: dict[int, int] | None = None) -> list[str]:
+              forwards: dict[int, int] | None = None, reboots: bool = False) -> list[str]:
+    """`reboots`: a guest reboot boots again (a scenario with `after_reboot` checks); otherwise it
+    ends QEMU, as a kernel panic does (panic=-1)."""
     return [
         "qemu-system-x86_64", *net_argv(forwards or {}),
         "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
-        "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
+        "-nodefaults", "-display", "none", *([] if reboots else ["-no-reboot"]), "-monitor", "none",
         "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
         "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
         "-drive", f"if=pflash,format=raw,file={work / 'vars.fd'}",
@@ -132,10 +134,12 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
         prepare_share(work / "share", scenario, overlay)
         shutil.copyfile(OVMF_VARS, work / "vars.fd")
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, work / "root.qcow2"])
-        run(["mke2fs", "-q", "-t", "ext4", "-L", "cmldata", work / "data.img", DATA_DISK])
+        # The system data volume's disk: raw and sparse (cml-sysdata setup formats it as LUKS2).
+        run(["qemu-img", "create", "-q", "-f", "raw", work / "data.img", DATA_DISK])
         swtpm = start_swtpm(work)
         with (work / "qemu.log").open("ab") as qlog:
-            qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp, forwards),
+            qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp, forwards,
+                                              reboots=bool(scenario.get("after_reboot"))),
                                     stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog)
         stop = threading.Event()
         agent_out: dict[str, Any] = {}

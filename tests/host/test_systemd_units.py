@@ -16,7 +16,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "verify-units.sh"
 UNIT_DIR = REPO / "systemd"
-UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service")
+UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service", "cml-sysdata.service")
 
 
 def run_verify(unit_dir: Path | None = None) -> subprocess.CompletedProcess[str]:

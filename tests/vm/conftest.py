@@ -10,7 +10,11 @@ import pytest
 from . import harness
 from .harness import Boot, Image
 
-SYSTEM_CHECKS = ["units", "tpm", "attest", "cgroups", "dm", "container"]
+# The system data volume is set up right after the TPM check (before `attest` extends PCR 7), so
+# every later container lives on it; the reboots then open it at boot, change PCR 7, and destroy it.
+SYSTEM_CHECKS = ["units", "tpm", "sysdata_setup", "attest", "cgroups", "dm", "container", "crypt", "verity",
+                 "cryptcrash"]
+AFTER_REBOOT = [["sysdata_boot", "destroy"], ["sysdata_destroyed"]]
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +35,8 @@ def system_boot(vm_image: Image) -> Boot:
 
     from .attest_agent import GUEST_PORT, agent
 
-    return harness.boot(vm_image, "system", SYSTEM_CHECKS, forwards={GUEST_PORT: free_port()}, agent=agent)
+    return harness.boot(vm_image, "system", SYSTEM_CHECKS, forwards={GUEST_PORT: free_port()}, agent=agent,
+                        after_reboot=AFTER_REBOOT, timeout=harness.SYSTEM_TIMEOUT)
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+SHARE = Path("/mnt/host")  # set by run.py: the host's share (results, state kept across reboots)
 
 
 class CheckFailed(Exception):
@@ -43,3 +47,16 @@ def must(*argv: str, timeout: float = 120, stdin: str | None = None) -> str:
     if r.rc != 0:
         raise CheckFailed(f"{' '.join(argv)} failed ({r.rc}): {r.text[-3000:]}")
     return r.out
+
+
+def state_get(key: str) -> Any:
+    """What an earlier check (maybe before a reboot) left for later ones."""
+    path = SHARE / "state.json"
+    return json.loads(path.read_text()).get(key) if path.exists() else None
+
+
+def state_put(key: str, value: Any) -> None:
+    path = SHARE / "state.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = value
+    path.write_text(json.dumps(data, indent=1))
