@@ -50,6 +50,8 @@ def test_c0_on_a_device(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     svc_starting = log.index(f"container svc ({svc_uuid}): STOPPED -> STARTING")
     assert c0_running < svc_starting
     assert not (base / "containers" / f"{C0}.conf").exists()  # in memory only, as the original
+    key = base / "keys" / f"{C0}.key"  # c0's raw volume key (INTEGRITY_ONLY where there is device-mapper)
+    assert key.stat().st_size == 32 and key.stat().st_mode & 0o777 == 0o600
 
     # privileged: no user namespace, and SYS_TIME / SYS_CHROOT kept, which others lose
     assert run(d, "c0", "nopty", "cat", "/proc/self/uid_map").out.split() == ["0", "0", "4294967295"]

@@ -116,7 +116,8 @@ def test_integrity_superblock(tmp_path: Path) -> None:
     ("3,512,190049170,-;device-mapper: verity: 7:3: data block 599 is corrupted",
      ("verity", "7:3", "data block 599")),
     ("3,13,5,-;device-mapper: verity: 7:12: metadata block 7 is corrupted", ("verity", "7:12", "metadata block 7")),
-    ("3,1,2,-;device-mapper: integrity: dm-3: Checksum failed at sector 0x1a40", ("integrity", "dm-3", "sector 0x1a40")),
+    ("3,1,2,-;device-mapper: integrity: dm-3: Checksum failed at sector 0x1a40",
+     ("integrity", "dm-3", "sector 0x1a40")),
     ("device-mapper: integrity: Checksum failed at sector 0x8", ("integrity", "", "sector 0x8")),
     ("3,1,2,-;device-mapper: crypt: dm-4: INTEGRITY AEAD ERROR, sector 6720", ("crypt", "dm-4", "sector 6720")),
 ])

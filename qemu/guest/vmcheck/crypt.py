@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ctl
-from .common import CheckFailed, must, sh, state_put
+from .common import CheckFailed, sh, state_put
 
 NAME, PLAIN, LEGACY, BIG = "vcrypt", "vplain", "vlegacy", "vbig"
 MARK = "cml-secret-7d1e5c"
@@ -44,7 +44,7 @@ def journey(data: dict[str, Any]) -> str:
     data["mark_on_disk_in_plaintext"] = MARK.encode() in (cdir / "data.img").read_bytes()
     data["mark_through_dm"] = MARK.encode() in Path(dev).read_bytes()
     data["secret_offset"] = ctl.file_offset(dev, "/secret.txt")
-    data["stop1"] = sh("cml-control", "stop", NAME, timeout=120).text[-300:]
+    data["stop1"] = ctl.stop(NAME).text[-300:]
     data["state_stopped"], _ = ctl.wait_state(NAME, "STOPPED", 120)
     data["dm_after_stop"] = ctl.dm_devices(uuid)
     data["loops_after_stop"] = ctl.loops_on(cdir)
@@ -63,7 +63,7 @@ def tamper(uuid: str, data: dict[str, Any]) -> None:
     data["plain_start"] = ctl.start(PLAIN, pin=None).text[-300:]
     data["plain_state"], _ = ctl.wait_state(PLAIN, "RUNNING", 300)
     data["plain_cryptfs_mode"] = ctl.field(ctl.status(PLAIN), "cryptfs_mode")
-    sh("cml-control", "stop", NAME, timeout=120)
+    ctl.stop(NAME)
     ctl.wait_state(NAME, "STOPPED", 120)
     ctl.flip_byte(cdir / "data.img", data["secret_offset"] + 17)
     ctl.drop_caches()
@@ -87,7 +87,7 @@ def tamper(uuid: str, data: dict[str, Any]) -> None:
     r = ctl.run_in(NAME, f"ls /data; echo {MARK}-2 > /data/secret.txt; sync")
     data["after_wipe_ls"] = {"rc": r.rc, "out": r.text[-300:]}
     state_put("vcrypt", {"uuid": uuid, "mark": f"{MARK}-2"})  # read back after the reboot (sysdata_boot)
-    sh("cml-control", "stop", PLAIN, timeout=120)
+    ctl.stop(PLAIN)
     ctl.wait_state(PLAIN, "STOPPED", 120)
     sh("cml-control", "remove", PLAIN, timeout=120)
 
@@ -99,7 +99,7 @@ def removal(data: dict[str, Any]) -> None:
     ctl.pair("vgone")
     ctl.start("vgone")
     ctl.wait_state("vgone", "RUNNING", 300)
-    sh("cml-control", "stop", "vgone", timeout=120)
+    ctl.stop("vgone")
     ctl.wait_state("vgone", "STOPPED", 120)
     cdir, keys = ctl.BASE / "containers" / uuid, ctl.BASE / "keys"
     ev = {n: ctl.BASE / "containers" / f".evidence-{n}" for n in ("data.img", "data.meta.img")}
@@ -135,7 +135,7 @@ def legacy(data: dict[str, Any]) -> None:
     data["legacy_state"], _ = ctl.wait_state(LEGACY, "RUNNING", 300)
     data["legacy_mode"] = ctl.field(ctl.status(LEGACY), "cryptfs_mode")
     data["legacy_tables"] = ctl.dm_tables(uuid)
-    sh("cml-control", "stop", LEGACY, timeout=120)
+    ctl.stop(LEGACY)
     ctl.wait_state(LEGACY, "STOPPED", 120)
     sh("cml-control", "remove", LEGACY, timeout=120)
 
@@ -175,7 +175,7 @@ def big_format(data: dict[str, Any]) -> None:
     log = ctl.log_since(cur)
     data["big_redo_log"] = [ln for ln in log if "interrupted" in ln or "first format" in ln or "formatted in" in ln]
     data["big_files"] = sorted(p.name for p in cdir.iterdir())
-    sh("cml-control", "stop", BIG, timeout=120)
+    ctl.stop(BIG)
     ctl.wait_state(BIG, "STOPPED", 120)
     sh("cml-control", "remove", BIG, timeout=120)
 
@@ -187,7 +187,7 @@ def check() -> dict[str, Any]:
         uuid = journey(data)
         ctl.note("tamper")
         tamper(uuid, data)
-        must("cml-control", "stop", NAME, timeout=120)
+        ctl.stop(NAME)
         ctl.wait_state(NAME, "STOPPED", 120)
         ctl.note("removal")
         removal(data)

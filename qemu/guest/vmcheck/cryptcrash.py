@@ -68,7 +68,7 @@ def check() -> dict[str, Any]:
         data["final_state"], _ = ctl.wait_state(NAME, "RUNNING", 300)
         r = ctl.run_in(NAME, "cat /data/secret.txt")
         data["final_read"] = {"rc": r.rc, "out": r.text[-200:], "mark": mark}
-        sh("cml-control", "stop", NAME, timeout=120)
+        ctl.stop(NAME)
         data["final_stopped"], _ = ctl.wait_state(NAME, "STOPPED", 120)
         return data
     except CheckFailed as e:

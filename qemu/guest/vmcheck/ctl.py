@@ -71,6 +71,11 @@ def start(name: str, pin: str | None = PIN, timeout: float = 600) -> Out:
     return sh("cml-control", "start", name, *([f"--key={pin}"] if pin else []), timeout=timeout)
 
 
+def stop(name: str, pin: str | None = PIN) -> Out:
+    """Stop (with the PIN for a token container: cml-control asks for it, as the original client)."""
+    return sh("cml-control", "stop", name, *([f"--key={pin}"] if pin else []), timeout=120)
+
+
 def run_in(name: str, script: str, timeout: float = 120) -> Out:
     return sh("cml-control", "run", name, "nopty", "sh", "-c", script, timeout=timeout)
 

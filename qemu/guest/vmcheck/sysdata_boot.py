@@ -49,7 +49,7 @@ def check() -> dict[str, Any]:
         data["vcrypt_state"], _ = ctl.wait_state("vcrypt", "RUNNING", 400)
         r = ctl.run_in("vcrypt", "cat /data/secret.txt")
         data["vcrypt_read"] = {"rc": r.rc, "out": r.text[-200:], "mark": vc["mark"]}
-        sh("cml-control", "stop", "vcrypt", timeout=120)
+        ctl.stop("vcrypt")
         ctl.wait_state("vcrypt", "STOPPED", 120)
         # a device with c0 (INTEGRITY_ONLY)
         Path("/var/lib/cml/device.conf").write_text(DEVICE_CONF)

@@ -76,7 +76,7 @@ def check() -> dict[str, Any]:
         data["state_repaired"], _ = ctl.wait_state(NAME, "RUNNING", 300)
         r = ctl.run_in(NAME, f"cat {VICTIM} >/dev/null && echo readable")
         data["read_repaired"] = {"rc": r.rc, "out": r.text[-200:]}
-        sh("cml-control", "stop", NAME, timeout=120)
+        ctl.stop(NAME)
         ctl.wait_state(NAME, "STOPPED", 120)
         data["dm_after_stop"] = ctl.dm_devices(uuid)
         sh("cml-control", "remove", NAME, timeout=120)
