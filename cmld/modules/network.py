@@ -35,6 +35,11 @@ class NetworkModule(Module):
             return
         d = ctx.settings.netns_dir
         path = str(d / ctx.uuid)
+        if os.path.lexists(path):
+            # Only this container's previous life can have left a binding of its UUID (a stop
+            # whose cleanup raced with this start, or a crash): it names no live container.
+            log.warning("container %s: removing a stale network namespace binding %s", ctx.container.name, path)
+            unbind_netns(path)
         try:
             d.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
