@@ -18,6 +18,7 @@ import uuid as uuidlib
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -154,9 +155,13 @@ class DeviceIdentity:
         except ValueError as e:
             raise IdentityError(f"certificate does not parse: {e}") from e
         cert = certs[0]
-        if _pub_der(cert.public_key()) != _pub_der(self.key.public_key()):
+        try:  # the key and extensions are parsed lazily (found by fuzzing PUSH_DEVICE_CERT)
+            ours = _pub_der(cert.public_key()) == _pub_der(self.key.public_key())
+            uid = device_uuid_of(cert)
+        except (ValueError, UnsupportedAlgorithm) as e:
+            raise IdentityError(f"certificate does not parse: {e}") from e
+        if not ours:
             raise IdentityError("certificate is not for this device's key")
-        uid = device_uuid_of(cert)
         if uid != self.uuid:
             raise IdentityError(f"certificate names device UUID {uid!r}, this device is {self.uuid}")
         write_atomic(self.cert_path, pem, mode=0o644)

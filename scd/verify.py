@@ -67,9 +67,13 @@ def verify(data: bytes, sig: bytes, cert_pem: bytes, algo: int, anchors: list[An
         return Result(T.CRYPTO_VERIFY_ERROR, "empty signature")
     try:
         chain = x509.load_pem_x509_certificates(cert_pem)
-    except ValueError as e:
+        leaf, intermediates = chain[0], chain[1:]
+        # cryptography parses names and keys lazily: read the signer's now, so a certificate
+        # whose subject or key cannot be read is refused here (found by fuzzing scd_verify).
+        leaf.subject.rfc4514_string()
+        leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm) as e:
         return Result(T.CRYPTO_VERIFY_ERROR, f"certificate file does not parse: {e}")
-    leaf, intermediates = chain[0], chain[1:]
     when = (now or datetime.datetime.now(datetime.UTC)) if check_time else None
     if not anchors:
         return Result(T.CRYPTO_VERIFY_BAD_CERTIFICATE, "no trust anchor installed")
