@@ -22,6 +22,7 @@ A `Finding` is raised for the first failure, with the input that caused it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -88,10 +89,8 @@ class LogWatch:
     def size(self) -> int:
         total = 0
         for p in self.paths():
-            try:
+            with contextlib.suppress(OSError):
                 total += p.stat().st_size
-            except OSError:
-                pass
         return total
 
     def delta(self) -> int:
