@@ -89,6 +89,10 @@ class CmldWorld:
     def ensure_running(self) -> None:
         if self.uuid is None:
             return
+        r = containers.cli(self.daemon.socket, "state", self.name)
+        if "state:" not in r.out:  # a fuzzed REMOVE_CONTAINER took it: create it again
+            containers.create(self.daemon, self.factory.tmp, self.name)
+            self.uuid = containers.uuid_of(self.daemon, self.name)
         st = containers.state(self.daemon, self.name)
         if st == "RUNNING":
             return
@@ -156,8 +160,8 @@ class CmldControl(Campaign):
     def overrides(self) -> protogen.Overrides:
         ov = protogen.Overrides()
         if self.world.uuid is not None:
-            live = self.world.uuid
-            ov.by_field["container_uuids"] = (0.6, lambda r: r.choice((live, self.world.name)))
+            world = self.world
+            ov.by_field["container_uuids"] = (0.6, lambda r: r.choice((world.uuid or "", world.name)))
         ov.by_field["exec_args"] = (0.95, lambda r: r.choice(SAFE_ARGS))
         return ov
 
@@ -166,6 +170,8 @@ class CmldControl(Campaign):
             return False
         if req.command == C.SET_PROVISIONED and not self.provisioned_phase:
             return True  # one-way: the provisioned phase sends it once, first
+        if req.command == C.WIPE_DEVICE and self.world.uuid is not None:
+            return True  # would take the GuestOS the container needs; fuzzed without a container
         # exec arguments only from the safe list (a container is a real system)
         return req.command == C.CONTAINER_EXEC_CMD and any(a not in SAFE_ARGS for a in req.exec_args)
 

@@ -93,3 +93,26 @@ def test_tpm_passwords_longer_than_an_authvalue_are_a_clear_error() -> None:
     assert auth_value("x" * MAX_AUTH, "p") == b"x" * MAX_AUTH
     with pytest.raises(TpmError, match="at most 64"):
         auth_value("x" * (MAX_AUTH + 1), "the lockout password")
+
+
+def test_scd_reads_only_regular_files_named_in_requests(tmp_path: Path) -> None:
+    """CRYPTO_HASH_FILE with a NUL in the name was an internal error (ValueError); /dev/zero
+    would have been read forever; a FIFO would block a worker. All are now OSError, which the
+    commands answer with their error code."""
+    import os
+
+    from scd.files import open_regular, read_regular
+    from scd.hashing import digest_file
+
+    for name in ("a\0b", "/dev/zero", "/dev/urandom", str(tmp_path)):
+        with pytest.raises(OSError):
+            digest_file(2, Path(name))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        open_regular(fifo)
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 10)
+    assert read_regular(f, 10) == b"x" * 10
+    with pytest.raises(OSError, match="larger than 9 bytes"):
+        read_regular(f, 9)
