@@ -22,6 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cml_common.certs import load_pem_certificate, load_pem_certificates
 from cml_common.fsutil import write_atomic
 from cml_common.paths import Layout
 from scd.errors import ScdError
@@ -92,7 +93,7 @@ class DeviceIdentity:
 
     def _read_cert(self) -> x509.Certificate:
         try:
-            return x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+            return load_pem_certificate(self.cert_path.read_bytes())
         except (OSError, ValueError) as e:
             raise IdentityError(f"{self.cert_path} unreadable: {e}") from e
 
@@ -151,7 +152,7 @@ class DeviceIdentity:
         if len(pem) > MAX_CERT or not pem.lstrip().startswith(PEM_BEGIN) or PEM_END not in pem:
             raise IdentityError("not a PEM certificate (BEGIN/END CERTIFICATE markers missing)")
         try:
-            certs = x509.load_pem_x509_certificates(pem)
+            certs = load_pem_certificates(pem)
         except ValueError as e:
             raise IdentityError(f"certificate does not parse: {e}") from e
         cert = certs[0]

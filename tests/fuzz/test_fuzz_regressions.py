@@ -37,7 +37,8 @@ def test_invalid_utf8_in_a_string_field_is_a_malformed_request() -> None:
 
 
 @pytest.mark.parametrize("sha", ["3bae84f6767e4593fd76ce205367f818c8381cba",
-                                 "6154f3a8f3e9137b58171c1cbc2a2d3564f8a1c1"])
+                                 "6154f3a8f3e9137b58171c1cbc2a2d3564f8a1c1",
+                                 "3ac738eb978b858c1635947a4ae7b64c452c7a74"])
 def test_scd_verify_refuses_unreadable_certificates(sha: str) -> None:
     """An issuer with an unknown key type (UnsupportedAlgorithm) and a signer whose subject does
     not parse (ValueError) used to escape verify(): scd answered CMD_UNKNOWN with a traceback."""
@@ -116,3 +117,27 @@ def test_scd_reads_only_regular_files_named_in_requests(tmp_path: Path) -> None:
     assert read_regular(f, 10) == b"x" * 10
     with pytest.raises(OSError, match="larger than 9 bytes"):
         read_regular(f, 9)
+
+
+def test_a_certificate_with_an_invalid_version_is_a_parse_error_everywhere(tmp_path: Path) -> None:
+    """x509.InvalidVersion is not a ValueError: a PEM certificate with version 10 escaped scd's
+    verification, PUSH_DEVICE_CERT, trust anchor loading, cmld's REGISTER_NEWCA and the verifier.
+    cml_common.certs turns it into ValueError for all of them."""
+    from cml_common.certs import load_pem_certificate, load_pem_certificates
+    from cmld.guestos.ca_store import CAError, check_ca_pem
+    from scd import identity, trust
+    from tests.fuzz import targets_scd
+
+    pem = reproducer("scd_device_cert", "cd807471bb70b56e7a0fbfd2e7018f3c90c6e869")
+    with pytest.raises(ValueError, match="X.509"):
+        load_pem_certificates(pem)
+    with pytest.raises(ValueError, match="X.509"):
+        load_pem_certificate(pem)
+    targets_scd.scd_device_cert(b"")
+    with pytest.raises(identity.IdentityError, match="does not parse"):
+        targets_scd._IDENTITY[0].install_certificate(pem)
+    anchor = tmp_path / "ca.pem"
+    anchor.write_bytes(pem)
+    assert trust._load(anchor, local=False) is None  # logged and skipped, the others still used
+    with pytest.raises(CAError):
+        check_ca_pem(pem.strip() + b"\n")
