@@ -23,6 +23,7 @@ A `Finding` is raised for the first failure, with the input that caused it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -58,6 +59,7 @@ class Stats:
     replies: int = 0
     disconnects: int = 0  # expected by the policy (scd's malformed input, framing attacks)
     batches: int = 0
+    unsendable: int = 0
     health_probes: int = 0
     seconds: float = 0.0
     max_log_bytes: int = 0
@@ -244,6 +246,15 @@ class Campaign:
             raise Finding(self.name, f"no reply within {self.reply_timeout:g} s (hang) to {code}", body) from None
         except (BrokenPipeError, ConnectionResetError):
             replies = None
+        except OSError as e:
+            if e.errno != errno.EMSGSIZE:
+                raise
+            # A SEQPACKET record larger than the socket's send buffer cannot be sent by any
+            # client (the kernel refuses it): not an input the daemon can receive.
+            self.stats.unsendable += 1
+            self.conn.close()  # its length record may be out: this connection is spent
+            self.conn = None
+            return
         self.stats.inputs += 1
         if replies is None:
             self.conn.close()
