@@ -3,6 +3,10 @@ how many inputs the bounded CI run gives it (about five seconds each on this mac
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,3 +62,17 @@ TARGETS = {t.name: t for t in (
     Target("scd_pkcs12", "tests.fuzz.targets_scd", "scd_pkcs12", 2000, "a soft token's PKCS#12 file"),
     Target("scd_device_cert", "tests.fuzz.targets_scd", "scd_device_cert", 2000, "PUSH_DEVICE_CERT's PEM"),
 )}
+
+
+def scratch(prefix: str) -> Path:
+    """A directory for the files a target writes: under CML_FUZZ_SCRATCH, which run_atheris
+    creates and removes (libFuzzer ends the process without Python's atexit), else a temporary
+    directory removed at exit (pytest importing a target)."""
+    base = os.environ.get("CML_FUZZ_SCRATCH")
+    if base:
+        d = Path(base) / prefix
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+    d = Path(tempfile.mkdtemp(prefix=f"cml-fuzz-{prefix}-"))
+    atexit.register(shutil.rmtree, d, True)
+    return d

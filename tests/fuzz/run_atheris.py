@@ -11,7 +11,10 @@ With `-runs=0` and files instead of directories, it replays those inputs once ea
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
+import tempfile
 
 import atheris
 
@@ -21,6 +24,13 @@ from tests.fuzz.registry import PRODUCT, TARGETS
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
         sys.exit(f"usage: run_atheris TARGET [libFuzzer args]; targets: {', '.join(sorted(TARGETS))}")
+    if "CML_FUZZ_SCRATCH" not in os.environ:
+        # libFuzzer ends the process without running Python's exit handlers: the fuzzing runs
+        # in a child, and this process removes the files its targets wrote.
+        with tempfile.TemporaryDirectory(prefix="cml-fuzz-scratch-") as tmp:
+            rc = subprocess.call([sys.executable, "-m", "tests.fuzz.run_atheris", *sys.argv[1:]],
+                                 env={**os.environ, "CML_FUZZ_SCRATCH": tmp})
+        sys.exit(rc)
     target = TARGETS[sys.argv[1]]
     with atheris.instrument_imports(include=PRODUCT):
         module = importlib.import_module(target.module)

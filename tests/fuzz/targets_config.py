@@ -6,7 +6,6 @@ error a bad config may raise is ConfigError (PolicyError for the JSON policy).""
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from pathlib import Path
 
 from cml_common import textconfig
@@ -18,8 +17,9 @@ from cml_rattestation import attest, refpolicy
 from cml_rattestation.outcome import parse_hex
 from cmld.containers.store import parse_container_config
 from cmld.device.config import load_device_config, load_device_uuid
+from tests.fuzz.registry import scratch
 
-_TMP = Path(tempfile.mkdtemp(prefix="cml-fuzz-cfg-"))
+_TMP = scratch("cfg")
 
 
 def _write(name: str, data: bytes) -> Path:

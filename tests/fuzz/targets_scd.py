@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import struct
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -20,10 +19,11 @@ from cml_common.messages.scd_pb2 import HashAlgo, TokenToDaemon
 from scd import identity, trust, verify
 from scd.tokens.base import TokenError
 from scd.tokens.soft import SoftToken
+from tests.fuzz.registry import scratch
 
 DATA = Path(__file__).resolve().parent / "data" / "scd"
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
-_TMP = Path(tempfile.mkdtemp(prefix="cml-fuzz-scd-"))
+_TMP = scratch("scd")
 RESULTS = {T for T in (TokenToDaemon.CRYPTO_VERIFY_GOOD, TokenToDaemon.CRYPTO_VERIFY_LOCALLY_SIGNED,
                        TokenToDaemon.CRYPTO_VERIFY_ERROR, TokenToDaemon.CRYPTO_VERIFY_BAD_SIGNATURE,
                        TokenToDaemon.CRYPTO_VERIFY_BAD_CERTIFICATE)}
