@@ -106,8 +106,9 @@ def run_daemons(inputs: int, seed: int, deadline_s: float) -> list[Row]:
         with dt.scd_world(base / "scd") as (d, err):
             campaign(dt.Scd(rng, d, err), inputs, 200)
         with dt.tpm2d_world(base / "tpm2d") as w:
-            campaign(dt.Tpm2dControl(rng, w), inputs, 200)
+            # the attestation server first: a fuzzed CLEAR on the control socket removes the key
             campaign(dt.Tpm2dRemote(rng, w), max(inputs // 10, 50), 50)
+            campaign(dt.Tpm2dControl(rng, w), inputs, 200)
     return rows
 
 
