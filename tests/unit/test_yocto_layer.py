@@ -24,7 +24,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 LAYER = REPO / "yocto-layer"
-SUITE = LAYER / "recipes-cml" / "cml" / "cml_git.bb"
+SUITE = LAYER / "recipes-cml" / "cml" / "python3-cml_git.bb"
 SOURCE_INC = LAYER / "recipes-cml" / "cml" / "cml-source.inc"
 CSERVICE = LAYER / "recipes-cml" / "cml-cservice" / "cml-cservice_git.bb"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
