@@ -43,6 +43,7 @@ def _number(pattern: str, text: str) -> int:
 
 
 @modes()
+@pytest.mark.req("CR 7.1")
 def test_depletion_fork_bomb(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     out = arena.attack(mode, "fork_bomb", "5000")
     assert out.verdict == "done", out.output
@@ -55,6 +56,7 @@ def test_depletion_fork_bomb(arena: Arena, mode: str, judge: Judge, unaffected: 
 
 
 @modes()
+@pytest.mark.req("CR 7.1")
 def test_depletion_memory_hog(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     """512 MiB in a container with ram_limit 96: the OOM killer of its own memory cgroup."""
     out = arena.attack(mode, "mem_hog", "512")
@@ -121,6 +123,7 @@ def test_depletion_sched_realtime(arena: Arena, mode: str, policy: str, judge: J
 
 
 @modes()
+@pytest.mark.req("CR 7.1")
 def test_depletion_cpuset_escape(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two CPUs")
@@ -332,6 +335,7 @@ def test_depletion_bpf_send_signal_kills_host_process(arena: Arena, mode: str, j
 
 
 @modes()
+@pytest.mark.req("OS 05")
 def test_depletion_signal_host_process(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     """kill(2) and pidfd_send_signal of the host sentinel by its host PID (SIGCONT: harmless, but
     the sentinel logs it), and kill(-1)."""
@@ -347,6 +351,7 @@ def test_depletion_signal_host_process(arena: Arena, mode: str, judge: Judge, un
 
 
 @modes()
+@pytest.mark.req("OS 05", "TSF Container Isolation")
 def test_depletion_kill_every_process(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     """kill(-1, SIGKILL) inside a container reaches its own processes only."""
     with arena.throwaway(mode) as name:

@@ -33,6 +33,7 @@ def test_disclosure_open_by_handle_at_bind_file(arena: Arena, mode: str, judge: 
 
 
 @modes(no_userns=OBH)
+@pytest.mark.req("TSF Container Isolation")
 def test_disclosure_open_by_handle_at_other_container_image(arena: Arena, mode: str, judge: Judge,
                                                              unaffected: Callable[[], None]) -> None:
     """Through the same forged handle: the victim container's data image, searched for the
@@ -93,6 +94,7 @@ def test_disclosure_keyring_daemon_session_key(arena: Arena, mode: str, judge: J
 
 
 @modes(userns=KEYS, no_userns=KEYS)
+@pytest.mark.req("TSF Container Isolation")
 def test_disclosure_keyring_other_container_key(arena: Arena, mode: str, judge: Judge,
                                                unaffected: Callable[[], None]) -> None:
     """The victim puts a key in its session keyring; the attacker looks for it in its own."""
@@ -123,6 +125,7 @@ def test_disclosure_kernel_log_syslog(arena: Arena, mode: str, judge: Judge, una
 
 
 @modes()
+@pytest.mark.req("OS 05")
 def test_disclosure_host_process_memory_by_pid(arena: Arena, mode: str, judge: Judge,
                                                unaffected: Callable[[], None]) -> None:
     """process_vm_readv, ptrace and /proc/<pid>/mem of the host sentinel, by its host PID and
@@ -134,6 +137,7 @@ def test_disclosure_host_process_memory_by_pid(arena: Arena, mode: str, judge: J
 
 
 @modes()
+@pytest.mark.req("TSF Container Isolation")
 def test_disclosure_other_container_process_memory(arena: Arena, mode: str, judge: Judge,
                                                    unaffected: Callable[[], None]) -> None:
     """The same against a process of the victim container, by its host PID and by its PID
@@ -177,6 +181,7 @@ def _disk(path: str) -> tuple[str, int, int]:
 
 @pytest.mark.parametrize("device", ["mem", "port", "kmsg", "host_disk", "arena_disk", "victim_volume"])
 @modes()
+@pytest.mark.req("TSF Device Access Control", "CR 7.7")
 def test_disclosure_device(arena: Arena, mode: str, device: str, judge: Judge,
                            unaffected: Callable[[], None]) -> None:
     """mknod of a device the container is not given, then open and read it: kernel memory, I/O
@@ -202,6 +207,7 @@ def test_disclosure_device(arena: Arena, mode: str, device: str, judge: Judge,
 
 
 @modes()
+@pytest.mark.req("CR 5.1", "NDR 5.2", "CR 7.7")
 def test_disclosure_network_interfaces_only_lo(arena: Arena, mode: str, judge: Judge,
                                                unaffected: Callable[[], None]) -> None:
     judge(arena.attack(mode, "net_ifaces"))
@@ -209,6 +215,7 @@ def test_disclosure_network_interfaces_only_lo(arena: Arena, mode: str, judge: J
 
 
 @modes()
+@pytest.mark.req("CR 5.1", "NDR 5.2")
 def test_disclosure_network_host_services(arena: Arena, mode: str, judge: Judge,
                                           unaffected: Callable[[], None]) -> None:
     """A TCP listener of the host (on every address) and the usual ways out: no route, nothing
@@ -234,6 +241,7 @@ def _host_addresses() -> list[str]:
 
 
 @modes()
+@pytest.mark.req("CR 5.1", "TSF Container Isolation")
 def test_disclosure_host_abstract_unix_socket(arena: Arena, mode: str, judge: Judge,
                                               unaffected: Callable[[], None]) -> None:
     import socket

@@ -68,6 +68,7 @@ def _cap_params() -> list[object]:
 
 
 @pytest.mark.parametrize(("cap", "mode"), _cap_params())
+@pytest.mark.req("OS 05")
 def test_execution_host_capability(arena: Arena, cap: str, mode: str, judge: Judge,
                                    unaffected: Callable[[], None]) -> None:
     """The root cause of several attacks: which capabilities container root holds in the host's
@@ -160,6 +161,7 @@ def test_execution_ptrace_exec_helper(arena: Arena, mode: str, judge: Judge, una
 
 
 @modes()
+@pytest.mark.req("OS 05", "TSF Container Isolation")
 def test_execution_setns_host_namespaces(arena: Arena, mode: str, judge: Judge,
                                          unaffected: Callable[[], None]) -> None:
     own = ns_inodes()
@@ -183,6 +185,7 @@ KERNEL_FS = ["devtmpfs", "cgroup", "debugfs", "tracefs", "securityfs", "bpf", "s
 
 @pytest.mark.parametrize("fstype", KERNEL_FS)
 @modes()
+@pytest.mark.req("OS 05")
 def test_execution_mount_kernel_fs(arena: Arena, mode: str, fstype: str, judge: Judge,
                                    unaffected: Callable[[], None]) -> None:
     """File systems that are the host's own or the kernel's internals (devtmpfs is the host's
@@ -196,6 +199,7 @@ def test_execution_mount_kernel_fs(arena: Arena, mode: str, fstype: str, judge: 
 
 
 @modes()
+@pytest.mark.req("OS 05", "CR 2.1 (1)")
 def test_execution_daemon_sockets_unreachable(arena: Arena, mode: str, judge: Judge,
                                               unaffected: Callable[[], None]) -> None:
     """cmld's control socket (at its host path and at the default path) and scd's must not be

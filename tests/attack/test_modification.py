@@ -42,6 +42,7 @@ def test_modification_open_by_handle_at_overwrites_host_file(arena: Arena, mode:
 
 
 @modes(userns=KEYS, no_userns=KEYS)
+@pytest.mark.req("TSF Container Isolation")
 def test_modification_keyring_other_container_key(arena: Arena, mode: str, judge: Judge,
                                                   unaffected: Callable[[], None]) -> None:
     desc = f"atk-victim-w-{mode}"
@@ -93,6 +94,7 @@ PROC_SYS = ["kernel/core_pattern", "vm/drop_caches", "kernel/randomize_va_space"
 
 @pytest.mark.parametrize("sysctl", PROC_SYS)
 @modes()
+@pytest.mark.req("OS 05")
 def test_modification_proc_sys(arena: Arena, mode: str, sysctl: str, judge: Judge,
                                unaffected: Callable[[], None]) -> None:
     """Open a host setting in /proc/sys for writing: directly, after remounting /proc/sys
@@ -136,6 +138,7 @@ def test_modification_remount_pseudo_fs_reaches_host(arena: Arena, mode: str, ju
 
 
 @modes()
+@pytest.mark.req("TSF Container Isolation")
 def test_modification_remount_root_shared_image(arena: Arena, mode: str, judge: Judge,
                                                 unaffected: Callable[[], None]) -> None:
     """The root and /opt are the GuestOS's images, shared by every container using it."""
@@ -148,6 +151,7 @@ TIME = ["settimeofday", "clock_settime", "clock_adjtime", "adjtimex"]
 
 @pytest.mark.parametrize("call", TIME)
 @modes()
+@pytest.mark.req("OS 05", "IAM 02")
 def test_modification_system_time(arena: Arena, mode: str, call: str, judge: Judge,
                                   unaffected: Callable[[], None]) -> None:
     """Without allow_system_time, no clock-setting call may succeed (the values given change

@@ -48,6 +48,7 @@ def cap_mask(names: list[str]) -> int:
     return full
 
 
+@pytest.mark.req("OS 01", "TSF Container Isolation")
 def test_userns_container_isolation(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     d = start_cmld(cmld_factory, guestos_src)
     create(d, cmld_factory.tmp, "iso", ram_limit=64, assign_cpus="0")
@@ -130,6 +131,7 @@ def test_userns_container_isolation(cmld_factory: DaemonFactory, guestos_src: Pa
         assert f"{a} -> {b}" in log, (a, b)
 
 
+@pytest.mark.req("OS 01")
 def test_container_without_userns(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     d = start_cmld(cmld_factory, guestos_src)
     create(d, cmld_factory.tmp, "nous", userns=False, allow_dev="c 10:237 rwm")
@@ -163,6 +165,7 @@ def test_container_without_userns(cmld_factory: DaemonFactory, guestos_src: Path
     assert host_leaks(run_dir(d), [uuid]) == []
 
 
+@pytest.mark.req("CR 4.2 (2)")
 def test_reboot_setup_volumes_and_wipe(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     d = start_cmld(cmld_factory, guestos_src)
     create(d, cmld_factory.tmp, "vol")

@@ -210,6 +210,7 @@ def _is_dev(path: Path, fmt: int, major: int, minor: int, mode: int, owner: tupl
     assert (st.st_uid, st.st_gid) == owner, path
 
 
+@pytest.mark.req("IAM 02")
 def test_mknod_and_time_refusal(tmp_path: Path, dirs: tuple[Path, Path, Path]) -> None:
     root, outside, work = dirs
     (root / "evil").symlink_to(outside)  # absolute host path: must resolve inside root, not here
@@ -250,6 +251,7 @@ def test_mknod_and_time_refusal(tmp_path: Path, dirs: tuple[Path, Path, Path]) -
     assert len(run.asked) == 13
 
 
+@pytest.mark.req("IAM 02")
 def test_time_allowed_still_never_touches_other_clocks(tmp_path: Path, dirs: tuple[Path, Path, Path]) -> None:
     root, _, work = dirs
     run = asyncio.run(_serve(tmp_path, "time", root, work, allow_system_time=True))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from .harness import UNITS, VM_MARKS, Boot, assert_units_healthy, guest_check
 
 pytestmark = VM_MARKS
@@ -34,6 +36,7 @@ def test_cml_control_list_answers_in_the_guest(system_boot: Boot) -> None:
     assert "code: CONTAINER_STATUS" in data["cml_control_list"]["output"]
 
 
+@pytest.mark.req("CR 3.4 (1)")
 def test_tpm_present_and_event_log_replays_to_the_pcrs(system_boot: Boot) -> None:
     data = guest_check(system_boot, "tpm")
     assert data["tpmrm0"] and data["tpm_version"] == "2"
@@ -68,6 +71,7 @@ def test_dm_crypt_over_dm_integrity_detects_a_tampered_sector(system_boot: Boot)
     assert any("INTEGRITY AEAD ERROR" in line or "Checksum failed" in line for line in data["kernel_log"]), data
 
 
+@pytest.mark.req("APS 04", "CR 7.1", "CR 7.2")
 def test_busybox_container_runs_under_cgroup_v2_with_its_memory_limit(system_boot: Boot) -> None:
     data = guest_check(system_boot, "container")
     assert data["start"]["rc"] == 0 and data["state_after_start"] == "RUNNING", data
@@ -114,6 +118,7 @@ def statuses(run: dict[str, object]) -> dict[str, tuple[str, str]]:
     return {c["name"]: (c["status"], c["detail"]) for c in result["checks"]}
 
 
+@pytest.mark.req("COM 04", "CR 3.4 (1)", "NDR 3.12")
 def test_guest_provisioned_with_its_tpm_key_and_attested_from_the_host(system_boot: Boot) -> None:
     data = guest_check(system_boot, "attest")
     assert data["push_cert"]["rc"] == 0 and "DEVICE_CERT_OK" in data["push_cert"]["out"], data["push_cert"]
@@ -132,6 +137,7 @@ def test_guest_provisioned_with_its_tpm_key_and_attested_from_the_host(system_bo
     assert with_policy["freshness"][0] == "PASS", with_policy
 
 
+@pytest.mark.req("COM 04", "CR 1.9")
 def test_attestation_fails_for_another_ca_and_after_a_pcr7_change(system_boot: Boot) -> None:
     other = agent_outcome(system_boot, "other_ca")
     assert other["rc"] == 1 and "does not chain to the configured CA" in statuses(other)["certificate"][1]
@@ -141,6 +147,7 @@ def test_attestation_fails_for_another_ca_and_after_a_pcr7_change(system_boot: B
     assert st["event log"] == ("FAIL", st["event log"][1]) and "[7]" in st["event log"][1], st["event log"]
 
 
+@pytest.mark.req("TSF System Data Storage", "CR 4.1")
 def test_fde_key_released_only_in_the_same_pcr7_state(system_boot: Boot) -> None:
     data = guest_check(system_boot, "attest")
     first, second, after = data["fde_first"], data["fde_second"], data["fde_after_tamper"]
