@@ -51,11 +51,7 @@ def apply_rlimits(limits: dict[str, int]) -> None:
 def own_session() -> None:
     """A new session (no controlling terminal) and a new session keyring. Call it as the
     container's root: the keyring belongs to the caller's user."""
-    try:
-        os.setsid()
-    except PermissionError:  # already a session leader (setsid would fail): then it has no terminal of cmld's
-        if os.getsid(0) != os.getpid():
-            raise
+    os.setsid()  # the launcher's child and the exec helper are never group leaders: this cannot fail
     linux.join_new_session_keyring()
 
 

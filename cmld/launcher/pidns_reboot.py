@@ -31,7 +31,7 @@ def main() -> None:
     pid = os.fork()
     if pid == 0:
         try:
-            linux.reboot_pid_namespace(cmd)
+            linux.reboot_pid_namespace(cmd, not_in=own)
         except OSError as e:
             print(f"cml pidns_reboot: {e}", file=sys.stderr)
             os._exit(100 + (e.errno or 0) if (e.errno or 0) < 100 else 99)

@@ -47,14 +47,15 @@ LINUX_REBOOT_CMD_HALT = 0xCDEF0123
 LINUX_REBOOT_CMD_POWER_OFF = 0x4321FEDC
 
 
-def reboot_pid_namespace(cmd: int) -> None:
+def reboot_pid_namespace(cmd: int, not_in: int) -> None:
     """reboot(2) for a process inside a container's PID namespace, where the kernel ends that
     namespace instead of the machine (its init dies as by SIGHUP for RESTART, SIGINT for HALT and
-    POWER_OFF) and the caller exits. Refuses (OSError EPERM) unless the caller's PID namespace
-    differs from that of /proc/1, the host's init: never the machine's reboot."""
+    POWER_OFF) and the caller exits. `not_in` is the inode of the PID namespace the caller came
+    from (cmld's): refused (OSError EPERM) if the caller is still in it, never the machine's
+    reboot."""
     if cmd not in (LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_HALT, LINUX_REBOOT_CMD_POWER_OFF):
         raise OSError(errno.EINVAL, f"reboot command {cmd:#x} is not one that ends a PID namespace")
-    if os.readlink("/proc/self/ns/pid") == os.readlink("/proc/1/ns/pid"):
-        raise OSError(errno.EPERM, "reboot(2) refused: this process is in the host's PID namespace")
+    if os.stat("/proc/self/ns/pid").st_ino == not_in:
+        raise OSError(errno.EPERM, "reboot(2) refused: this process is in cmld's own PID namespace")
     check(syscall(SYS_REBOOT, ctypes.c_uint(LINUX_REBOOT_MAGIC1), ctypes.c_uint(LINUX_REBOOT_MAGIC2),
                   ctypes.c_uint(cmd), None), "reboot")
