@@ -21,12 +21,10 @@ import pytest
 from .arena import Arena
 from .conftest import Judge, modes
 
-OBH = "open_by_handle_at through a BIND_FILE_RW mount: CAP_DAC_READ_SEARCH is kept"
-KEYS = "keyrings: every container shares cmld's session keyring"
 LOGS = "log abuse: container-controlled text reaches cmld's log unescaped"
 
 
-@modes(no_userns=OBH)
+@modes()
 def test_modification_open_by_handle_at_overwrites_host_file(arena: Arena, mode: str, judge: Judge,
                                                               unaffected: Callable[[], None]) -> None:
     payload = "overwritten-by-" + secrets.token_hex(4)
@@ -41,13 +39,12 @@ def test_modification_open_by_handle_at_overwrites_host_file(arena: Arena, mode:
     unaffected()
 
 
-@modes(userns=KEYS, no_userns=KEYS)
+@modes()
 @pytest.mark.req("TSF Container Isolation")
 def test_modification_keyring_other_container_key(arena: Arena, mode: str, judge: Judge,
                                                   unaffected: Callable[[], None]) -> None:
     desc = f"atk-victim-w-{mode}"
-    setup = arena.attack(arena.victim, "keys_add", desc, "victim-original")
-    assert setup.verdict == "done", setup.output
+    arena.victim_key(desc, "victim-original")
     new = "overwritten-" + secrets.token_hex(4)
     out = arena.attack(mode, "keys_update", desc, new)
     seen = arena.attack(arena.victim, "keys_read_own", desc)
@@ -68,7 +65,7 @@ def _keyctl(*args: int | bytes | ctypes.c_long) -> int:
     return int(_libc.syscall(SYS_keyctl, *args))
 
 
-@modes(no_userns="keyrings: a container without user namespace is host root for the user keyring")
+@modes()
 def test_modification_keyring_host_root_user_keyring(arena: Arena, mode: str, judge: Judge,
                                                      unaffected: Callable[[], None]) -> None:
     """The test adds a key of its own to host root's user keyring; the container tries to find
