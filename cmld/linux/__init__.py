@@ -8,7 +8,7 @@
 | `mounts` | mount(2), the new mount API, idmapped binds, pivot_root, openat2 RESOLVE_IN_ROOT |
 | `process` | prctl, close_range, pidfd signals |
 | `caps` | capability names, bounding set, cap sets, file-system identity |
-| `loop` | loop devices (LOOP_CONFIGURE, autoclear) |
+| `loop` | loop devices (LOOP_CONFIGURE, autoclear; which ones back onto given files) |
 | `bpf` | cgroup device programs |
 | `seccomp` | user-notification struct sizes |
 | `clock` | clock_adjtime |
@@ -17,7 +17,7 @@ The names used by most callers are re-exported here (`from cmld import linux; li
 """
 
 from cmld.linux.caps import CAP, CAP_NAMES, cap_last, drop_bounding, drop_from_all_sets, fs_identity, raise_effective
-from cmld.linux.loop import loop_attach
+from cmld.linux.loop import loop_attach, loops_of
 from cmld.linux.mounts import (
     AT_EMPTY_PATH,
     AT_RECURSIVE,
@@ -89,7 +89,7 @@ __all__ = [
     "MS_STRICTATIME", "OPEN_TREE_CLOEXEC", "OPEN_TREE_CLONE", "PR_CAPBSET_DROP", "PR_CAPBSET_READ",
     "PR_CAP_AMBIENT", "PR_CAP_AMBIENT_CLEAR_ALL", "PR_SET_CHILD_SUBREAPER", "PR_SET_DUMPABLE",
     "PR_SET_NO_NEW_PRIVS", "PR_SET_PDEATHSIG", "bind_tree", "cap_last", "close_range", "drop_bounding",
-    "drop_from_all_sets", "fs_identity", "idmapped_bind", "loop_attach", "mount", "move_mount", "open_in_root",
-    "open_tree", "pidfd_send_signal", "pivot_root", "prctl", "raise_effective", "sethostname", "setns", "umount2",
-    "unshare",
+    "drop_from_all_sets", "fs_identity", "idmapped_bind", "loop_attach", "loops_of", "mount", "move_mount",
+    "open_in_root", "open_tree", "pidfd_send_signal", "pivot_root", "prctl", "raise_effective", "sethostname",
+    "setns", "umount2", "unshare",
 ]

@@ -13,9 +13,11 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from cml_common.messages.guestos_pb2 import GuestOSMount
+from cmld import linux
 from cmld.launcher.spec import MountOp
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
@@ -25,6 +27,7 @@ M = GuestOSMount
 HASH_CHUNK = 1 << 20
 MIN_EMPTY_MB = 10
 FREE_SPACE_MARGIN = 1.1  # image plus metadata headroom, as the original's space check
+LOOP_RELEASE_WAIT = 5.0  # s: the kernel detaches an autoclear loop device soon after the unmount
 
 
 def sha256_file(path: Path) -> str:
@@ -175,6 +178,19 @@ class VolumesModule(Module):
         for path, m in checks:
             await asyncio.to_thread(check_image, path, m)
         ctx.spec.mounts = ops
+
+    async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
+        """The container's file systems went with its mount namespace; the kernel detaches their
+        loop devices (autoclear) a moment later. A STOPPED container holds none, so a next start,
+        a wipe or a remove never meets its images still attached."""
+        images = [str(p) for p in (ctx.settings.containers_dir / ctx.uuid).glob("*.img")]
+        deadline = time.monotonic() + LOOP_RELEASE_WAIT
+        while images and (left := await asyncio.to_thread(linux.loops_of, images)):
+            if time.monotonic() > deadline:
+                log.warning("container %s: %s still attached %g s after it ended", ctx.container.name,
+                            ", ".join(left), LOOP_RELEASE_WAIT)
+                return
+            await asyncio.sleep(0.02)
 
     async def destroy(self, ctx: StartContext) -> None:
         cont_dir = ctx.settings.containers_dir / ctx.uuid

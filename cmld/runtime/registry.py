@@ -27,6 +27,7 @@ from cmld.modules.network import unbind_netns
 from cmld.modules.order import ModuleDeps, container_modules
 from cmld.modules.settings import RuntimeSettings
 from cmld.runtime.compartment import Compartment
+from cmld.runtime.reaper import REAPER
 from cmld.runtime.records import RecordStore
 
 if TYPE_CHECKING:
@@ -54,8 +55,10 @@ class Runtime:
         self.device_reboot = False
 
     def setup(self) -> None:
-        """Become the subreaper of container inits and find the cgroup hierarchy."""
+        """Become the subreaper of container inits (and reap every orphan that brings: see
+        `reaper`) and find the cgroup hierarchy. Called in the event loop."""
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        REAPER.start(asyncio.get_running_loop())
         self.settings.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.driver = detect()
@@ -201,6 +204,16 @@ class Runtime:
         if not only_others:
             self._shutting_down = True
         await self.stop_all(timeout, only_others=only_others)
+        if only_others:
+            return
+        # A container that did not end even after SIGKILL: cmld still releases what it holds.
+        for comp in list(self.compartments.values()):
+            if comp.container.is_active:
+                try:
+                    await comp.abandon()
+                except Exception:
+                    log.exception("container %s: releasing it at exit", comp.container.name)
+        REAPER.stop()
 
     async def reboot_device(self) -> None:
         """REBOOT_DEVICE: c0 is stopped first (on a device, c0 going down stops the others and
@@ -223,7 +236,7 @@ class Runtime:
         candidates = only if only is not None else list(self.compartments.values())
         active = [comp for comp in candidates
                   if comp.container.is_active and not (only_others and comp.container.is_c0)]
-        for comp in active:
+        async def begin(comp: Compartment) -> None:
             if comp.state in (S.RUNNING, S.BOOTING, S.SETUP):
                 try:
                     await comp.stop()
@@ -234,9 +247,13 @@ class Runtime:
                 comp.kill()
             else:
                 comp.kill()
-        wait = self.settings.stop_timeout + 2 if timeout is None else timeout
-        results = await asyncio.gather(*(comp.wait_stopped(wait) for comp in active))
-        for comp, ok in zip(active, results, strict=False):
-            if not ok:
+
+        async def end(comp: Compartment, wait: float) -> None:
+            if not await comp.wait_stopped(wait):
                 comp.kill()
                 await comp.wait_stopped(5)
+
+        # All at once: each stop may take its hooks' time (halt waits up to 5 s).
+        await asyncio.gather(*(begin(comp) for comp in active))
+        wait = self.settings.stop_timeout + 2 if timeout is None else timeout
+        await asyncio.gather(*(end(comp, wait) for comp in active))

@@ -21,6 +21,7 @@ from cml_common.aioframing import wait_readable
 from cmld.errors import LaunchError
 from cmld.launcher.channel import MAX_RECORD
 from cmld.launcher.spec import LaunchSpec
+from cmld.runtime.reaper import REAPER
 
 log = logging.getLogger(__name__)
 MAX_FDS = 4
@@ -126,11 +127,13 @@ class Launcher:
 
 
 class InitWatcher:
-    """Waits for the container's init through a pidfd; reaps it when it is our child."""
+    """Waits for the container's init through a pidfd; reaps it when it is our child (and
+    claims it, so the orphan reaper leaves it alone)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
+        REAPER.claim(pid)
         self.loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[tuple[str, int]] = self.loop.create_future()
         self.loop.add_reader(self.pidfd, self._readable)
@@ -177,3 +180,4 @@ class InitWatcher:
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.pidfd)
         os.close(self.pidfd)
+        REAPER.release(self.pid)
