@@ -13,8 +13,8 @@ in worker threads, and `InitWatcher` for container inits (through a pidfd; it *c
 here). The reaper takes the rest, by rules that never race an owner:
 
 - a child in another PID namespace that is not the init of one. cmld never forks into a
-  container, so this is the orphan of an exec helper. It is SIGKILLed (a session dies with its
-  helper) and reaped at once;
+  container, so this is the orphan of an exec helper. It is SIGKILLed with its process group (a
+  session dies with its helper) and reaped at once;
 - any other zombie that nobody claims: reaped once it has been a zombie for `GRACE` seconds.
   Every owner reaps within milliseconds of the exit. A live unclaimed init is never touched:
   between the launcher's exit and the InitWatcher it is briefly nobody's.
@@ -181,6 +181,7 @@ class OrphanReaper:
             if st is None or st[2] != start or st[1] != os.getpid():
                 return
             if kill:
+                self._kill_group(pid)
                 with contextlib.suppress(OSError):
                     linux.pidfd_send_signal(fd, signal.SIGKILL)
                 self.killed += 1
@@ -197,6 +198,16 @@ class OrphanReaper:
             log.info("reaped pid %d (%s, %s)", pid, why, how)
         elif kill:
             log.info("killed pid %d (%s)", pid, why)
+
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        """The rest of an orphan's process group: the exec helper's session (the command a session
+        runs without a PTY) dies with it. Never cmld's own group."""
+        with contextlib.suppress(OSError):
+            pgid = os.getpgid(pid)
+            if pgid > 1 and pgid != os.getpgid(0):
+                os.killpg(pgid, signal.SIGKILL)
 
 
 REAPER = OrphanReaper()
