@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from cml_common.crashpoints import crash_point
 from cml_common.messages.guestos_pb2 import GuestOSMount
 from cmld import linux
 from cmld.launcher.spec import MountOp
@@ -85,6 +86,7 @@ def create_empty_image(path: Path, size_mb: int, fstype: str, owner: int) -> Non
         res = subprocess.run([*args, str(tmp)], capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise StartError(f"mkfs.{fstype} {path.name} failed: {(res.stderr or res.stdout).strip()}")
+        crash_point("start.mkfs")
         os.replace(tmp, path)
     except OSError as e:
         raise StartError(f"creating {path.name}: {e.strerror}") from None

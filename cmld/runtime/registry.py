@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import time
@@ -128,26 +129,37 @@ class Runtime:
             uuid = rec["uuid"]
             log.warning("container %s (%s) was left by a previous cmld; stopping it and cleaning up",
                         rec.get("name", "?"), uuid)
-            self._kill_pid(int(rec.get("init_pid") or 0))
-            if self.driver is not None:
-                cg = self.driver.open_existing(uuid)
-                if cg is not None:
-                    try:
-                        cg.kill_all()
-                    finally:
-                        cg.remove()
-            for netns in {str(rec.get("netns") or ""), str(self.settings.netns_dir / uuid)} - {""}:
-                unbind_netns(netns)
-            # An EMPTY image whose mkfs the old cmld never saw finish is incomplete.
-            for tmp in (self.settings.containers_dir / uuid).glob("*.img.tmp"):
-                tmp.unlink(missing_ok=True)
-            run_dir = Path(str(rec.get("run_dir", "")))
-            if run_dir.is_relative_to(self.settings.run_dir):
-                shutil.rmtree(run_dir, ignore_errors=True)
-            self.records.path(uuid).unlink(missing_ok=True)
+            try:
+                self._release(rec)
+            except Exception:  # the record stays: the next cmld tries again
+                log.exception("container %s: releasing what it left", uuid)
+
+    def _release(self, rec: dict[str, object]) -> None:
+        uuid = str(rec["uuid"])
+        self._kill_pid(int(str(rec.get("init_pid") or 0)), uuid)
+        if self.driver is not None:
+            cg = self.driver.open_existing(uuid)
+            if cg is not None:
+                try:
+                    cg.kill_all()
+                finally:
+                    cg.remove()
+        for netns in {str(rec.get("netns") or ""), str(self.settings.netns_dir / uuid)} - {""}:
+            unbind_netns(netns)
+        # An EMPTY image whose mkfs the old cmld never saw finish is incomplete.
+        for tmp in (self.settings.containers_dir / uuid).glob("*.img.tmp"):
+            tmp.unlink(missing_ok=True)
+        self._wait_images_released(uuid)
+        run_dir = Path(str(rec.get("run_dir", "")))
+        if run_dir.is_relative_to(self.settings.run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        self.records.path(uuid).unlink(missing_ok=True)
 
     @staticmethod
-    def _kill_pid(pid: int) -> None:
+    def _kill_pid(pid: int, uuid: str) -> None:
+        """SIGKILL a left-over init and wait (5 s at most) until it has exited. Its pidfd polls
+        readable then, also while it stays a zombie of whichever process inherited it. Only if
+        that pid is still in the container's cgroup: it may have ended and been reused."""
         if pid <= 1:
             return
         try:
@@ -155,16 +167,33 @@ class Runtime:
         except OSError:
             return
         try:
-            linux.pidfd_send_signal(fd, signal.SIGKILL)
-        except OSError:
-            pass
+            try:
+                mine = uuid in Path(f"/proc/{pid}/cgroup").read_text()
+            except OSError:
+                mine = False
+            if not mine:
+                return
+            with contextlib.suppress(OSError):
+                linux.pidfd_send_signal(fd, signal.SIGKILL)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if not poller.poll(5000):
+                log.error("left-over init %d did not end within 5 s of SIGKILL", pid)
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
         finally:
             os.close(fd)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.01)
+
+    def _wait_images_released(self, uuid: str, timeout: float = 5.0) -> None:
+        """The kernel detaches the loop devices of a dead container's images a moment after its
+        mount namespace went; a new start must not meet them attached."""
+        images = [str(p) for p in (self.settings.containers_dir / uuid).glob("*.img")]
+        deadline = time.monotonic() + timeout
+        while images and (left := linux.loops_of(images)):
+            if time.monotonic() > deadline:
+                log.warning("container %s: %s still attached after recovery", uuid, ", ".join(left))
+                return
+            time.sleep(0.02)
 
     async def autostart(self, containers: list[Container]) -> None:
         """c0 first, then every container with allow_autostart."""
