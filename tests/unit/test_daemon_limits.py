@@ -14,12 +14,16 @@ from cml_common.logbudget import LogBudget
 from cml_common.logsafe import clip, escape
 from cml_common.logsetup import FORMAT, CmlFormatter
 from cml_common.messages.container_pb2 import ContainerConfig
+from cml_common.messages.container_pb2 import ContainerState as S
+from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cmld.containers.container import Container
 from cmld.launcher.spec import LaunchSpec
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
 from cmld.modules.settings import RuntimeSettings
 from cmld.runtime import stopping
+from cmld.runtime.compartment import Compartment
+from cmld.runtime.records import RecordStore
 
 pytestmark = pytest.mark.unit
 
@@ -167,3 +171,42 @@ def test_a_hanging_stop_hook_or_cleanup_does_not_hold_up_the_others(tmp_path: Pa
     works = Works()
     failed = asyncio.run(stopping.run_cleanups("c", c, [works, Hangs()], rebooting=False))
     assert failed == ["hangs"] and works.cleaned  # reverse order: the hanging one first
+
+
+class Host:
+    """The runtime side a compartment needs (as in test_lifecycle)."""
+
+    def __init__(self, tmp_path: Path, modules: list[Module]) -> None:
+        self.settings = ctx(tmp_path).settings
+        self.records = RecordStore(self.settings.run_dir)
+        self.modules = modules
+
+    def guestos_config(self, c: Container) -> GuestOSConfig | None:
+        return GuestOSConfig(name="busybox", version=1)
+
+    def build_modules(self, c: Container) -> list[Module]:
+        return self.modules
+
+    def on_stopped(self, comp: Compartment) -> None:
+        pass
+
+
+def test_exit_releases_a_container_that_did_not_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cmld exits while a container is still in SHUTDOWN (init never ended): every module's cleanup
+    runs anyway (a hanging one is given up on), the record and run dir go, the state is STOPPED."""
+    monkeypatch.setattr(stopping, "CLEANUP_TIMEOUT", 0.05)
+    works = Works()
+    host = Host(tmp_path, [works, Hangs()])
+    c = ctx(tmp_path)
+    comp = Compartment(c.container, host)
+
+    async def scenario() -> None:
+        for st in (S.STARTING, S.BOOTING, S.RUNNING, S.SHUTDOWN):
+            comp.set_state(st)
+        comp.ctx, comp.modules = c, host.modules
+        host.records.write(c)
+        c.run_dir.mkdir(parents=True)
+        await comp.abandon()
+    asyncio.run(scenario())
+    assert works.cleaned and comp.state == S.STOPPED and comp.ctx is None
+    assert not list((tmp_path / "run").rglob("*.json")) and not c.run_dir.exists()
