@@ -225,8 +225,7 @@ def test_execution_forged_cap_last_cap(arena: Arena, mode: str, judge: Judge,
     unaffected()
 
 
-@modes(userns="the daemon's terminal: containers inherit cmld's controlling terminal",
-       no_userns="the daemon's terminal: containers inherit cmld's controlling terminal")
+@modes()
 def test_execution_terminal_injection(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     """cmld run in the foreground on a terminal (a pty the test made): a container opens
     /dev/tty and pushes keystrokes into that terminal's input with TIOCSTI; what the operator's

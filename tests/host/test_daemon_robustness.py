@@ -222,3 +222,30 @@ def test_service_socket_closes_abusive_connection(running: Daemon) -> None:
     assert time.monotonic() - t0 < 10
     wait_for("the closing is logged", lambda: "malformed messages (last:" in d.log_text())
     assert state(d, "rb") == "RUNNING"
+
+
+# ---------------------------------------------------------------------- cmld's terminal
+
+
+def session_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+
+
+def test_no_container_process_shares_cmlds_session(running: Daemon) -> None:
+    """A controlling terminal belongs to a session: the container's init and an exec session's
+    command are in sessions of their own, so neither can reach the terminal cmld runs on (TIOCSTI)
+    nor gets a ^C meant for cmld."""
+    d = running
+    mine = session_of(d.proc.pid)
+    u = uuid_of(d, "rb")
+    init = next(p for p in children_of(d.proc.pid) if u in Path(f"/proc/{p}/cgroup").read_text())
+    assert session_of(init) != mine
+    marker = f"sleep {3 * 10**6 + secrets.randbelow(10**6)}"
+    client = subprocess.Popen([str(BIN / "cml-control"), "-s", str(d.socket), "run", "rb", "nopty", "sh", "-c",
+                               f"{marker}; echo never"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the session's command runs", lambda: session_procs(marker))
+        assert all(session_of(p) != mine for p in session_procs(marker))
+    finally:
+        client.kill()
+        client.wait()
