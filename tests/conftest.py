@@ -71,7 +71,7 @@ class DaemonFactory:
     started: list[Daemon] = field(default_factory=list)
 
     def launch(self, prog: str, name: str, *extra: str, base: Path | None = None,
-               kind: int = socket.SOCK_STREAM) -> Daemon:
+               kind: int = socket.SOCK_STREAM, env: dict[str, str] | None = None) -> Daemon:
         base = base or self.tmp / f"{name}-base"
         base.mkdir(parents=True, exist_ok=True)
         sock = self.tmp / f"{name}.sock"
@@ -81,14 +81,15 @@ class DaemonFactory:
                "--log-dir", str(log_dir), *extra]
         # stderr goes to a file: a pipe nobody drains would block a daemon that logs a lot.
         with stderr_file.open("ab") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    env={**os.environ, **env} if env else None)
         d = Daemon(proc, sock, base, log_dir)
         self.started.append(d)
         wait_for_socket(sock, proc, kind, stderr_file=stderr_file)
         return d
 
     def start(self, *extra: str, device_conf: str | None = HOSTED_DEVICE_CONF, base: Path | None = None,
-              name: str = "cmld") -> Daemon:
+              name: str = "cmld", env: dict[str, str] | None = None) -> Daemon:
         """cmld, in hosted mode by default, pointed at scd/tpm2d sockets in the tmp dir."""
         base = base or self.tmp / f"{name}-base"
         base.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ class DaemonFactory:
         # Own run dir: a cmld recovers (stops) whatever containers its run dir records.
         return self.launch("cmld", name, "--scd-socket", str(self.tmp / "scd.sock"),
                            "--tpm2d-socket", str(self.tmp / "tpm2d.sock"), "--run-dir", str(self.tmp / f"{name}-run"),
-                           *extra, base=base)
+                           *extra, base=base, env=env)
 
     def stop_all(self) -> None:
         for d in self.started:

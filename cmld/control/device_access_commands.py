@@ -9,10 +9,12 @@ import re
 
 from cml_common.messages.control_pb2 import ControllerToDaemon as C
 from cml_common.messages.control_pb2 import DaemonToController as D
-from cmld.control.family import CommandFamily
+from cmld.control.family import CommandFamily, state_name
 from cmld.control.replies import response
 from cmld.control.server import ControlConnection
-from cmld.errors import CmldError
+from cmld.errors import CmldError, StateError
+from cmld.modules.devices import DevicesModule
+from cmld.runtime.transitions import EXEC_STATES
 
 log = logging.getLogger(__name__)
 DEV_RULE = re.compile(r"^[abc] (\*|\d+):(\*|\d+) [rwm]{1,3}$")
@@ -23,7 +25,14 @@ class DeviceAccessCommands(CommandFamily):
         c = self.target(req, conn)
         if not DEV_RULE.match(req.dev_rule):
             raise CmldError(f"malformed device rule {req.dev_rule!r} (want e.g. 'c 4:1 rwm')")
-        done = self.runtime().compartment(c).dev_access(req.dev_rule)
+        comp = self.runtime().compartment(c)
+        devices = comp.module(DevicesModule)
+        if comp.state not in EXEC_STATES or comp.ctx is None or not isinstance(devices, DevicesModule):
+            raise StateError(f"container is {state_name(c)}")
+        try:
+            done = devices.dev_access(comp.ctx, req.dev_rule)
+        except (ValueError, OSError) as e:
+            raise StateError(str(e)) from None
         log.info("%s: container %s: device %s %s", conn, c.name, req.dev_rule, done)
         await conn.send(response(D.CMD_OK))
 

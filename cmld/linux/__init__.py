@@ -9,7 +9,7 @@
 | `process` | prctl, close_range, pidfd signals, the PID-namespace reboot |
 | `caps` | capability names, the kernel's last capability, bounding, ambient and other sets, file-system identity |
 | `keyring` | a fresh session keyring |
-| `loop` | loop devices (LOOP_CONFIGURE, autoclear) |
+| `loop` | loop devices (LOOP_CONFIGURE, autoclear; which ones back onto given files) |
 | `bpf` | cgroup device programs |
 | `seccomp` | loading a BPF filter with a listener, user-notification struct sizes |
 | `clock` | clock_adjtime |
@@ -29,7 +29,7 @@ from cmld.linux.caps import (
     raise_effective,
 )
 from cmld.linux.keyring import join_new_session_keyring
-from cmld.linux.loop import loop_attach
+from cmld.linux.loop import loop_attach, loops_of
 from cmld.linux.mounts import (
     AT_EMPTY_PATH,
     AT_RECURSIVE,
@@ -152,6 +152,7 @@ __all__ = [
     "join_new_session_keyring",
     "kernel_cap_last",
     "loop_attach",
+    "loops_of",
     "mount",
     "move_mount",
     "open_in_root",

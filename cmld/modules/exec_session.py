@@ -2,6 +2,11 @@
 
 Unlike the original (which drops output without a PTY and adds a NUL after every chunk), output
 is relayed with and without a PTY, byte for byte, and the exit status ends the session.
+
+The helper runs in a process group of its own, which its in-container half and a command without a
+PTY inherit: killing a session (its client went away, `halt` timed out) kills that whole group,
+not just the helper. A part that left the group is orphaned to cmld when the helper dies. cmld's
+orphan reaper (`runtime/reaper.py`) kills and reaps it there.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -76,7 +82,7 @@ class ExecSession:
                 sys.executable, "-m", "cmld.launcher.execute", str(req_fd),
                 pass_fds=[status_w, theirs.fileno(), req_fd],
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, start_new_session=True)
         except BaseException:
             os.close(status_r)
             ours.close()
@@ -137,7 +143,9 @@ class ExecSession:
             self.supervisor = None
 
     def kill(self) -> None:
+        """SIGKILL to the session's process group (the helper's pid is its id, pinned while the
+        helper is not reaped, so this never reaches another group)."""
         self.close_supervisor()
         if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)

@@ -40,7 +40,7 @@ class SeccompModule(Module):
 
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
-                                uid_offset=ctx.spec.uid_start)
+                                uid_offset=ctx.spec.uid_start, log_budget=ctx.log_budget)
         sup.start(asyncio.get_running_loop())
         return sup
 

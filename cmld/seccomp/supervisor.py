@@ -22,6 +22,7 @@ import select
 from collections.abc import Callable
 from contextlib import suppress
 
+from cml_common.logbudget import LogBudget
 from cmld.linux import seccomp as linux_seccomp
 from cmld.seccomp import notify
 from cmld.seccomp.emulate_mknod import MknodEmulation
@@ -41,10 +42,6 @@ from cmld.seccomp.procfs import (
 log = logging.getLogger(__name__)
 
 
-
-
-
-
 # ---------------------------------------------------------------------------- the supervisor
 
 
@@ -53,15 +50,17 @@ class SeccompSupervisor:
 
     def __init__(self, notify_fd: int, *, container_name: str, init_pid: int,
                  is_device_allowed: Callable[[str, int, int], bool], allow_system_time: bool,
-                 uid_offset: int | None) -> None:
+                 uid_offset: int | None, log_budget: LogBudget | None = None) -> None:
         self._fd = notify_fd
         self._name = container_name
         self._init_pid = init_pid
         self._is_device_allowed = is_device_allowed
         self._allow_system_time = allow_system_time
         self._uid_offset = uid_offset
-        self._mknod = MknodEmulation(notify_fd, container_name, is_device_allowed, uid_offset)
-        self._time = TimeEmulation(notify_fd, container_name, allow_system_time)
+        budget = log_budget or LogBudget(f"container {container_name}")
+        self._budget = budget
+        self._mknod = MknodEmulation(notify_fd, container_name, is_device_allowed, uid_offset, budget)
+        self._time = TimeEmulation(notify_fd, container_name, allow_system_time, budget)
         self._reboot = RebootEmulation(notify_fd, container_name, init_pid, uid_offset or 0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,7 +116,8 @@ class SeccompSupervisor:
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.EINTR):  # the caller died before we got to it
                 return
-            log.error("container %s: seccomp receive: %s", self._name, e)
+            if self._budget.allow("seccomp"):
+                log.error("container %s: seccomp receive: %s", self._name, e)
             return
         self.notifications += 1
         if notif.nr == NR_REBOOT and notif.arch == notify.AUDIT_ARCH_X86_64:
@@ -129,7 +129,8 @@ class SeccompSupervisor:
             log.debug("container %s: caller %d of syscall %d went away", self._name, notif.pid, notif.nr)
             return
         except Exception:
-            log.exception("container %s: handling syscall %d of pid %d", self._name, notif.nr, notif.pid)
+            if self._budget.allow("seccomp"):
+                log.exception("container %s: handling syscall %d of pid %d", self._name, notif.nr, notif.pid)
             resp = notify.error(errno.EPERM)
         self._answer(notif, resp)
 
@@ -141,7 +142,7 @@ class SeccompSupervisor:
         except OSError as e:
             if e.errno == errno.ENOENT:
                 log.debug("container %s: caller %d gone before the response", self._name, notif.pid)
-            else:
+            elif self._budget.allow("seccomp"):
                 log.error("container %s: seccomp response: %s", self._name, e)
 
     def _serve_reboot(self, notif: Notification) -> None:

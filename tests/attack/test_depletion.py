@@ -33,8 +33,6 @@ from .guestos import ATK
 # root's and nothing tells them apart (README, Security: what cannot be separated).
 NO_USERNS_INOTIFY = ("shared per-user limits: without a user namespace the container's inotify instances are host "
                      "root's")
-LOGS = "log abuse: cmld logs every refused request of a container, unbounded"
-STUCK = "a container stuck for good: cmld does not reap an orphaned exec helper"
 LOG_BUDGET = 64 * 1024  # bytes of cmld log a burst of refused requests may cost
 
 
@@ -270,7 +268,7 @@ def test_depletion_oom_score_adj_lowered(arena: Arena, mode: str, judge: Judge,
     unaffected()
 
 
-@modes(userns=LOGS, no_userns=LOGS)
+@modes()
 def test_depletion_log_flood_refused_mknod(arena: Arena, mode: str, judge: Judge,
                                            unaffected: Callable[[], None]) -> None:
     before = log_size(arena.d)
@@ -283,7 +281,7 @@ def test_depletion_log_flood_refused_mknod(arena: Arena, mode: str, judge: Judge
     unaffected()
 
 
-@modes(userns=LOGS, no_userns=LOGS)
+@modes()
 def test_depletion_log_flood_service_socket(arena: Arena, mode: str, judge: Judge,
                                             unaffected: Callable[[], None]) -> None:
     before = log_size(arena.d)
@@ -393,7 +391,7 @@ def _kill_session_client(arena: Arena, d_socket: Path, name: str) -> str:
 
 
 @pytest.mark.parametrize("how", ["halt_helper_stopped", "run_client_killed"])
-@modes(userns=STUCK, no_userns=STUCK)
+@modes()
 def test_depletion_stuck_container(arena: Arena, mode: str, how: str, judge: Judge,
                                    unaffected: Callable[[], None]) -> None:
     """A container must always be stoppable and startable again, whatever its processes do:

@@ -187,8 +187,8 @@ def test_own_session_and_keyring() -> None:
     is out of reach), it leads a session of its own and has no terminal."""
     master, slave = os.openpty()
     try:
-        r = subprocess.run([sys.executable, "-c", SESSION_PROBE], stdin=slave, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(SRC)),
+        r = subprocess.run([sys.executable, "-c", SESSION_PROBE], stdin=slave, capture_output=True,
+                           text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(SRC)),
                            start_new_session=False, preexec_fn=_take_terminal)
     finally:
         os.close(master)
