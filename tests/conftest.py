@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.testnet import TestNetns
+
 BIN = Path(sys.executable).parent
 HOSTED_DEVICE_CONF = "hostedmode: true\nsigned_configs: false\ntpm_enabled: false\n"
 
@@ -65,10 +67,18 @@ class Daemon:
 
 @dataclass
 class DaemonFactory:
-    """Starts cmld, scd and tpm2d on sockets inside the test's tmp dir and stops them all."""
+    """Starts cmld, scd and tpm2d on sockets inside the test's tmp dir and stops them all. Every
+    cmld runs in a network namespace of the test's own (`--netns`), made on first use and shared
+    by the cmlds of one test (a restarted cmld finds what the previous one left)."""
 
     tmp: Path
     started: list[Daemon] = field(default_factory=list)
+    netns: TestNetns | None = None
+
+    def cmld_netns(self) -> TestNetns:
+        if self.netns is None:
+            self.netns = TestNetns()
+        return self.netns
 
     def launch(self, prog: str, name: str, *extra: str, base: Path | None = None,
                kind: int = socket.SOCK_STREAM) -> Daemon:
@@ -79,6 +89,8 @@ class DaemonFactory:
         stderr_file = self.tmp / f"{name}.stderr"
         cmd = [str(BIN / prog), "--foreground", "--base-dir", str(base), "--socket", str(sock),
                "--log-dir", str(log_dir), *extra]
+        if prog == "cmld" and "--netns" not in extra:
+            cmd += ["--netns", str(self.cmld_netns().path)]
         # stderr goes to a file: a pipe nobody drains would block a daemon that logs a lot.
         with stderr_file.open("ab") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
@@ -102,6 +114,9 @@ class DaemonFactory:
     def stop_all(self) -> None:
         for d in self.started:
             d.stop()
+        if self.netns is not None:
+            self.netns.close()
+            self.netns = None
 
 
 @pytest.fixture
