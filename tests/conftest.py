@@ -164,7 +164,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
         def _split_scope(self, nodeid: str) -> str:
             # c0 has one fixed UUID, so two cmlds running c0 at once would share its cgroup
             # name: every test that starts c0 lives in test_c0.py and runs on one worker.
-            for group in ("tests/vm/", "tests/host/test_c0.py"):
+            for group in ("tests/vm/", "tests/host/test_c0"):  # test_c0.py, test_c0_network.py
                 if nodeid.startswith(group):
                     return group
             return super()._split_scope(nodeid)

@@ -50,6 +50,9 @@ class InterfaceCommands(CommandFamily):
         return net
 
     def _persist(self, c: Container, netif: str, add: bool) -> None:
+        """The file and the config in force change together: the NIC list is live already. An
+        update still pending (update_config while running) gets the change as well."""
+        pending = c.pending_config is not None
         cfg = ContainerConfig()
         cfg.CopyFrom(c.pending_config or c.config)
         kept = [p for p in cfg.net_ifaces if p.netif != netif]
@@ -58,6 +61,8 @@ class InterfaceCommands(CommandFamily):
         if add:
             cfg.net_ifaces.add(netif=netif)
         self.cmld.containers.update(c, to_text(cfg).encode(), cfg)
+        if not pending:
+            c.config, c.pending_config = cfg, None
 
     async def assign_iface(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         c = self.target(req, conn)
