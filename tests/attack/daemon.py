@@ -28,6 +28,11 @@ DAEMON_OOM_ADJ = "-900" if host_caps() >> CAP_SYS_RESOURCE & 1 else "500"
 _HOMES: dict[Path, TestNetns] = {}
 
 
+def home_netns(run_dir: Path) -> TestNetns:
+    """The network namespace the cmld of `run_dir` runs in (its router in hosted mode)."""
+    return _HOMES[run_dir]
+
+
 def start_cmld(tmp: Path, base: Path, wrap: Path, *extra: str, name: str = "cmld", ctty: str | None = None,
                key: tuple[str, str] | None = None, oom: str = DAEMON_OOM_ADJ) -> Daemon:
     """cmld in the foreground through daemonwrap: new session (or `ctty` as its terminal), own
