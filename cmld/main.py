@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 autostart.cancel()
             await server.close()
             await runtime.shutdown()
-            runtime.net.close()
+            await runtime.net.shutdown()
         return close
 
     return daemon_runner.run(args, "cmld", "cml-daemon", start)

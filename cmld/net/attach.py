@@ -57,6 +57,8 @@ class ContainerNet:
     vnets: list[Vnet] = field(default_factory=list)
     nics: list[HeldNic] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # MACs named in net_ifaces not present yet
+    ports: list[firewall.Port] = field(default_factory=list)
+    masq: list[str] = field(default_factory=list)  # subnets the router masquerades for it
     uplink_offset: int | None = None
 
     @classmethod
@@ -73,82 +75,94 @@ class ContainerNet:
     async def setup(self, vnets: list[VnetSpec], pnets: list[tuple[str, list[str]]]) -> None:
         """Everything the container's config asks for; StartError (with what failed) otherwise.
         On failure the caller runs `teardown`, which undoes whatever was made."""
-        async with self.fabric.lock:
-            try:
-                if self.is_router:
-                    await self._uplink()
-                else:
-                    self.router = self.fabric.router_for(False)
-                    for spec in vnets:
-                        await self._vnet(self.router, spec)
-                    first = self.vnets[0] if self.vnets else None
-                    if first is not None and first.configure:
-                        await self.rtnl.default_route(Subnet(first.offset).router)
-                    if self.vnets:
-                        await self.fabric.enable_forwarding(self.router.ns)
-                await self.fabric.apply()
+        try:
+            if self.is_router:
+                await self._uplink()
+            else:
+                self.router = self.fabric.router_for(False)
+                for spec in vnets:
+                    await self._vnet(self.router, spec)
+                first = self.vnets[0] if self.vnets else None
+                if first is not None and first.configure:
+                    await self.rtnl.default_route(Subnet(first.offset).router)
+                if self.vnets:
+                    await self.fabric.enable_forwarding(self.router.ns)
+                    cmds = [c for p in self.ports for c in firewall.port_add(p)]
+                    async with self.fabric.lock:
+                        await self.fabric.fw_add(self.router.ns, cmds + firewall.masquerade("add", self.masq))
+            async with self.fabric.lock:
                 for netif, mac_filter in pnets:
                     await self._take_configured(netif, mac_filter)
                 if self.is_router:
                     await self._take_free_nics()
-            except (NetError, OSError) as e:
-                raise StartError(f"network: {e}") from None
+        except (NetError, OSError) as e:
+            raise StartError(f"network: {e}") from None
 
     async def _vnet(self, router: Router, spec: VnetSpec) -> None:
+        """One veth. Names are not looked up first: the kernel refuses a taken one (EEXIST). A
+        taken `if_rootns_name` falls back to `r_<n>` (the original); a taken `r_<n>` (someone's
+        `if_rootns_name`) moves on to the next offset."""
         for name in (spec.if_name, spec.rootns_name):
             if name and not valid_ifname(name):
                 raise StartError(f"network: {name!r} is not a valid interface name")
-        offset = await self.fabric.take_offset(router)
-        root = spec.rootns_name or f"r_{offset}"
-        if root != f"r_{offset}" and await router.rtnl.link(root) is not None:
-            log.warning("network: %s: %s is taken on the router, using r_%d (as the original)",
-                        self.label, root, offset)
-            root = f"r_{offset}"
+        fabric = self.fabric
+        at_home = router.ns.same_as(fabric.home)
         mac = veth_mac(spec.mac)
-        if router.ns.same_as(self.fabric.home):
-            self.fabric.journal.add_link(root, "veth")
-        try:
-            await router.rtnl.create_veth(root, spec.if_name, self.ns, peer_mac=mac)
-        except BaseException:
-            self.fabric.offsets.release(offset)
-            self.fabric.journal.drop_link(root)
-            raise
+        async with fabric.lock:
+            offset = fabric.take_offset()
+        root = spec.rootns_name or f"r_{offset}"
+        for _ in range(8):
+            if at_home:
+                fabric.journal.add_link(root, "veth")
+            try:
+                await router.rtnl.create_veth(root, spec.if_name, self.ns, peer_mac=mac, up=True)
+                break
+            except NetError as e:
+                fabric.journal.drop_link(root)
+                if e.errno != 17 or any(v.if_name == spec.if_name for v in self.vnets):
+                    fabric.offsets.release(offset)
+                    raise
+                if root == spec.rootns_name:
+                    log.warning("network: %s: %s is taken on the router, using r_%d (as the original)",
+                                self.label, root, offset)
+                else:
+                    async with fabric.lock:
+                        taken, offset = offset, fabric.take_offset()
+                    log.info("network: %s: r_%d is taken on the router, using r_%d", self.label, taken, offset)
+                root = f"r_{offset}"
+        else:
+            fabric.offsets.release(offset)
+            raise NetError(17, f"no free router-side name for {spec.if_name}")
         self.vnets.append(Vnet(spec.if_name, root, mac, spec.configure, offset))
-        with contextlib.suppress(OSError):  # no IPv6 on the router's end: nothing to advertise
-            await router.ns.sysctl(f"ipv6/conf/{root}/disable_ipv6", "1")
-        share = self.fabric.share(self.uuid)
         sub = Subnet(offset) if spec.configure else None
         if sub is not None:
             await router.rtnl.add_ipv4(root, sub.router, PREFIX, sub.broadcast)
-            await router.rtnl.up(root)
             await self.rtnl.add_ipv4(spec.if_name, sub.container, PREFIX, sub.broadcast)
             await self.rtnl.up(spec.if_name)
-            share.masquerade.append(sub.cidr)
-        share.ports.append(firewall.Port(root, format_mac(mac), sub))
+            self.masq.append(sub.cidr)
+        self.ports.append(firewall.Port(root, format_mac(mac), sub))
 
     async def _uplink(self) -> None:
         """c0 on a device: the CML's uplink (`uplink` here, `cml` in c0, 172.23.n.1/.2), the CML's
         default route through c0, and c0 becomes the router that masquerades the CML."""
         fabric = self.fabric
         home = fabric.home_rtnl
-        offset = fabric.offsets.take(frozenset())
-        if offset is None:
-            raise StartError("network: no free offset for c0's uplink")
+        async with fabric.lock:
+            offset = fabric.take_offset()
         self.uplink_offset = offset
         sub = Subnet(offset)
         fabric.journal.add_link(UPLINK_HOME, "veth")
         await home.delete(UPLINK_HOME)  # one a crashed c0 start left
-        await home.create_veth(UPLINK_HOME, UPLINK_C0, self.ns)
+        await home.create_veth(UPLINK_HOME, UPLINK_C0, self.ns, up=True)
         await home.add_ipv4(UPLINK_HOME, sub.router, PREFIX, sub.broadcast)
-        await home.up(UPLINK_HOME)
         await self.rtnl.add_ipv4(UPLINK_C0, sub.container, PREFIX, sub.broadcast)
         await self.rtnl.up(UPLINK_C0)
         await home.default_route(sub.container)
         self.router = fabric.set_c0_router(self.ns, self.rtnl, self.uuid)
-        share = fabric.share(self.uuid)
-        share.uplink = UPLINK_C0
-        share.masquerade.append(sub.cidr)
         await fabric.enable_forwarding(self.ns)
+        self.masq.append(sub.cidr)
+        async with fabric.lock:
+            await fabric.fw_add(self.ns, firewall.uplink("add", UPLINK_C0) + firewall.masquerade("add", self.masq))
 
     async def _take_configured(self, netif: str, mac_filter: list[str]) -> None:
         allowed = tuple(m for m in (normal_mac(x) for x in mac_filter) if m)
@@ -218,6 +232,9 @@ class ContainerNet:
                     log.warning("network: %s: giving back %s: %s", self.label, nic.name, e)
             self.nics.clear()
             router = self.router
+            if router is not None and not self.is_router and self.ports:
+                cmds = [c for p in self.ports for c in firewall.port_del(p)] + firewall.masquerade("delete", self.masq)
+                await fabric.fw_del(router.ns, cmds, [firewall.port_chain(p.name) for p in self.ports])
             for v in self.vnets:
                 if router is not None and router.ns.fd >= 0:
                     with contextlib.suppress(NetError, OSError):
@@ -225,6 +242,8 @@ class ContainerNet:
                 fabric.journal.drop_link(v.root_name)
                 fabric.offsets.release(v.offset)
             self.vnets.clear()
+            self.ports.clear()
+            self.masq.clear()
             if self.is_router:
                 with contextlib.suppress(NetError, OSError):
                     await fabric.home_rtnl.delete(UPLINK_HOME)
@@ -232,10 +251,5 @@ class ContainerNet:
                 if self.uplink_offset is not None:
                     fabric.offsets.release(self.uplink_offset)
                 fabric.drop_c0_router(self.uuid)
-            fabric.forget(self.uuid)
-            try:
-                await fabric.apply()
-            except (NetError, OSError) as e:
-                log.warning("network: %s: updating the firewall: %s", self.label, e)
         self.rtnl.close()
         self.ns.close()

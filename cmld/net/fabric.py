@@ -3,9 +3,10 @@ offsets, the physical NICs, and the firewall of both.
 
 The router is where the outer ends of container veths live and where they are routed and
 filtered: c0's namespace on a device (c0 is the only router, as in the original), cmld's own in
-hosted mode (no c0). The firewall (`firewall.py`) is rebuilt from this state in one nftables
-transaction per namespace whenever a container's links come or go; the state is guarded by one
-lock, so containers started together do not interleave their changes.
+hosted mode (no c0). The firewall (`firewall.py`) has a base per namespace, made with the first
+container's part, and each container adds and removes its own part in one small nftables
+transaction. The lock guards offsets and those transactions only: the netlink work of
+containers started together runs side by side.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cmld.errors import StartError
@@ -37,16 +38,6 @@ class Router:
     owner: str  # uuid of c0, or "" for cmld's own namespace
 
 
-@dataclass
-class Share:
-    """What one container adds to the router's and home's firewall."""
-
-    ports: list[firewall.Port] = field(default_factory=list)
-    masquerade: list[str] = field(default_factory=list)
-    mac_filters: list[firewall.MacFilter] = field(default_factory=list)
-    uplink: str = ""
-
-
 class NetFabric:
     def __init__(self, run_dir: Path, hosted: bool, nic_kinds: frozenset[str] = frozenset()) -> None:
         self.hosted = hosted
@@ -57,7 +48,7 @@ class NetFabric:
         self._home: Netns | None = None
         self._home_rtnl: Rtnl | None = None
         self.router: Router | None = None
-        self.shares: dict[str, Share] = {}
+        self._based: set[tuple[int, int]] = set()  # namespaces whose firewall base exists
         self._forwarding: set[tuple[int, int]] = set()
 
     # ------------------------------------------------------------------ namespaces
@@ -90,6 +81,8 @@ class NetFabric:
 
     def drop_c0_router(self, uuid: str) -> None:
         if self.router is not None and self.router.owner == uuid:
+            self._based.discard(self.router.ns.ident)
+            self._forwarding.discard(self.router.ns.ident)
             self.router = None
 
     async def enable_forwarding(self, ns: Netns) -> None:
@@ -100,53 +93,40 @@ class NetFabric:
 
     # ------------------------------------------------------------------ offsets and names
 
-    async def take_offset(self, router: Router) -> int:
-        """The first free offset whose default name `r_<n>` is free on the router."""
-        names = {lk.name for lk in await router.rtnl.links()}
-        skip = frozenset(n for n in range(MAX_OFFSETS) if f"r_{n}" in names)
-        n = self.offsets.take(skip)
+    def take_offset(self) -> int:
+        """The first free offset (the caller holds the lock)."""
+        n = self.offsets.take()
         if n is None:
             raise StartError(f"no free network offset: all {MAX_OFFSETS} subnets 172.23.n.0/24 are in use")
         return n
 
     # ------------------------------------------------------------------ the firewall
 
-    def share(self, owner: str) -> Share:
-        return self.shares.setdefault(owner, Share())
+    async def _nft(self, ns: Netns, cmds: list[firewall.Cmd]) -> None:
+        try:
+            await ns.call(lambda: nftables.run_json(cmds))
+        except nftables.NftError as e:
+            raise NetError(5, f"firewall in {ns.label}: {e}") from None
 
-    def forget(self, owner: str) -> None:
-        self.shares.pop(owner, None)
-
-    def _policies(self) -> dict[tuple[int, int], tuple[Netns, firewall.Policy]]:
-        out: dict[tuple[int, int], tuple[Netns, firewall.Policy]] = {}
-        home = self.home
-        out[home.ident] = (home, firewall.Policy())
-        if self.router is not None:
-            out.setdefault(self.router.ns.ident, (self.router.ns, firewall.Policy()))
-        for sh in self.shares.values():
-            if self.router is not None:
-                pol = out[self.router.ns.ident][1]
-                pol.ports += sh.ports
-                pol.masquerade += sh.masquerade
-                pol.uplink = pol.uplink or sh.uplink
-            out[home.ident][1].mac_filters += sh.mac_filters
-        return out
-
-    async def apply(self) -> None:
-        """Make cmld's tables in home and the router match the shares (caller holds the lock)."""
-        for ns, pol in self._policies().values():
-            at_home = ns.same_as(self.home)
-            if at_home and pol.empty and not self.journal.tables:
-                continue  # never made here: nothing to take away (and the host's rules stay untouched)
-            if at_home and not pol.empty:
+    async def fw_add(self, ns: Netns, cmds: list[firewall.Cmd]) -> None:
+        """Add a container's part in one transaction, with the base the first time (caller holds
+        the lock)."""
+        if ns.ident not in self._based:
+            if ns.same_as(self.home):
                 self.journal.set_tables(True)
-            cmds = firewall.transaction(pol) if not pol.empty else firewall.removal()
+            cmds = firewall.removal() + firewall.base() + cmds
+        await self._nft(ns, cmds)
+        self._based.add(ns.ident)
+
+    async def fw_del(self, ns: Netns, cmds: list[firewall.Cmd], chains: list[str]) -> None:
+        """Remove a part: never raises (what is gone already is fine), logs what failed."""
+        if ns.ident not in self._based or ns.fd < 0:
+            return
+        for batch in ([cmds] if cmds else []) + [firewall.chain_del(c) for c in chains]:
             try:
-                await ns.call(lambda c=cmds: nftables.run_json(c))  # type: ignore[misc]
-            except nftables.NftError as e:
-                raise NetError(5, f"firewall in {ns.label}: {e}") from None
-            if at_home and pol.empty:
-                self.journal.set_tables(False)
+                await self._nft(ns, batch)
+            except NetError as e:
+                log.debug("network: %s", e)
 
     # ------------------------------------------------------------------ start-up
 
@@ -195,6 +175,14 @@ class NetFabric:
             self.nics.remember(lk.mac.lower(), lk.name)
             log.info("network: new physical NIC %s (%s)", lk.name, lk.mac)
 
-    def close(self) -> None:
+    async def shutdown(self) -> None:
+        """cmld stops: its tables go from its namespace (the containers are gone already)."""
+        if self.journal.tables:
+            try:
+                await self._nft(self.home, firewall.removal())
+                self.journal.set_tables(False)
+            except NetError as e:
+                log.warning("network: %s", e)
+        self._based.clear()
         if self._home_rtnl is not None:
             self._home_rtnl.close()

@@ -1,5 +1,6 @@
-"""The partition firewall as nftables JSON: what a container may send, built from the live
-topology and replaced in one transaction whenever it changes.
+"""The partition firewall as nftables JSON: a fixed base per namespace, and small transactions
+that add or remove one container's part (set elements and a per-port chain), so a start never
+rebuilds, re-hooks or waits for what other containers have.
 
 Deny by default between partitions. On the router (c0 on a device, cmld's namespace in hosted
 mode), every container link ("port") is guarded twice:
@@ -18,13 +19,13 @@ mode), every container link ("port") is guarded twice:
 A physical NIC bridged with a MAC allow-list (`net_ifaces { mac_filter }`) gets an ingress chain
 that drops frames from other source MACs (the original's physdev/mac iptables rules).
 
-The tables are cmld's alone (`cmld`, in each family): rebuilding them never touches anyone
-else's rules, and base chains whose policy is accept leave other traffic alone.
+The tables are cmld's alone (`cmld`, in each family): base chains whose policy is accept leave
+everyone else's traffic alone, and removing them never touches anyone else's rules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cmld.net.addressing import Subnet
@@ -33,6 +34,7 @@ TABLE = "cmld"
 PORT_PRIORITY = -500  # before anything else on the device
 FILTER_PRIORITY = -10  # before the usual filter chains (0)
 NAT_PRIORITY = 100  # srcnat
+Cmd = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -50,48 +52,36 @@ class MacFilter:
     allowed: tuple[str, ...]
 
 
-@dataclass
-class Policy:
-    ports: list[Port] = field(default_factory=list)
-    uplink: str = ""  # c0's end of the CML uplink (device mode): containers may not reach it
-    masquerade: list[str] = field(default_factory=list)  # source subnets masqueraded going out
-    mac_filters: list[MacFilter] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.ports or self.masquerade or self.mac_filters)
-
-
 # ---------------------------------------------------------------------- expression helpers
 
 
-def _match(left: dict[str, Any], right: Any, op: str = "==") -> dict[str, Any]:
+def _match(left: dict[str, Any], right: Any, op: str = "==") -> Cmd:
     return {"match": {"op": op, "left": left, "right": right}}
 
 
-def _meta(key: str) -> dict[str, Any]:
+def _meta(key: str) -> Cmd:
     return {"meta": {"key": key}}
 
 
-def _payload(protocol: str, fld: str) -> dict[str, Any]:
+def _payload(protocol: str, fld: str) -> Cmd:
     return {"payload": {"protocol": protocol, "field": fld}}
 
 
-def _set(values: list[str]) -> Any:
-    return values[0] if len(values) == 1 else {"set": values}
+def _prefix(cidr: str) -> Cmd:
+    addr, length = cidr.split("/")
+    return {"prefix": {"addr": addr, "len": int(length)}}
 
 
-ACCEPT: dict[str, Any] = {"accept": None}
-DROP: dict[str, Any] = {"drop": None}
-COUNTER: dict[str, Any] = {"counter": None}
+ACCEPT: Cmd = {"accept": None}
+DROP: Cmd = {"drop": None}
+COUNTER: Cmd = {"counter": None}
 
 
-def _rule(family: str, chain: str, *expr: dict[str, Any]) -> dict[str, Any]:
+def _rule(family: str, chain: str, *expr: Cmd) -> Cmd:
     return {"add": {"rule": {"family": family, "table": TABLE, "chain": chain, "expr": list(expr)}}}
 
 
-def _base_chain(family: str, name: str, kind: str, hook: str, prio: int, policy: str,
-                dev: str = "") -> dict[str, Any]:
+def _base_chain(family: str, name: str, kind: str, hook: str, prio: int, policy: str, dev: str = "") -> Cmd:
     chain: dict[str, Any] = {"family": family, "table": TABLE, "name": name, "type": kind, "hook": hook,
                              "prio": prio, "policy": policy}
     if dev:
@@ -99,24 +89,75 @@ def _base_chain(family: str, name: str, kind: str, hook: str, prio: int, policy:
     return {"add": {"chain": chain}}
 
 
-def _fresh_table(family: str) -> list[dict[str, Any]]:
-    """Add-then-delete makes the delete succeed whether the table existed or not."""
-    table = {"family": family, "name": TABLE}
-    return [{"add": {"table": table}}, {"delete": {"table": table}}]
+def _set(name: str, kind: Any, flags: list[str] | None = None) -> Cmd:
+    s: dict[str, Any] = {"family": "inet", "table": TABLE, "name": name, "type": kind}
+    if flags:
+        s["flags"] = flags
+    return {"add": {"set": s}}
 
 
-def port_chain_name(port: str) -> str:
+def _elements(verb: str, name: str, elems: list[Any]) -> Cmd:
+    return {verb: {"element": {"family": "inet", "table": TABLE, "name": name, "elem": elems}}}
+
+
+def port_chain(port: str) -> str:
     return f"in_{port}"
 
 
-# ---------------------------------------------------------------------- the rulesets
+def mac_filter_chain(nic: str) -> str:
+    return f"macf_{nic}"
 
 
-def _port_rules(p: Port) -> list[dict[str, Any]]:
-    f, chain = "netdev", port_chain_name(p.name)
-    out = [_base_chain(f, chain, "filter", "ingress", PORT_PRIORITY, "drop", dev=p.name)]
+# ---------------------------------------------------------------------- the base
+
+
+def base() -> list[Cmd]:
+    """cmld's tables in one namespace, with the rules every port shares (made once)."""
+    f = "inet"
+    from_port, to_port = _match(_meta("iifname"), "@ports"), _match(_meta("oifname"), "@ports")
+    answers = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
+    return [
+        {"add": {"table": {"family": f, "name": TABLE}}},
+        {"add": {"table": {"family": "netdev", "name": TABLE}}},
+        _set("ports", "ifname"),
+        _set("uplinks", "ifname"),
+        _set("gateways", ["ifname", "ipv4_addr"]),
+        _set("masquerade", "ipv4_addr", ["interval"]),
+        _base_chain(f, "input", "filter", "input", FILTER_PRIORITY, "accept"),
+        _rule(f, "input", from_port, answers, ACCEPT),
+        _rule(f, "input", {"match": {"op": "==", "left": {"concat": [_meta("iifname"), _payload("ip", "daddr")]},
+                                     "right": "@gateways"}},
+              _match(_payload("icmp", "type"), "echo-request"), ACCEPT),
+        _rule(f, "input", from_port, COUNTER, DROP),
+        _base_chain(f, "forward", "filter", "forward", FILTER_PRIORITY, "accept"),
+        _rule(f, "forward", to_port, answers, ACCEPT),
+        _rule(f, "forward", to_port, COUNTER, DROP),
+        _rule(f, "forward", from_port, _match(_meta("oifname"), "@uplinks"), COUNTER, DROP),
+        _base_chain(f, "postrouting", "nat", "postrouting", NAT_PRIORITY, "accept"),
+        _rule(f, "postrouting", _match(_payload("ip", "saddr"), "@masquerade"),
+              _match(_meta("oifname"), "@ports", "!="), {"masquerade": None}),
+    ]
+
+
+def removal() -> list[Cmd]:
+    """Remove cmld's tables whether they exist or not (add-then-delete)."""
+    out: list[Cmd] = []
+    for family in ("inet", "netdev"):
+        table = {"family": family, "name": TABLE}
+        out += [{"add": {"table": table}}, {"delete": {"table": table}}]
+    return out
+
+
+# ---------------------------------------------------------------------- one container's part
+
+
+def port_add(p: Port) -> list[Cmd]:
+    f, chain = "netdev", port_chain(p.name)
+    out = [_elements("add", "ports", [p.name]),
+           _base_chain(f, chain, "filter", "ingress", PORT_PRIORITY, "drop", dev=p.name)]
     own_mac = _match(_payload("ether", "saddr"), p.mac)
     if p.subnet is not None:
+        out.append(_elements("add", "gateways", [{"concat": [p.name, p.subnet.router]}]))
         out.append(_rule(f, chain, own_mac, _match(_payload("ether", "type"), "arp"),
                          _match(_payload("arp", "saddr ether"), p.mac),
                          _match(_payload("arp", "saddr ip"), p.subnet.container), ACCEPT))
@@ -125,7 +166,7 @@ def _port_rules(p: Port) -> list[dict[str, Any]]:
     else:
         out.append(_rule(f, chain, own_mac, _match(_payload("ether", "type"), "ip6"),
                          _match(_payload("icmpv6", "type"), {"set": ["nd-router-advert", "nd-redirect"]}),
-                         DROP))
+                         COUNTER, DROP))
         out.append(_rule(f, chain, own_mac, _match(_payload("ether", "type"), "arp"),
                          _match(_payload("arp", "saddr ether"), p.mac), ACCEPT))
         out.append(_rule(f, chain, own_mac, _match(_payload("ether", "type"), "arp", "!="), ACCEPT))
@@ -133,63 +174,32 @@ def _port_rules(p: Port) -> list[dict[str, Any]]:
     return out
 
 
-def _mac_filter_rules(m: MacFilter) -> list[dict[str, Any]]:
-    f, chain = "netdev", f"macf_{m.nic}"
+def port_del(p: Port) -> list[Cmd]:
+    """The port's set elements (its chain goes with `chain_del`, or with the device)."""
+    out = [_elements("delete", "ports", [p.name])]
+    if p.subnet is not None:
+        out.append(_elements("delete", "gateways", [{"concat": [p.name, p.subnet.router]}]))
+    return out
+
+
+def masquerade(verb: str, cidrs: list[str]) -> list[Cmd]:
+    return [_elements(verb, "masquerade", [_prefix(c) for c in cidrs])] if cidrs else []
+
+
+def uplink(verb: str, name: str) -> list[Cmd]:
+    return [_elements(verb, "uplinks", [name])]
+
+
+def mac_filter_add(m: MacFilter) -> list[Cmd]:
+    f, chain = "netdev", mac_filter_chain(m.nic)
     out = [_base_chain(f, chain, "filter", "ingress", PORT_PRIORITY, "accept", dev=m.nic)]
     if m.allowed:
-        out.append(_rule(f, chain, _match(_payload("ether", "saddr"), _set(list(m.allowed)), "!="), COUNTER, DROP))
+        allowed: Any = m.allowed[0] if len(m.allowed) == 1 else {"set": list(m.allowed)}
+        out.append(_rule(f, chain, _match(_payload("ether", "saddr"), allowed, "!="), COUNTER, DROP))
     else:
         out.append(_rule(f, chain, COUNTER, DROP))
     return out
 
 
-def _router_rules(pol: Policy) -> list[dict[str, Any]]:
-    f = "inet"
-    names = [p.name for p in pol.ports]
-    out: list[dict[str, Any]] = [
-        {"add": {"table": {"family": f, "name": TABLE}}},
-        {"add": {"set": {"family": f, "table": TABLE, "name": "ports", "type": "ifname"}}},
-    ]
-    if names:
-        out.append({"add": {"element": {"family": f, "table": TABLE, "name": "ports", "elem": names}}})
-    from_port, to_port = _match(_meta("iifname"), "@ports"), _match(_meta("oifname"), "@ports")
-    answers = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
-    out.append(_base_chain(f, "input", "filter", "input", FILTER_PRIORITY, "accept"))
-    out.append(_rule(f, "input", from_port, answers, ACCEPT))
-    for p in pol.ports:
-        if p.subnet is not None:
-            out.append(_rule(f, "input", _match(_meta("iifname"), p.name),
-                             _match(_payload("ip", "daddr"), p.subnet.router),
-                             _match(_payload("icmp", "type"), "echo-request"), ACCEPT))
-    out.append(_rule(f, "input", from_port, COUNTER, DROP))
-    out.append(_base_chain(f, "forward", "filter", "forward", FILTER_PRIORITY, "accept"))
-    out.append(_rule(f, "forward", to_port, answers, ACCEPT))
-    out.append(_rule(f, "forward", to_port, COUNTER, DROP))
-    if pol.uplink:
-        out.append(_rule(f, "forward", from_port, _match(_meta("oifname"), pol.uplink), COUNTER, DROP))
-    out.append(_base_chain(f, "postrouting", "nat", "postrouting", NAT_PRIORITY, "accept"))
-    for cidr in pol.masquerade:
-        addr, length = cidr.split("/")
-        source = {"prefix": {"addr": addr, "len": int(length)}}
-        out.append(_rule(f, "postrouting", _match(_payload("ip", "saddr"), source),
-                         _match(_meta("oifname"), "@ports", "!="), {"masquerade": None}))
-    return out
-
-
-def transaction(pol: Policy) -> list[dict[str, Any]]:
-    """The commands that make cmld's tables of one namespace exactly `pol` (atomically)."""
-    cmds = _fresh_table("inet") + _fresh_table("netdev")
-    if pol.ports or pol.masquerade:
-        cmds += _router_rules(pol)
-    if pol.ports or pol.mac_filters:
-        cmds.append({"add": {"table": {"family": "netdev", "name": TABLE}}})
-        for p in pol.ports:
-            cmds += _port_rules(p)
-        for m in pol.mac_filters:
-            cmds += _mac_filter_rules(m)
-    return cmds
-
-
-def removal() -> list[dict[str, Any]]:
-    """The commands that remove cmld's tables (whether they exist or not)."""
-    return _fresh_table("inet") + _fresh_table("netdev")
+def chain_del(chain: str) -> list[Cmd]:
+    return [{"delete": {"chain": {"family": "netdev", "table": TABLE, "name": chain}}}]

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
-
-from cml_common.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,14 @@ class Journal:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = {"links": self.links, "nic_names": self.nic_names, "tables": self.tables}
-        write_atomic(self.path, json.dumps(data).encode(), mode=0o600)
+        # tmpfs (the run directory): the rename is what matters, an fsync would only cost time
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(data).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
 
     def add_link(self, name: str, kind: str) -> None:
         self.links[name] = kind

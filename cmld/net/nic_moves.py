@@ -117,14 +117,14 @@ class NicMover:
             await home.enslave(outer, br)
             for name in (outer, nic, br):
                 await home.up(name)
-            fabric.share(self.uuid).mac_filters.append(firewall.MacFilter(nic, allowed))
-            await fabric.apply()
+            await fabric.fw_add(fabric.home, firewall.mac_filter_add(firewall.MacFilter(nic, allowed)))
         except BaseException:
             await self._unbridge(nic)
             raise
 
     async def _unbridge(self, nic: str) -> None:
         fabric, home = self.fabric, self.fabric.home_rtnl
+        await fabric.fw_del(fabric.home, [], [firewall.mac_filter_chain(nic)])
         for name in (f"r_{nic}", f"br_{nic}"):
             try:
                 await home.delete(name)
@@ -135,10 +135,6 @@ class NicMover:
             await home.down(nic)
         except NetError as e:
             log.warning("network: %s", e)
-        share = fabric.shares.get(self.uuid)
-        if share is not None:
-            share.mac_filters = [m for m in share.mac_filters if m.nic != nic]
-        await fabric.apply()
 
     async def give_back(self, nic: HeldNic, to_c0: Router | None) -> None:
         fabric = self.fabric

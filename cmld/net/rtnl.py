@@ -8,6 +8,7 @@ kernel's reason.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,22 +101,27 @@ class Rtnl:
         return next((lk for lk in await self.links() if lk.mac.lower() == mac and lk.kind != "bridge"), None)
 
     async def index(self, name: str) -> int:
-        lk = await self.link(name)
-        if lk is None:
-            raise NetError(19, f"no interface {name!r} in {self.ns.label}")
-        return lk.index
+        """The interface's index (if_nametoindex on the namespace's thread: a dump or a get
+        through pyroute2 decodes far more than this needs)."""
+        try:
+            return await self.ns.call(lambda: socket.if_nametoindex(name))
+        except OSError:
+            raise NetError(19, f"no interface {name!r} in {self.ns.label}") from None
 
     async def create_veth(self, name: str, peer: str, peer_ns: Netns | None, *,
-                          peer_mac: bytes | None = None) -> None:
-        """A veth pair: `name` here, `peer` in `peer_ns` (made there directly: no moment where both
-        ends are in this namespace). The kernel refuses a name already taken on either side."""
+                          peer_mac: bytes | None = None, up: bool = False) -> None:
+        """A veth pair: `name` here (up at once with `up`), `peer` in `peer_ns` (made there
+        directly: no moment where both ends are in this namespace). The kernel refuses a name
+        already taken on either side (EEXIST)."""
         ipr = await self._api()
         peer_spec: dict[str, Any] = {"ifname": peer}
         if peer_ns is not None:
             peer_spec["net_ns_fd"] = peer_ns.fd
         if peer_mac is not None:
             peer_spec["address"] = ":".join(f"{b:02x}" for b in peer_mac)
-        await self._do(f"creating veth {name}/{peer}", ipr.link, "add", ifname=name, kind="veth", peer=peer_spec)
+        extra: dict[str, Any] = {"state": "up"} if up else {}
+        await self._do(f"creating veth {name}/{peer}", ipr.link, "add", ifname=name, kind="veth", peer=peer_spec,
+                       **extra)
 
     async def create_bridge(self, name: str) -> None:
         ipr = await self._api()
@@ -152,12 +158,13 @@ class Rtnl:
 
     async def delete(self, name: str) -> bool:
         """Remove a link; False if it was not there."""
-        lk = await self.link(name)
-        if lk is None:
+        try:
+            index = await self.index(name)
+        except NetError:
             return False
         ipr = await self._api()
         try:
-            await ipr.link("del", index=lk.index)
+            await ipr.link("del", index=index)
         except NetlinkError as e:
             if e.code == 19:  # went away meanwhile (a veth whose peer's namespace died)
                 return False

@@ -73,7 +73,7 @@ def test_c0_routes_and_nics_move(cmld_factory: DaemonFactory, guestos_src: Path)
         c0_links = links(C0)
         assert {"cmleth0", "cmleth1", "cmleth2"} <= set(c0_links), sorted(c0_links)
         assert not {"ext0", "ext1", "ext2", "cmleth0"} & set(links(home.name))
-        assert cmld_tables(f"/run/netns/{C0}") == ["inet cmld"]  # masquerading the CML; no ports yet
+        assert cmld_tables(f"/run/netns/{C0}") == ["inet cmld", "netdev cmld"]  # c0 masquerades the CML
         # what c0's own OS does with its NIC (DHCP on a device)
         mac0 = c0_links["cmleth0"]["address"]
         home.run("ip", "-n", C0, "addr", "add", f"{HOME_ADDR}/24", "dev", "cmleth0")
