@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 
 from cmld import linux
 from cmld.modules.base import Module, StartError
@@ -73,7 +74,10 @@ class NetworkModule(Module):
         except OSError as e:
             raise StartError(f"network: opening the container's namespace: {e.strerror}") from None
         pnets = [(p.netif, list(p.mac_filter)) for p in c.config.net_ifaces]
+        t0 = time.perf_counter()
         await self.net.setup(vnet_specs(ctx), pnets)
+        log.info("container %s: network set up in %.1f ms (%d veth, %d NIC)", c.name,
+                 (time.perf_counter() - t0) * 1e3, len(self.net.vnets), len(self.net.nics))
 
     async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
         if self.net is not None:
