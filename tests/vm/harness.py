@@ -51,9 +51,10 @@ def build() -> Image:
 
 
 def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None,
-         forwards: dict[int, int] | None = None, agent: runner.Agent | None = None) -> Boot:
+         forwards: dict[int, int] | None = None, agent: runner.Agent | None = None,
+         extra_nics: tuple[runner.ExtraNic, ...] = ()) -> Boot:
     b = runner.boot(img, {"checks": checks}, ARTIFACTS / f"console-{name}.log", overlay=overlay,
-                    timeout=BOOT_TIMEOUT, forwards=forwards, agent=agent)
+                    timeout=BOOT_TIMEOUT, forwards=forwards, agent=agent, extra_nics=extra_nics)
     record_timing(f"boot_{name}", b.seconds)
     if b.results is not None:
         (ARTIFACTS / f"results-{name}.json").write_text(json.dumps(b.results, indent=1) + "\n")
