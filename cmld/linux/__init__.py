@@ -12,6 +12,7 @@
 | `bpf` | cgroup device programs |
 | `seccomp` | user-notification struct sizes |
 | `clock` | clock_adjtime |
+| `nftables` | libnftables (nftables transactions in JSON, loaded on first use) |
 
 The names used by most callers are re-exported here (`from cmld import linux; linux.mount(...)`).
 """
