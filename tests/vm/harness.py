@@ -23,7 +23,7 @@ __all__ = ["Boot", "Image", "runner"]
 
 UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service")
 TOOLS = ("qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup", "mmdebstrap", "mke2fs", "cpio", "depmod")
-BOOT_TIMEOUT = 480.0
+BOOT_TIMEOUT = 720.0  # the system scenario (seven checks, two containers) on TCG, with room for a busy machine
 # Every VM test module sets `pytestmark = VM_MARKS`: one xdist group, so a single worker (under
 # `--dist loadgroup`) builds and boots, and a timeout that covers a cold build plus a boot.
 VM_MARKS = [pytest.mark.vm, pytest.mark.xdist_group("vm"), pytest.mark.timeout(1200)]
