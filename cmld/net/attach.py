@@ -56,7 +56,6 @@ class ContainerNet:
     router: Router | None = None
     vnets: list[Vnet] = field(default_factory=list)
     nics: list[HeldNic] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)  # MACs named in net_ifaces not present yet
     ports: list[firewall.Port] = field(default_factory=list)
     masq: list[str] = field(default_factory=list)  # subnets the router masquerades for it
     uplink_offset: int | None = None
@@ -172,11 +171,9 @@ class ContainerNet:
         try:
             self.nics.append(await self.mover.take(netif, bool(mac_filter), allowed))
         except NicMissing as e:
-            # The original registers the MAC with hotplug and starts without it.
+            # The original registers the MAC with hotplug and starts without it (no hotplug here:
+            # `assign_iface` brings it in once it is there).
             log.warning("network: %s: %s; the container starts without it", self.label, e)
-            mac = normal_mac(netif)
-            if mac is not None:
-                self.pending.append(mac)
 
     async def _take_free_nics(self) -> None:
         """c0 takes every NIC no container holds (the original: all free physical NICs)."""

@@ -70,11 +70,11 @@ class Netns:
         """`fn()` on a thread inside this namespace, awaited."""
         return await asyncio.wrap_future(self._executor().submit(fn))
 
-    def netlink_fd(self, protocol: int = NETLINK_ROUTE) -> int:
+    async def netlink_fd(self, protocol: int = NETLINK_ROUTE) -> int:
         """A new netlink socket of this namespace (its fd, owned by the caller)."""
         def make() -> int:
             return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, protocol).detach()
-        return self.run(make)
+        return await self.call(make)
 
     async def sysctl(self, key: str, value: str) -> None:
         """Set a /proc/sys/net value of this namespace (`key` like "ipv4/ip_forward"): the files

@@ -73,7 +73,7 @@ class Rtnl:
 
     async def _api(self) -> AsyncIPRoute:
         if self._ipr is None:
-            ipr = AsyncIPRoute(fileno=self.ns.netlink_fd())
+            ipr = AsyncIPRoute(fileno=await self.ns.netlink_fd())
             await ipr.setup_endpoint()
             self._ipr = ipr
         return self._ipr
