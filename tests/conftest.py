@@ -21,7 +21,7 @@ HOSTED_DEVICE_CONF = "hostedmode: true\nsigned_configs: false\ntpm_enabled: fals
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], kind: int = socket.SOCK_STREAM,
-                    timeout: float = 15.0, stderr_file: Path | None = None) -> None:
+                    timeout: float = 30.0, stderr_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -134,10 +134,19 @@ def test_hosted_topology_routing_and_denials(cmld_factory: DaemonFactory, guesto
 
 def test_failed_start_and_kill9_leave_nothing(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     home = cmld_factory.cmld_netns()
+    lan = TestNetns("cmll")
     base = cmld_factory.tmp / "cmld-base"
     base.mkdir()
     install_guestos(guestos_src, base)
-    d = cmld_factory.start("--stop-timeout", "10", base=base)
+    try:
+        veth_between(home, "ext9", lan, "lan9")
+        _failed_start_and_kill9(cmld_factory, home, base)
+    finally:
+        lan.close()
+
+
+def _failed_start_and_kill9(cmld_factory: DaemonFactory, home: TestNetns, base: Path) -> None:
+    d = cmld_factory.start("--stop-timeout", "10", "--nic-kinds", "veth", base=base)
     # a start that fails in the network module half-way (the second vnet's name is taken)
     create(d, cmld_factory.tmp, "bad", vnet("eth0") + vnet("eth0"))
     r = start(d, "bad")
@@ -147,21 +156,26 @@ def test_failed_start_and_kill9_leave_nothing(cmld_factory: DaemonFactory, guest
     assert cmld_tables(home.path) == []
     assert not Path(f"/run/netns/{uuid_of(d, 'bad')}").exists()
 
-    # kill -9 with two running containers: the next cmld takes everything away
+    # kill -9 with three running containers, one with a MAC-filter bridge: the next cmld takes
+    # everything away
+    ours = ("r_", "kept", "br_")
     create(d, cmld_factory.tmp, "k1")
     create(d, cmld_factory.tmp, "k2", vnet("eth0", rootns="kept0"))
-    for c in ("k1", "k2"):
+    create(d, cmld_factory.tmp, "k3", 'net_ifaces { netif: "ext9" mac_filter: "02:00:00:00:00:99" }\n')
+    for c in ("k1", "k2", "k3"):
         assert start(d, c).rc == 0
         wait_state(d, c, "RUNNING", timeout=30)
-    assert len([x for x in links(home.name) if x.startswith(("r_", "kept"))]) == 2
+    assert len([x for x in links(home.name) if x.startswith(ours)]) == 5  # 3 veths, br_ext9, r_ext9
+    assert links(home.name)["ext9"]["master"] == "br_ext9"
     assert cmld_tables(home.path)
     os.kill(d.proc.pid, signal.SIGKILL)
     d.proc.wait()
-    d2 = cmld_factory.start("--stop-timeout", "10", base=base, name="cmld")
+    d2 = cmld_factory.start("--stop-timeout", "10", "--nic-kinds", "veth", base=base, name="cmld")
     deadline = time.monotonic() + 10
-    while [x for x in links(home.name) if x.startswith(("r_", "kept"))] and time.monotonic() < deadline:
+    while [x for x in links(home.name) if x.startswith(ours)] and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert [x for x in links(home.name) if x.startswith(("r_", "kept"))] == []
+    assert [x for x in links(home.name) if x.startswith(ours)] == []
+    assert "master" not in links(home.name)["ext9"]  # the NIC is free again
     assert cmld_tables(home.path) == []
     journal = json.loads((cmld_factory.tmp / "cmld-run" / "network.json").read_text())
     assert journal["links"] == {} and journal["tables"] is False
