@@ -1,6 +1,6 @@
-"""Per-container device and interface commands: CONTAINER_DEV_ACCESS at runtime, and those whose
-machinery comes with later issues (interfaces, audio, snapshot, switch), which answer
-CMD_UNSUPPORTED rather than a success they did not earn (the original answers CMD_OK)."""
+"""Per-container device commands: CONTAINER_DEV_ACCESS at runtime, and those whose machinery
+comes with later issues (audio, snapshot, switch), which answer CMD_UNSUPPORTED rather than a
+success they did not earn (the original answers CMD_OK). Interfaces: `iface_commands.py`."""
 
 from __future__ import annotations
 
@@ -37,11 +37,7 @@ class DeviceAccessCommands(CommandFamily):
         await conn.send(response(D.CMD_OK))
 
     async def not_yet(self, req: C, conn: ControlConnection) -> None:
-        """Known container, machinery not in this build (network, audio, snapshot, switch)."""
+        """Known container, machinery not in this build (audio, snapshot, switch)."""
         self.target(req, conn)
-        if req.command in (C.CONTAINER_ASSIGNIFACE, C.CONTAINER_UNASSIGNIFACE) and not (
-            req.HasField("assign_iface_params") and req.assign_iface_params.iface_name
-        ):
-            raise CmldError(f"{C.Command.Name(req.command)} without an interface name")
         log.warning("%s: %s is not supported by this cmld", conn, C.Command.Name(req.command))
         await conn.send(response(D.CMD_UNSUPPORTED))

@@ -13,6 +13,7 @@
 | `bpf` | cgroup device programs |
 | `seccomp` | loading a BPF filter with a listener, user-notification struct sizes |
 | `clock` | clock_adjtime |
+| `nftables` | libnftables (nftables transactions in JSON, loaded on first use) |
 
 The names used by most callers are re-exported here (`from cmld import linux; linux.mount(...)`).
 """

@@ -28,6 +28,7 @@ from cmld.modules.devices import DeviceAssignments
 from cmld.modules.network import unbind_netns
 from cmld.modules.order import ModuleDeps, container_modules
 from cmld.modules.settings import RuntimeSettings
+from cmld.net.fabric import NetFabric
 from cmld.runtime.compartment import Compartment
 from cmld.runtime.reaper import REAPER
 from cmld.runtime.records import RecordStore
@@ -44,6 +45,7 @@ class Runtime:
         self.guestos = guestos
         self.records = RecordStore(settings.run_dir)
         self.assignments = DeviceAssignments()
+        self.net = NetFabric(settings.run_dir, settings.hosted, settings.nic_kinds)
         self.compartments: dict[str, Compartment] = {}
         self.driver: CgroupDriver | None = None
         self.unavailable = ""
@@ -111,7 +113,7 @@ class Runtime:
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
         comp = self.compartment(c)
-        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm)
+        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm, self.net)
         return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:

@@ -58,10 +58,11 @@ def test_userns_container_isolation(cmld_factory: DaemonFactory, guestos_src: Pa
     uuid = uuid_of(d, "iso")
     pid = init_pid(d, uuid)
 
-    # own PID 1 (busybox init), hostname from the service, an empty netns with lo up
+    # own PID 1 (busybox init), hostname from the service, an own netns with lo up and the
+    # original's default veth `host0` (tests/host/test_network.py has the rest)
     assert out_of(d, "iso", "cat", "/proc/1/comm").strip() == "init"
     assert out_of(d, "iso", "hostname").strip() == "iso"
-    assert out_of(d, "iso", "ls", "/sys/class/net").split() == ["lo"]
+    assert out_of(d, "iso", "ls", "/sys/class/net").split() == ["host0", "lo"]
     assert "UP" in out_of(d, "iso", "ip", "link", "show", "lo")
     assert Path(f"/run/netns/{uuid}").exists()
     assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino

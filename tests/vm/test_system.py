@@ -94,6 +94,23 @@ def test_busybox_container_runs_under_cgroup_v2_with_its_memory_limit(system_boo
     assert "stop timeout" not in log and "ended (signal SIGINT" in log, log
 
 
+def test_container_reaches_a_host_server_through_its_assigned_nic(system_boot: Boot) -> None:
+    """Issue 15 in the VM: the guest's second virtio NIC, named by MAC in `net_ifaces`, moves
+    into the container, which reaches the host's loopback server through it (QEMU user network,
+    guestfwd), while its veth host0 reaches its gateway; stopped, the NIC is back in cmld's
+    namespace under its own name."""
+    from .conftest import MARK, NIC_MAC
+
+    data = guest_check(system_boot, "network")
+    assert data["state"] == "RUNNING", data
+    assert data["nic_in_cmld_ns_while_running"] == "", data  # it left cmld's namespace
+    assert NIC_MAC in data["ifaces"] and "host0" in data["ifaces"], data["ifaces"]
+    assert data["configure"]["rc"] == 0, data["configure"]
+    assert data["fetch"]["rc"] == 0 and MARK in data["fetch"]["out"], data
+    assert data["gateway_ping"]["rc"] == 0, data["gateway_ping"]
+    assert data["state_after_stop"] == "STOPPED" and data["nic_after"] == data["nic_before"], data
+
+
 def test_the_harness_left_nothing_behind(system_boot: Boot) -> None:
     assert not system_boot.work.exists()
     for pid in system_boot.pids:
