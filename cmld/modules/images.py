@@ -11,6 +11,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from cml_common.crashpoints import crash_point
 from cml_common.messages.guestos_pb2 import GuestOSMount
 from cmld.modules.base import StartError
 
@@ -107,6 +108,7 @@ def create_empty_image(path: Path, size_mb: int, fstype: str, owner: int) -> Non
         with open(tmp, "wb") as f:
             f.truncate(size_mb << 20)
         mkfs(tmp, fstype, owner, path.name)
+        crash_point("start.mkfs")
         os.replace(tmp, path)
     except OSError as e:
         raise StartError(f"creating {path.name}: {e.strerror}") from None

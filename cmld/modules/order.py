@@ -25,6 +25,7 @@ from cmld.modules.settings import RuntimeSettings
 from cmld.modules.timens import TimeModule
 from cmld.modules.userns import UserNamespaceModule
 from cmld.modules.volumes import VolumesModule
+from cmld.net.fabric import NetFabric
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ModuleDeps:
     serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
     corruption: CorruptionSink | None = None  # where a tampered volume is reported (the runtime's monitor)
+    net: NetFabric | None = None  # the network every container shares (None: namespaces only)
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -48,7 +50,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         UserNamespaceModule(),
         CgroupsModule(deps.driver),
         DevicesModule(deps.assignments),
-        NetworkModule(),
+        NetworkModule(deps.net),
         VolumesModule(s.guestos_dir, s.shared_files_dir, tpm=deps.tpm, corruption=deps.corruption),
         *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),
         ServiceModule(on_boot_completed, s.host_dns, continue_stop),

@@ -35,3 +35,5 @@ class RuntimeSettings:
     crypt_unavailable: str = "not checked"
     # Refuse to start a container whose writable volumes would not be encrypted (a device policy).
     require_encryption: bool = False
+    # Link kinds counted as physical NICs besides real hardware (tests and VMs: "veth").
+    nic_kinds: frozenset[str] = frozenset()

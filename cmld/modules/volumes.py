@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from pathlib import Path
 
 from cml_common.messages.guestos_pb2 import GuestOSMount
+from cmld import linux
 from cmld.clients.tpm2d import Tpm2dMeasurements
 from cmld.launcher.spec import MountOp
 from cmld.modules.base import Module, StartError
@@ -28,6 +30,7 @@ __all__ = ["VolumesModule", "sha256_file"]
 log = logging.getLogger(__name__)
 M = GuestOSMount
 MIN_EMPTY_MB = 10
+LOOP_RELEASE_WAIT = 5.0  # s: the kernel detaches an autoclear loop device soon after the unmount
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,63}$")
 WRITABLE = (M.EMPTY, M.OVERLAY_RW)
 SHARED = (M.SHARED, M.SHARED_RW, M.OVERLAY_RO)
@@ -48,6 +51,7 @@ class VolumesModule(Module):
         self.corruption = corruption
         self.verity_images: list[tuple[Path, GuestOSMount]] = []
         self.check: VerityCheck | None = None
+        self.encrypted = False  # the writable volumes are dm stacks (kept over a reboot from inside)
 
     def _mount_table(self, ctx: StartContext) -> list[GuestOSMount]:
         gos = ctx.guestos
@@ -80,6 +84,7 @@ class VolumesModule(Module):
         cont_dir = ctx.settings.containers_dir / ctx.uuid
         crypt = VolumeCrypt(ctx, self.corruption)
         crypt.decide(writable=any(_writable(m) for m in table))
+        self.encrypted = crypt.encrypting
         no_verity = ctx.settings.crypt_unavailable
         # Files are stored with the container's own IDs; the launcher's idmapped mount shifts
         # them to the container's host range (or chowns the top directory where it cannot).
@@ -156,13 +161,25 @@ class VolumesModule(Module):
 
     async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
         """The dm devices go once the container's mounts are gone (they died with its mount
-        namespace), except over a reboot from inside, as the original (the restart has no key)."""
+        namespace), except over a reboot from inside, as the original (the restart has no key).
+        Then the loop devices: the kernel detaches a plain image's (autoclear) a moment after the
+        unmount, the dm stack's went with it. A STOPPED container holds none, so a next start, a
+        wipe or a remove never meets its images still attached."""
         if self.check is not None:
             self.check.stop()
-        if rebooting:
+        if rebooting and self.encrypted:
             return
-        for failure in await close_all(ctx.uuid, self.corruption):
-            log.error("container %s: could not remove the dm device %s", ctx.container.name, failure)
+        if not rebooting:
+            for failure in await close_all(ctx.uuid, self.corruption):
+                log.error("container %s: could not remove the dm device %s", ctx.container.name, failure)
+        images = [str(p) for p in (ctx.settings.containers_dir / ctx.uuid).glob("*.img")]
+        deadline = time.monotonic() + LOOP_RELEASE_WAIT
+        while images and (left := await asyncio.to_thread(linux.loops_of, images)):
+            if time.monotonic() > deadline:
+                log.warning("container %s: %s still attached %g s after it ended", ctx.container.name,
+                            ", ".join(left), LOOP_RELEASE_WAIT)
+                return
+            await asyncio.sleep(0.02)
 
     async def destroy(self, ctx: StartContext) -> None:
         cont_dir = ctx.settings.containers_dir / ctx.uuid

@@ -23,7 +23,7 @@ __all__ = ["Boot", "Image", "runner"]
 
 UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service")
 TOOLS = ("qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup", "mmdebstrap", "mke2fs", "cpio", "depmod")
-BOOT_TIMEOUT = 480.0
+BOOT_TIMEOUT = 720.0  # one boot with a few checks on TCG, with room for a busy machine
 # The system scenario: three boots (the second and third after reboots) with every check.
 SYSTEM_TIMEOUT = 3000.0
 # Every VM test module sets `pytestmark = VM_MARKS`: one xdist group, so a single worker (under
@@ -54,13 +54,14 @@ def build() -> Image:
 
 def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None,
          forwards: dict[int, int] | None = None, agent: runner.Agent | None = None,
-         after_reboot: list[list[str]] | None = None, timeout: float = BOOT_TIMEOUT) -> Boot:
+         extra_nics: tuple[runner.ExtraNic, ...] = (), after_reboot: list[list[str]] | None = None,
+         timeout: float = BOOT_TIMEOUT) -> Boot:
     """`after_reboot`: lists of checks for the boots that follow (the guest reboots in between)."""
     scenario: dict[str, Any] = {"checks": checks}
     if after_reboot:
         scenario["after_reboot"] = after_reboot
     b = runner.boot(img, scenario, ARTIFACTS / f"console-{name}.log", overlay=overlay,
-                    timeout=timeout, forwards=forwards, agent=agent)
+                    timeout=timeout, forwards=forwards, agent=agent, extra_nics=extra_nics)
     record_timing(f"boot_{name}", b.seconds)
     if b.results is not None:
         (ARTIFACTS / f"results-{name}.json").write_text(json.dumps(b.results, indent=1) + "\n")
