@@ -154,7 +154,8 @@ def test_each_package_rdepends_on_what_its_code_imports() -> None:
 
 def test_every_unit_is_packaged_and_installed() -> None:
     values = assignments(SUITE)
-    services = {values[k]: k.split(":", 1)[1] for k in values if k.startswith("SYSTEMD_SERVICE:")}
+    services = {unit: k.split(":", 1)[1] for k in values if k.startswith("SYSTEMD_SERVICE:")
+                for unit in values[k].split()}
     install = " ".join(function_body(SUITE, "do_install:append"))
     for unit in sorted(p.name for p in (REPO / "systemd").glob("*.service")):
         assert unit in services, f"systemd/{unit} is in no SYSTEMD_SERVICE of {SUITE.name}"

@@ -12,14 +12,14 @@ inherit python_setuptools_build_meta systemd
 PACKAGE_BEFORE_PN = "cmld scd tpm2d cml-control cml-tpm2-control cml-rattestation cml-sign"
 
 SYSTEMD_PACKAGES = "cmld scd tpm2d"
-SYSTEMD_SERVICE:cmld = "cmld.service"
+SYSTEMD_SERVICE:cmld = "cmld.service cml-sysdata.service"
 SYSTEMD_SERVICE:scd = "cml-scd.service"
 SYSTEMD_SERVICE:tpm2d = "cml-tpm2d.service"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
     install -m 0644 ${S}/systemd/cmld.service ${S}/systemd/cml-scd.service \
-        ${S}/systemd/cml-tpm2d.service ${D}${systemd_system_unitdir}/
+        ${S}/systemd/cml-tpm2d.service ${S}/systemd/cml-sysdata.service ${D}${systemd_system_unitdir}/
 
     # The original's client paths, for scripts written for GyroidOS.
     install -d ${D}${sbindir}
@@ -29,7 +29,7 @@ do_install:append() {
 
 # One package per program (each with its unit, added by the systemd class); ${PN} keeps the
 # rest of site-packages: cml_common, which every program needs, and the dist-info.
-FILES:cmld += "${PYTHON_SITEPACKAGES_DIR}/cmld ${bindir}/cmld"
+FILES:cmld += "${PYTHON_SITEPACKAGES_DIR}/cmld ${bindir}/cmld ${bindir}/cml-sysdata"
 FILES:scd += "${PYTHON_SITEPACKAGES_DIR}/scd ${bindir}/scd"
 FILES:tpm2d += "${PYTHON_SITEPACKAGES_DIR}/tpm2d ${bindir}/tpm2d"
 FILES:cml-control += "${PYTHON_SITEPACKAGES_DIR}/cml_control ${bindir}/cml-control ${sbindir}/control"
@@ -39,21 +39,29 @@ FILES:cml-sign += "${PYTHON_SITEPACKAGES_DIR}/cml_sign ${bindir}/cml-sign"
 
 # Python dependencies carry the lower bound of pyproject.toml; the unit test compares them.
 RDEPENDS:${PN} = " \
+    python3-cryptography (>= 41) \
     python3-modules \
     python3-protobuf (>= 7.35) \
     python3-systemd (>= 235) \
 "
 # cmld: pyseccomp finds libseccomp through ldconfig's cache; mkfs.ext4 makes container volumes;
-# cservice is placed in every container; scd is required by its unit.
+# dmsetup, cryptsetup (veritysetup too) and losetup make the encrypted volumes, verity images and
+# the system data volume (cml-sysdata); libnftables is the firewall; cservice is placed in every
+# container; scd is required by its unit.
 RDEPENDS:cmld = " \
     ${PN} \
     cml-cservice \
+    cryptsetup \
     e2fsprogs-mke2fs \
     ldconfig \
+    libdevmapper \
     libseccomp \
+    nftables \
     python3-cryptography (>= 41) \
+    python3-pyroute2 (>= 0.9.7) \
     python3-pyseccomp (>= 0.1.2) \
     scd \
+    util-linux-losetup \
 "
 # scd: PKCS#11 modules are loaded by path (scd --pkcs11-module); USB tokens need pcscd and ccid.
 RDEPENDS:scd = " \
