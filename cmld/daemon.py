@@ -19,6 +19,7 @@ from cml_common.messages.container_pb2 import (
 from cml_common.messages.device_pb2 import DeviceConfig
 from cml_common.paths import C0_UUID, SCD_SOCKET, SCD_UNIT_UUID, TPM2D_UNIT_UUID, Layout
 from cmld.clients.scd import ScdClient
+from cmld.containers.c0_key import C0KeyError, c0_key
 from cmld.containers.container import Container
 from cmld.containers.keys import ContainerKeys
 from cmld.containers.store import ContainerStore
@@ -116,6 +117,18 @@ class Cmld:
             else:
                 log.error("no c0 config and no usable GuestOS %r (device.conf c0os) to make one from: this "
                           "device has no management container", self.device.c0os)
+        if not self.hosted and self.containers.get(C0_UUID) is not None:
+            self._ensure_c0_key()
+
+    def _ensure_c0_key(self) -> None:
+        """c0's raw volume key is made with c0, as the original's cmld_set_key_c0, not at its
+        first start: it exists whether or not this kernel has device-mapper."""
+        try:
+            key = c0_key(self.layout.container_key(C0_UUID), self.layout.container_dir(C0_UUID))
+        except (C0KeyError, OSError) as e:
+            log.error("c0's volume key: %s (c0's encrypted volumes will not open)", e)
+            return
+        key[:] = bytes(len(key))
 
     def trust_policy(self) -> TrustPolicy:
         return TrustPolicy(signed_configs=self.signed_configs,
