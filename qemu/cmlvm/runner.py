@@ -58,15 +58,21 @@ class Boot:
         return "\n".join(self.console.splitlines()[-lines:])
 
 
-def start_swtpm(work: Path) -> subprocess.Popen[bytes]:
+def setup_swtpm(work: Path) -> None:
+    """A new TPM (EK and platform certificates): once per scenario, its state kept over reboots."""
     state = work / "tpm"
     state.mkdir()
     run(["swtpm_setup", "--tpm2", "--tpmstate", state, "--create-ek-cert", "--create-platform-cert",
          "--lock-nvram", "--pcr-banks", "sha256", "--overwrite"], timeout=120)
+
+
+def start_swtpm(work: Path) -> subprocess.Popen[bytes]:
+    """swtpm on the TPM state of `work` (it ends with QEMU: --terminate); each start is a power-on."""
     sock = work / "swtpm.sock"
+    sock.unlink(missing_ok=True)
     log = (work / "swtpm.log").open("ab")
     with log:
-        proc = subprocess.Popen(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+        proc = subprocess.Popen(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={work / 'tpm'}",
                                  "--ctrl", f"type=unixio,path={sock}", "--terminate"],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     deadline = time.monotonic() + 10
@@ -103,15 +109,14 @@ def net_argv(forwards: dict[int, int], extra: tuple[ExtraNic, ...] = ()) -> list
 
 
 def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int, smp: int,
-              forwards: dict[int, int] | None = None, extra_nics: tuple[ExtraNic, ...] = (),
-              reboots: bool = False) -> list[str]:
-    """`reboots`: a guest reboot boots again (a scenario with `after_reboot` checks); otherwise it
-    ends QEMU, as a kernel panic does (panic=-1)."""
+              forwards: dict[int, int] | None = None, extra_nics: tuple[ExtraNic, ...] = ()) -> list[str]:
+    """A guest reboot ends QEMU (-no-reboot), as a kernel panic does (panic=-1): `boot` starts it
+    again where a scenario has more boots. The console is appended to over those boots."""
     return [
         "qemu-system-x86_64", *net_argv(forwards or {}, extra_nics),
         "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
-        "-nodefaults", "-display", "none", *([] if reboots else ["-no-reboot"]), "-monitor", "none",
-        "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
+        "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
+        "-chardev", f"file,id=con,path={console},append=on", "-serial", "chardev:con",
         "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
         "-drive", f"if=pflash,format=raw,file={work / 'vars.fd'}",
         "-chardev", f"socket,id=chrtpm,path={work / 'swtpm.sock'}",
@@ -144,6 +149,7 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
     work = Path(tempfile.mkdtemp(prefix="cml-vm-", dir=tmp_base))
     swtpm: subprocess.Popen[bytes] | None = None
     qemu: subprocess.Popen[bytes] | None = None
+    pids: list[int] = []
     t0 = time.monotonic()
     try:
         (work / "share").mkdir()
@@ -152,11 +158,7 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, work / "root.qcow2"])
         # The system data volume's disk: raw and sparse (cml-sysdata setup formats it as LUKS2).
         run(["qemu-img", "create", "-q", "-f", "raw", work / "data.img", DATA_DISK])
-        swtpm = start_swtpm(work)
-        with (work / "qemu.log").open("ab") as qlog:
-            qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp, forwards, extra_nics,
-                                              reboots=bool(scenario.get("after_reboot"))),
-                                    stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog)
+        setup_swtpm(work)
         stop = threading.Event()
         agent_out: dict[str, Any] = {}
 
@@ -168,14 +170,35 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
                 agent_out["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
 
         thread = threading.Thread(target=run_agent, daemon=True) if agent is not None else None
-        if thread is not None:
-            thread.start()
         timed_out = False
-        try:
-            status: int | None = qemu.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            status = None
+        status: int | None = None
+        boots = 1 + len(scenario.get("after_reboot") or [])
+        # A guest reboot ends QEMU; the next boot is a power cycle on the same disks, firmware
+        # variables and TPM state (PCRs reset), started here (OVMF under TCG did not come back from
+        # a warm reset). At most one boot more than the scenario has: one to settle a check an
+        # unexpected reboot interrupted.
+        for n in range(boots + 1):
+            swtpm = start_swtpm(work)
+            pids.append(swtpm.pid)
+            with (work / "qemu.log").open("ab") as qlog:
+                qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp, forwards, extra_nics),
+                                        stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog)
+            pids.append(qemu.pid)
+            if thread is not None and n == 0:
+                thread.start()
+            try:
+                status = qemu.wait(max(1.0, timeout - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                status = None
+                break
+            procs.stop(swtpm)
+            results_now = work / "share" / "results.json"
+            if status != 0 or boots == 1 or not results_now.exists():
+                break
+            so_far = json.loads(results_now.read_text())
+            if so_far.get("boot", 0) + 1 >= boots and not any(c.get("running") for c in so_far["checks"].values()):
+                break
         stop.set()
         if thread is not None:
             thread.join(60)
@@ -185,7 +208,6 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
             raise ToolError(f"qemu-system-x86_64 exited with {status}: {qemu_err}")
         results_file = work / "share" / "results.json"
         results = json.loads(results_file.read_text()) if results_file.exists() else None
-        pids = [p.pid for p in (swtpm, qemu)]
         return Boot(results, console, seconds, status, timed_out, acc, work, pids,
                     agent_out.get("result"), agent_out.get("error", ""), dict(forwards or {}))
     finally:

@@ -3,8 +3,9 @@ names, each collecting facts (the host asserts on them), and writes results.json
 after every check, so even a hang leaves the earlier results. Progress goes to the console.
 
 A scenario may go on after reboots: `{"checks": [...], "after_reboot": [[...], ...]}`. After the
-last check of a boot the runner reboots the guest into the next list (QEMU runs without
--no-reboot then), and powers it off after the last one. A check that reboots the guest itself
+last check of a boot the runner reboots the guest into the next list (the reboot ends QEMU,
+which the host starts again on the same disks and TPM state: a power cycle), and powers it off
+after the last one. A check that reboots the guest itself
 (`REBOOTS = True` in its module, e.g. DESTROY_SYSTEM) leaves its facts in `<share>/<name>.json`
 first; an unexpected reboot is recorded as a failure of the check it hit, and ends the scenario."""
 
