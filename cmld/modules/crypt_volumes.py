@@ -136,9 +136,12 @@ class VolumeCrypt:
         del key
         try:
             if initial or new:
+                # Only zeroes are on the device after this (an integrity superblock made now means
+                # there was no volume yet, e.g. the original's legacy images before their first
+                # start): it gets its file system too.
                 await self._first_format(top, img.name)
-            if new:
                 await asyncio.to_thread(mkfs, top, m.fs_type, 0, img.name)
+            if new:
                 marker.unlink()
                 fsync_dir(marker.parent)
         except BaseException:
