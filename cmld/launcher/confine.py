@@ -51,9 +51,8 @@ def apply_rlimits(limits: dict[str, int]) -> None:
 def own_session() -> None:
     """A new session (no controlling terminal) and a new session keyring. Call it as the
     container's root: the keyring belongs to the caller's user."""
-    # cmld spawns the launcher and the exec helper with a session of their own already
-    # (start_new_session: the reaper kills a helper's whole group); setsid() would fail with EPERM
-    # for a session leader. The launcher's child is never a group leader and gets its own here.
+    # The launcher's child is never a group leader; the exec helper already leads a session cmld
+    # started for it (so that a kill of the session reaches its whole process group): keep that one.
     if os.getsid(0) != os.getpid():
         os.setsid()
     linux.join_new_session_keyring()
