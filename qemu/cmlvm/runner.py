@@ -180,8 +180,11 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
         for n in range(boots + 1):
             swtpm = start_swtpm(work)
             pids.append(swtpm.pid)
+            # The host port forwards only on the first boot: a connection the agent made leaves the
+            # port in TIME_WAIT, and QEMU cannot bind it again (it exits at once).
             with (work / "qemu.log").open("ab") as qlog:
-                qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp, forwards, extra_nics),
+                qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp,
+                                                  forwards if n == 0 else None, extra_nics),
                                         stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog)
             pids.append(qemu.pid)
             if thread is not None and n == 0:
