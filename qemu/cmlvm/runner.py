@@ -211,6 +211,9 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
             raise ToolError(f"qemu-system-x86_64 exited with {status}: {qemu_err}")
         results_file = work / "share" / "results.json"
         results = json.loads(results_file.read_text()) if results_file.exists() else None
+        if results is not None and status not in (0, None):
+            # a later boot of the scenario failed to start: the checks after it did not run
+            results["host_error"] = f"qemu-system-x86_64 exited with {status}: {qemu_err[-2000:]}"
         return Boot(results, console, seconds, status, timed_out, acc, work, pids,
                     agent_out.get("result"), agent_out.get("error", ""), dict(forwards or {}))
     finally:

@@ -78,6 +78,8 @@ def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None,
 def guest_check(b: Boot, name: str) -> dict[str, Any]:
     """The facts one guest check collected; fails with the guest's message if it could not."""
     why = "timed out" if b.timed_out else f"qemu exit status {b.qemu_status}"
+    if b.results is not None and b.results.get("host_error"):
+        why += f"; {b.results['host_error']}"
     if b.results is None:
         pytest.fail(f"the guest wrote no results ({why}); console {b.console_path}, tail:\n{b.console_tail()}")
     c = b.results["checks"].get(name)
