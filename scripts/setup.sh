@@ -21,6 +21,7 @@ APT_PACKAGES=(
     qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools     # VM tier: QEMU, OVMF, swtpm (measured boot); tpm2d tests
     libtss2-dev                                                      # tpm2d: tpm2-pytss (PyPI sdist) builds against it
     mmdebstrap cpio kmod                                             # VM tier: guest rootfs, stage-1 initrd, depmod
+    rsyslog rsyslog-gnutls                                           # audit: the real collector for forwarding tests
 )
 
 missing=()
