@@ -33,6 +33,7 @@ class Checkpointer:
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._closing = False
         self.last_error = ""
 
     def start(self) -> None:
@@ -44,11 +45,13 @@ class Checkpointer:
             self._due.set()
 
     async def _run(self) -> None:
-        while True:
+        # Ended by a flag, not by cancel(): asyncio.wait_for in 3.11 can swallow a cancellation
+        # that arrives together with the event (bpo-42130), which would leave this loop running.
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._due.wait(), self.every_seconds)
             self._due.clear()
-            if self.pending:
+            if self.pending and not self._closing:
                 await self.checkpoint()
 
     async def checkpoint(self) -> bool:
@@ -81,8 +84,10 @@ class Checkpointer:
             return True
 
     async def close(self) -> None:
+        """The last checkpoint: a journal of a cmld that stopped cleanly ends sealed."""
+        self._closing = True
+        self._due.set()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.pending:
             await self.checkpoint()

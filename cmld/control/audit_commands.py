@@ -38,7 +38,10 @@ def result_of(reply: DaemonToController | None) -> tuple[bool, str]:
     if reply.code == D.RESPONSE:
         name = D.Response.Name(reply.response) if reply.HasField("response") else "RESPONSE"
         return reply.response in SUCCESS_RESPONSES, name
-    return True, D.Code.Name(reply.code)
+    name = D.Code.Name(reply.code)
+    if reply.error_message or (reply.code == D.CONTAINER_CONFIG and not reply.container_uuids):
+        return False, f"{name} (failed)"  # create's answer, empty on failure (the original)
+    return True, name
 
 
 def bind_client(conn: ControlConnection) -> contextvars.Token[tuple[int, int] | None]:
