@@ -54,18 +54,19 @@ class ServiceReader:
                 continue
             return body, msg
 
-    def wait_notify(self, timeout: float = 10) -> int:
+    def wait_notify(self, timeout: float = 10, idle: float = 0.5) -> int:
+        """Collect AUDIT_NOTIFYs until none came for `idle` seconds; the last remaining value."""
         deadline = time.monotonic() + timeout
-        while not self.notifies and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            self.sock.settimeout(idle if self.notifies else max(0.1, deadline - time.monotonic()))
             try:
                 body = framing.recv_frame(self.sock)
             except TimeoutError:
                 break
             assert body is not None
             msg = framing.parse(C2S, body)
-            if msg.code == C2S.AUDIT_NOTIFY:
-                self.notifies.append(msg.audit_remaining_storage)
+            assert msg.code == C2S.AUDIT_NOTIFY, msg
+            self.notifies.append(msg.audit_remaining_storage)
         self.sock.settimeout(10)
         assert self.notifies, "no AUDIT_NOTIFY"
         return self.notifies[-1]
