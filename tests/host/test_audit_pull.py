@@ -84,10 +84,10 @@ def test_wrong_ack_resends_and_bad_frames_are_survived(running: tuple[Daemon, st
     assert nxt.code in (C2S.AUDIT_RECORD, C2S.AUDIT_COMPLETE)
     # an oversized frame: cmld drops that connection only; a new reader is served
     pid = init_pid(d.base.parent / "cmld-run", uuid)
-    bad = socket.socket(socket.AF_UNIX)
-    bad.connect(f"/proc/{pid}/root/run/socket/cml-service")
-    bad.sendall(struct.pack(">I", 64 << 20))
-    bad.close()
+    big = socket.socket(socket.AF_UNIX)
+    big.connect(f"/proc/{pid}/root/run/socket/cml-service")
+    big.sendall(struct.pack(">I", 64 << 20))
+    big.close()
     again = ServiceReader(pid)
     try:
         again.pull_all()
