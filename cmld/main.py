@@ -17,7 +17,7 @@ from cml_common.daemon_args import common_parser
 from cml_common.messages.container_pb2 import ContainerState
 from cmld.audit import events
 from cmld.audit.auditor import Auditor
-from cmld.audit.config import build_auditor
+from cmld.audit.config import build_auditor, build_forwarder
 from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
 from cmld.daemon import Cmld
@@ -81,6 +81,15 @@ def start_audit(state: Cmld, args: argparse.Namespace) -> Auditor | None:
         log.info("auditing is off (device.conf audit_size: 0)")
         return None
     auditor.start()
+    try:
+        forwarder = build_forwarder(state.device, auditor, state.device_uuid or socket.gethostname())
+    except ValueError as e:
+        log.error("audit forwarding off: %s", e)
+        events.emit("FSA", "GENERIC", "audit-forwarding-misconfigured", None, error=str(e))
+        forwarder = None
+    if forwarder is not None:
+        forwarder.start()
+        auditor.closers.append(forwarder.close)
     log.info("auditing to %s: %d bytes per queue, journal at seq %d", auditor.dir, auditor.policy.capacity,
              auditor.journal.last_seq)
     events.emit("SSA", "GENERIC", "cmld-start", None, pid=str(os.getpid()))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +72,7 @@ class Auditor:
         self.subjects: dict[str, _Subject] = {}
         self.changed = asyncio.Event()
         self.listeners: list[Callable[[], None]] = []  # e.g. the forwarder's wake-up
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # run after the last checkpoint
         self.write_failures = 0
 
     def open(self) -> None:
@@ -90,6 +91,8 @@ class Auditor:
 
     async def close(self) -> None:
         await self.checkpoints.close()
+        for close in self.closers:
+            await close()
 
     # ------------------------------------------------------------------ storing
 

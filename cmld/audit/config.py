@@ -10,6 +10,7 @@ from cml_common.messages.device_pb2 import DeviceConfig
 
 from .auditor import Auditor, Policy, capacity_bytes
 from .checkpoints import Signer
+from .forwarder import ForwardConfig, Forwarder
 
 
 def policy_of(device: DeviceConfig) -> Policy | None:
@@ -33,3 +34,30 @@ def build_auditor(device: DeviceConfig, directory: Path, *, signer: Signer | Non
     auditor = Auditor(directory, policy, signer=signer, known=known, running=running)
     auditor.open()
     return auditor
+
+
+def forward_config(device: DeviceConfig) -> ForwardConfig | None:
+    """None without `audit_forward_host`; ValueError when it is set without a CA to check the
+    collector by (forwarding to an unauthenticated collector is refused, not silently done)."""
+    if not device.audit_forward_host:
+        return None
+    if not device.audit_forward_ca:
+        raise ValueError("audit_forward_host is set but audit_forward_ca is not: the collector cannot be authenticated")
+    if bool(device.audit_forward_cert) != bool(device.audit_forward_key):
+        raise ValueError("audit_forward_cert and audit_forward_key go together")
+    if not 0 < device.audit_forward_port < 65536:
+        raise ValueError(f"audit_forward_port {device.audit_forward_port} is not a port")
+    return ForwardConfig(host=device.audit_forward_host, port=device.audit_forward_port,
+                         ca=Path(device.audit_forward_ca),
+                         server_name=device.audit_forward_server_name or device.audit_forward_host,
+                         cert=Path(device.audit_forward_cert) if device.audit_forward_cert else None,
+                         key=Path(device.audit_forward_key) if device.audit_forward_key else None)
+
+
+def build_forwarder(device: DeviceConfig, auditor: Auditor, hostname: str) -> Forwarder | None:
+    cfg = forward_config(device)
+    if cfg is None:
+        return None
+    fwd = Forwarder(auditor.journal, cfg, auditor.dir / "forward.json", hostname)
+    auditor.listeners.append(fwd.notify)
+    return fwd
