@@ -52,7 +52,8 @@ def head(d: Daemon) -> int:
     return int(journal_entries(d)[-1]["seq"])
 
 
-def test_forwarded_once_in_order_across_an_outage(cmld_factory: DaemonFactory, collector: tuple[Collector, Path]) -> None:
+def test_forwarded_once_in_order_across_an_outage(cmld_factory: DaemonFactory,
+                                                  collector: tuple[Collector, Path]) -> None:
     c, ca = collector
     _, d = scd_and_cmld(cmld_factory, device_conf=forward_conf(c.port, ca))  # scd signs the checkpoints
     for _ in range(3):
