@@ -33,6 +33,7 @@ from .journal import Journal, JournalError
 from .pull import PullState, Send
 from .queue import PendingQueue
 from .record import make_record, to_text
+from .syncer import Syncer
 
 log = logging.getLogger(__name__)
 C2S = CmldToServiceMessage
@@ -66,7 +67,8 @@ class Auditor:
         self.policy = policy
         self.known = known
         self.running = running
-        self.journal = Journal(directory)
+        self.syncer = Syncer()
+        self.journal = Journal(directory, self.syncer.mark)
         self.checkpoints = Checkpointer(self.journal, signer, policy.checkpoint_records, policy.checkpoint_seconds,
                                         self._checkpoint_failed)
         self.subjects: dict[str, _Subject] = {}
@@ -87,10 +89,12 @@ class Auditor:
                            {"lines": ",".join(map(str, self.journal.unreadable[:100]))})
 
     def start(self) -> None:
+        self.syncer.start()
         self.checkpoints.start()
 
     async def close(self) -> None:
         await self.checkpoints.close()
+        await self.syncer.close()
         for close in self.closers:
             await close()
 
@@ -102,7 +106,7 @@ class Auditor:
     def subject(self, uuid: str) -> _Subject:
         s = self.subjects.get(uuid)
         if s is None:
-            q = PendingQueue(self.dir / f"{uuid}.log", self.policy.capacity)
+            q = PendingQueue(self.dir / f"{uuid}.log", self.policy.capacity, self.syncer.mark)
             s = self.subjects[uuid] = _Subject(q, PullState(q))
         return s
 

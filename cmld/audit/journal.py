@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cml_common.auditlog.entry import CHECKPOINT, GENESIS, RECORD, Entry, EntryError, parse_line
@@ -25,7 +26,9 @@ class JournalError(Exception):
 
 
 class Journal:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, on_written: Callable[[Path], None] | None = None) -> None:
+        """`on_written`: who fsyncs later (a Syncer); without, each append is fsync'd at once."""
+        self.on_written = on_written
         self.path = directory / "journal.log"
         self.head_path = directory / "head.json"
         self.offsets: list[int] = []  # offsets[i] is where seq i+1 starts
@@ -74,7 +77,8 @@ class Journal:
             if written != len(line):
                 os.ftruncate(fd, self.size)
                 raise JournalError(f"short write to {self.path}")
-            os.fsync(fd)
+            if self.on_written is None:
+                os.fsync(fd)
         except OSError as err:
             raise JournalError(f"cannot write {self.path}: {err.strerror}") from err
         finally:
@@ -83,6 +87,8 @@ class Journal:
         self.subjects.append(e.subject)
         self.size += len(line)
         self.last_seq, self.last_hash = e.seq, e.hash
+        if self.on_written is not None:
+            self.on_written(self.path)
         return e
 
     def append_record(self, subject: str, record: bytes, now: float | None = None) -> Entry:

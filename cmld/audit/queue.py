@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .record import DELIMITER
@@ -18,9 +19,16 @@ DELIM = DELIMITER.encode()
 
 
 class PendingQueue:
-    def __init__(self, path: Path, capacity: int) -> None:
+    def __init__(self, path: Path, capacity: int, on_written: Callable[[Path], None] | None = None) -> None:
         self.path = path
         self.capacity = capacity
+        self.on_written = on_written  # a Syncer's mark; without, every write is fsync'd at once
+
+    def _sync(self, fd: int) -> None:
+        if self.on_written is None:
+            os.fsync(fd)
+        else:
+            self.on_written(self.path)
 
     def size(self) -> int:
         try:
@@ -48,7 +56,7 @@ class PendingQueue:
             if size and not self._ends_with_delim(fd, size):
                 data = DELIM + data  # the original's fix-up of a torn last record
             os.write(fd, data + DELIM)
-            os.fsync(fd)
+            self._sync(fd)
             return True
         finally:
             os.close(fd)
@@ -92,6 +100,6 @@ class PendingQueue:
                 return
             os.pwrite(fd, rest, 0)
             os.ftruncate(fd, len(rest))
-            os.fsync(fd)
+            self._sync(fd)
         finally:
             os.close(fd)
