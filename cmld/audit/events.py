@@ -37,11 +37,20 @@ def enabled() -> bool:
     return bool(_sinks)
 
 
-def emit(category: str, evclass: str, event: str, subject: str | None = None, **meta: str) -> None:
-    """Never raises: a failure to audit is logged (and recorded by the auditor where it can)."""
+def emit(category: str, evclass: str, event: str, subject: str | None = None, *, with_client: bool = True,
+         **meta: str) -> None:
+    """Never raises: a failure to audit is logged (and recorded by the auditor where it can).
+    `with_client=False` for events of the system's own making: tasks started during a command
+    inherit its context, so a container's later transitions would otherwise name that client."""
+    emit_meta(category, evclass, event, subject, meta, with_client=with_client)
+
+
+def emit_meta(category: str, evclass: str, event: str, subject: str | None, meta: dict[str, str], *,
+              with_client: bool = True) -> None:
     if not _sinks:
         return
-    who = client.get()
+    meta = dict(meta)
+    who = client.get() if with_client else None
     if who is not None:
         meta.setdefault("client_uid", str(who[0]))
         meta.setdefault("client_pid", str(who[1]))

@@ -64,7 +64,7 @@ def record_command(req: ControllerToDaemon, conn: ControlConnection, reply: Daem
         meta["exec"] = " ".join(req.exec_args)
     subject = uuids[0] if len(uuids) == 1 else None
     evclass = CLASSES.get(req.command, "CONTAINER_MGMT" if req.command >= C.CONTAINER_START else "GENERIC")
-    events.emit("SUA" if ok else "FUA", evclass, event, subject, **meta)
+    events.emit_meta("SUA" if ok else "FUA", evclass, event, subject, meta)
 
 
 class AuditCommands:

@@ -24,7 +24,7 @@ def audit_transition(c: Container, old: int, new: int, reason: str = "") -> None
     meta = {"name": c.config.name, "from": S.Name(old), "to": S.Name(new)}
     if failed and reason:
         meta["error"] = reason
-    events.emit("FSA" if failed else "SSA", "CONTAINER_MGMT", name, c.uuid, **meta)
+    events.emit("FSA" if failed else "SSA", "CONTAINER_MGMT", name, c.uuid, with_client=False, **meta)
 
 
 class HasLastError(Protocol):

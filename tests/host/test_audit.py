@@ -133,6 +133,9 @@ def test_event_classes_with_client_identity(audited: Audited) -> None:
               "SSA.CMLD.CONTAINER_MGMT.shutting-down", "SSA.CMLD.CONTAINER_MGMT.container-stop"):
         assert t in app, app
     assert all(e["stored_for"] == audited.app_uuid for e in audited.app_entries)
+    # a system action names no client (the start's client is not who stopped it later)
+    stops = of_type(audited.app_entries, "SSA.CMLD.CONTAINER_MGMT.container-stop")
+    assert stops and not any("client_uid" in meta(e) for e in stops)
     # the device's own events: cmld started; GuestOS verified at boot
     assert of_type(es, "SSA.CMLD.GENERIC.cmld-start")
     assert any(e["kind"] == "checkpoint" for e in es)
