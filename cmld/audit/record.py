@@ -36,8 +36,24 @@ def make_record(category: str, evclass: str, event: str, subject: str | None,
     return r
 
 
+_ESCAPES = {i: f"\\{i:03o}" for i in range(128) if not 32 <= i < 127}
+_ESCAPES.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r", ord('"'): '\\"', ord("'"): "\\'",
+                 ord("\\"): "\\\\"})
+
+
+def _quote(s: str) -> str:
+    return '"' + s.translate(_ESCAPES) + '"'
+
+
 def to_text(r: AuditRecord) -> str:
-    return text_format.MessageToString(r, as_utf8=True)
+    """What `text_format.MessageToString(r, as_utf8=True)` gives (a unit test compares them),
+    written out directly: the generic printer was half of the cost of storing a record."""
+    out = [f"timestamp: {r.timestamp}\n", f"type: {_quote(r.type)}\n"]
+    if r.HasField("subject_id"):
+        out.append(f"subject_id: {_quote(r.subject_id)}\n")
+    for m in r.meta:
+        out.append(f"meta {{\n  key: {_quote(m.key)}\n  value: {_quote(m.value)}\n}}\n")
+    return "".join(out)
 
 
 def from_text(text: str) -> AuditRecord:

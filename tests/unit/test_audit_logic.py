@@ -175,3 +175,17 @@ def test_syslog_message_escaping_and_framing(tmp_path: Path) -> None:
     assert base64.b64decode(d["record"]) == rec.SerializeToString(deterministic=True)
     assert os.path.getsize(j.path) == j.size
     assert AuditRecord.FromString(e.record).type == "FSA.CMLD.GENERIC.evil"
+
+
+def test_record_text_is_what_the_generic_printer_writes() -> None:
+    from google.protobuf import text_format
+
+    rng = random.Random(9)
+    alphabet = "ab \t\n\r\"'\\\x00\x01\x1f\x7f é€😀-]="
+    for _ in range(300):
+        meta = {"".join(rng.choice(alphabet) for _ in range(rng.randrange(6))):
+                "".join(rng.choice(alphabet) for _ in range(rng.randrange(30))) for _ in range(rng.randrange(4))}
+        subject = rng.choice([None, "", "x\ny"])
+        r = make_record("SSA", "GENERIC", "e", subject, meta, now=rng.randrange(1 << 40))
+        assert to_text(r) == text_format.MessageToString(r, as_utf8=True)
+        assert from_text(to_text(r)) == r
