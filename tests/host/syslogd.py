@@ -58,8 +58,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(pid: int, port: int) -> bool:
+    """Whether the network namespace of `pid` has a TCP socket listening on `port`."""
+    try:
+        rows = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(r.split()[1].endswith(f":{port:04X}") and r.split()[3] == "0A" for r in rows)
+
+
 class Collector:
-    def __init__(self, work: Path, tls: tuple[Path, Path, Path], port: int) -> None:
+    """rsyslogd in the given network namespace (cmld's, in the tests: loopback of its own)."""
+
+    def __init__(self, work: Path, tls: tuple[Path, Path, Path], port: int, netns: str) -> None:
+        self.netns = netns
         self.work = work
         self.port = port
         self.out = work / "received.log"
@@ -80,15 +92,15 @@ action(type="omfile" file="{self.out}" template="raw")
 
     def start(self) -> None:
         log = (self.work / "rsyslogd.stderr").open("ab")
-        self.proc = subprocess.Popen([str(RSYSLOGD), "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        # `ip netns exec` enters the namespace and execs rsyslogd: the PID is rsyslogd's.
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, str(RSYSLOGD), "-n", "-f", str(self.conf),
+                                      "-i", str(self.pidfile)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.work / "rsyslogd.stderr").read_text())
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            if listening(self.proc.pid, self.port):
+                return
             time.sleep(0.05)
         raise TimeoutError("rsyslogd did not listen")
 

@@ -28,9 +28,10 @@ def forward_conf(port: int, ca: Path, name: str = "collector.test") -> str:
 
 
 @pytest.fixture
-def collector(tmp_path: Path) -> Iterator[tuple[Collector, Path]]:
+def collector(tmp_path: Path, cmld_factory: DaemonFactory) -> Iterator[tuple[Collector, Path]]:
+    """rsyslogd on the loopback of the network namespace the test's cmld runs in."""
     tls = make_tls(tmp_path / "tls")
-    c = Collector(tmp_path / "collector", tls, free_port())
+    c = Collector(tmp_path / "collector", tls, free_port(), cmld_factory.cmld_netns().name)
     c.work.mkdir(parents=True, exist_ok=True)
     c.start()
     try:
