@@ -82,7 +82,7 @@ def start_audit(state: Cmld, args: argparse.Namespace) -> Auditor | None:
 
     auditor = build_auditor(state.device, args.audit_dir or state.layout.base / "audit", signer=state.scd.sign_device,
                             known=lambda uuid: state.containers.get(uuid) is not None, running=running,
-                            capacity_override=args.audit_capacity)
+                            capacity_override=args.audit_capacity, trusted_cert=state.layout.tokens / "device.cert")
     events.install(auditor)
     if auditor is None:
         log.info("auditing is off (device.conf audit_size: 0)")

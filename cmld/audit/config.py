@@ -3,14 +3,19 @@ else `audit_size` MB per queue and the extension fields for threshold and checkp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from cml_common.auditlog.seal import load_cert
+from cml_common.auditlog.verify import verify_dir
 from cml_common.messages.device_pb2 import DeviceConfig
 
 from .auditor import Auditor, Policy, capacity_bytes
 from .checkpoints import Signer
 from .forwarder import ForwardConfig, Forwarder
+
+log = logging.getLogger(__name__)
 
 
 def policy_of(device: DeviceConfig) -> Policy | None:
@@ -23,7 +28,8 @@ def policy_of(device: DeviceConfig) -> Policy | None:
 
 
 def build_auditor(device: DeviceConfig, directory: Path, *, signer: Signer | None, known: Callable[[str], bool],
-                  running: Callable[[str], bool], capacity_override: int | None = None) -> Auditor | None:
+                  running: Callable[[str], bool], capacity_override: int | None = None,
+                  trusted_cert: Path | None = None) -> Auditor | None:
     """`capacity_override` (bytes, cmld --audit-capacity) is for tests that fill a queue without
     writing megabytes."""
     policy = policy_of(device)
@@ -33,7 +39,33 @@ def build_auditor(device: DeviceConfig, directory: Path, *, signer: Signer | Non
         policy.capacity = capacity_override
     auditor = Auditor(directory, policy, signer=signer, known=known, running=running)
     auditor.open()
+    if trusted_cert is not None:
+        check_journal(auditor, trusted_cert)
     return auditor
+
+
+NO_ANCHOR = "no trusted device certificate given"
+
+
+def check_journal(auditor: Auditor, trusted_cert: Path) -> None:
+    """Verify the journal as found at start (CR 3.4(2)): a violation becomes a
+    `journal-integrity` record, which reaches c0's reader and the collector like any other."""
+    trusted = None
+    try:
+        trusted = load_cert(trusted_cert.read_bytes())
+    except FileNotFoundError:
+        pass  # before scd made the device identity: the chain is still checked
+    except (OSError, ValueError) as e:
+        log.error("audit: the device certificate %s is unusable (%s); checking the chain only", trusted_cert, e)
+    report = verify_dir(auditor.dir, trusted=trusted)
+    problems = [p for p in report.problems if NO_ANCHOR not in p and p != "the journal is empty"
+                and not p.endswith(": no journal")]
+    if problems:
+        log.error("audit journal integrity: %d problem(s), first: %s", len(problems), problems[0])
+        auditor.log_event("FSA", "GENERIC", "journal-integrity", None, {
+            "problems": str(len(problems)), "first": problems[0], "details": "; ".join(problems[:10])})
+    elif report.last_seq:
+        log.info("audit journal verified: %s", report.summary())
 
 
 def forward_config(device: DeviceConfig) -> ForwardConfig | None:

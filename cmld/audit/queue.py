@@ -75,11 +75,19 @@ class PendingQueue:
         return b"".join(first), b""
 
     def first(self) -> str | None:
-        """The oldest record's text, None when the queue is empty."""
+        """The oldest record's text, None when the queue is empty. Reads only as far as the
+        first delimiter (a full queue is megabytes, and every ACK asks for its head)."""
         try:
-            data = self.path.read_bytes()
+            f = self.path.open("rb")
         except FileNotFoundError:
             return None
+        with f:
+            data = b""
+            while True:
+                chunk = f.read(8192)
+                data += chunk
+                if not chunk or (b"\n" + DELIM) in data or data.startswith(DELIM):
+                    break
         if not data:
             return None
         head, _ = self._split_first(data)

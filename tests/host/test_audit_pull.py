@@ -149,3 +149,24 @@ def test_audit_read_is_refused_on_bad_input(cmld_factory: DaemonFactory) -> None
     r = cli(off.socket, "audit")
     assert r.rc == 1 and "auditing is off" in r.err
     assert not json.dumps(r.out).count("seq")
+
+
+def test_a_tampered_journal_is_reported_at_start(cmld_factory: DaemonFactory) -> None:
+    """CR 3.4(2): cmld verifies the journal it finds and records what is wrong with it."""
+    from .auditlib import edit_record_time
+
+    d = cmld_factory.start(device_conf=CONF)
+    for _ in range(3):
+        assert cli(d.socket, "list").rc == 0
+    assert d.stop() == 0
+    clean = cmld_factory.start(device_conf=CONF, base=d.base, name="cmld-clean")
+    assert not of_type(journal_entries(clean), "journal-integrity")  # an untouched journal passes
+    assert clean.stop() == 0
+    journal = d.base / "audit" / "journal.log"
+    lines = journal.read_text().splitlines()
+    lines[1] = edit_record_time(lines[1], -60)
+    journal.write_text("\n".join(lines) + "\n")
+    again = cmld_factory.start(device_conf=CONF, base=d.base, name="cmld-again")
+    (bad,) = of_type(journal_entries(again), "FSA.CMLD.GENERIC.journal-integrity")
+    assert "line 2 (seq 2): hash does not match the entry: edited" in bad["meta"]["first"]
+    assert "journal-integrity" in (d.base / "audit" / f"{C0_UUID}.log").read_text()  # c0's reader gets it
