@@ -170,3 +170,24 @@ def test_a_tampered_journal_is_reported_at_start(cmld_factory: DaemonFactory) ->
     (bad,) = of_type(journal_entries(again), "FSA.CMLD.GENERIC.journal-integrity")
     assert "line 2 (seq 2): hash does not match the entry: edited" in bad["meta"]["first"]
     assert "journal-integrity" in (d.base / "audit" / f"{C0_UUID}.log").read_text()  # c0's reader gets it
+
+
+def test_seccomp_denials_are_recorded(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """A refused mknod of /dev/mem in a container: recorded once, at once, with the syscall."""
+    from .containers import run
+
+    base = cmld_factory.tmp / "cmld-base"
+    install_guestos(guestos_src, base)
+    d = cmld_factory.start(base=base, device_conf=CONF)
+    create(d, cmld_factory.tmp, "app")
+    assert cli(d.socket, "start", "app").rc == 0
+    wait_state(d, "app", "RUNNING")
+    for _ in range(3):
+        r = run(d, "app", "/bin/mknod", "/tmp/mem", "c", "1", "1")
+        assert r.rc != 0
+    uuid = uuid_of(d, "app")
+    denied = [e for e in of_type(journal_entries(d, "app"), "FSA.CMLD.CONTAINER_ISOLATION.seccomp-denied")
+              if e["meta"]["syscall"] in ("mknod", "mknodat")]  # (busybox init's reboot(CAD_OFF) is one too)
+    assert len(denied) == 1 and denied[0]["subject_id"] == uuid, [(e["seq"], e["meta"]) for e in denied]
+    assert denied[0]["meta"]["syscall"] in ("mknod", "mknodat") and "client_uid" not in denied[0]["meta"]
+    assert cli(d.socket, "stop", "app").rc == 0

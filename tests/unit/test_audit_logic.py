@@ -189,3 +189,32 @@ def test_record_text_is_what_the_generic_printer_writes() -> None:
         r = make_record("SSA", "GENERIC", "e", subject, meta, now=rng.randrange(1 << 40))
         assert to_text(r) == text_format.MessageToString(r, as_utf8=True)
         assert from_text(to_text(r)) == r
+
+
+def test_denial_summary_records_the_first_at_once_and_counts_the_rest() -> None:
+    from cmld.audit import events
+    from cmld.audit.denials import DenialSummary
+
+    got: list[tuple[str, str, dict[str, str]]] = []
+
+    class Sink:
+        def log_event(self, category: str, evclass: str, event: str, subject: str | None,
+                      meta: dict[str, str]) -> None:
+            got.append((event, subject or "", meta))
+
+    async def scenario() -> None:
+        s = DenialSummary("u", "app", window=0.05)
+        for nr in (133, 133, 133, 259, 999):
+            s(nr)
+        assert [g[0] for g in got] == ["seccomp-denied"] * 3
+        await asyncio.sleep(0.1)
+        s.close()
+
+    events.install(Sink())
+    try:
+        asyncio.run(scenario())
+    finally:
+        events.install(None)
+    assert got[0][2]["syscall"] == "mknod" and got[2][2]["syscall"] == "999"
+    (summary,) = [g for g in got if g[0] == "seccomp-denied-summary"]
+    assert summary[2]["mknod"] == "2" and "mknodat" not in summary[2]
