@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cml_common.auditlog.entry import CHECKPOINT, GENESIS, RECORD, Entry, EntryError, parse_line
+from cml_common.auditlog.entry import CHECKPOINT, GENESIS, MAX_LINE, RECORD, Entry, EntryError, parse_line
 from cml_common.fsutil import write_atomic
+
+
+MAX_READ_BYTES = 4 << 20
 
 
 class JournalError(Exception):
@@ -107,9 +110,12 @@ class Journal:
         write_atomic(self.head_path, (e.line() + "\n").encode(), mode=0o600)
         return e
 
-    def read_after(self, after: int, limit: int, subject: str | None = None) -> list[str]:
-        """Lines of entries with seq > after (of one subject, plus nothing else, when given)."""
+    def read_after(self, after: int, limit: int, subject: str | None = None,
+                   max_bytes: int = MAX_READ_BYTES) -> list[str]:
+        """Lines of entries with seq > after (of one subject only, when given): at most `limit`
+        of them and about `max_bytes` (a reply must stay far below the 64 MiB frame limit)."""
         out: list[str] = []
+        size = 0
         if after >= self.last_seq:
             return out
         with self.path.open("rb") as f:
@@ -117,7 +123,9 @@ class Journal:
                 if subject is not None and self.subjects[seq - 1] != subject:
                     continue
                 f.seek(self.offsets[seq - 1])
-                out.append(f.readline().decode(errors="replace").rstrip("\n"))
-                if len(out) >= limit:
+                line = f.readline(MAX_LINE + 1).decode(errors="replace").rstrip("\n")
+                out.append(line)
+                size += len(line)
+                if len(out) >= limit or size >= max_bytes:
                     break
         return out
