@@ -20,7 +20,6 @@ from pathlib import Path
 from cml_common.auditlog.entry import CHECKPOINT, GENESIS, MAX_LINE, RECORD, Entry, EntryError, parse_line
 from cml_common.fsutil import write_atomic
 
-
 MAX_READ_BYTES = 4 << 20
 
 
