@@ -218,3 +218,15 @@ def test_denial_summary_records_the_first_at_once_and_counts_the_rest() -> None:
     assert got[0][2]["syscall"] == "mknod" and got[2][2]["syscall"] == "999"
     (summary,) = [g for g in got if g[0] == "seccomp-denied-summary"]
     assert summary[2]["mknod"] == "2" and "mknodat" not in summary[2]
+
+
+def test_reads_are_bounded_in_count_and_bytes(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.open()
+    big = make_record("SSA", "GENERIC", "e", None, {"v": "x" * 3000}).SerializeToString()
+    for i in range(50):
+        j.append_record("a" if i % 2 else "b", big)
+    assert len(j.read_after(0, 10)) == 10
+    assert len(j.read_after(0, 1000, max_bytes=20000)) == 5  # stops once past the byte budget
+    assert {parse_line(x).subject for x in j.read_after(0, 1000, subject="a")} == {"a"}
+    assert [parse_line(x).seq for x in j.read_after(45, 1000)] == [46, 47, 48, 49, 50]
