@@ -14,6 +14,10 @@ from pathlib import Path
 
 from cml_common import daemon_runner, paths
 from cml_common.daemon_args import common_parser
+from cml_common.messages.container_pb2 import ContainerState
+from cmld.audit import events
+from cmld.audit.auditor import Auditor
+from cmld.audit.config import build_auditor, build_forwarder
 from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
 from cmld.daemon import Cmld
@@ -38,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--frame-timeout", type=float, default=10.0,
                     help="disconnect a client that leaves a message unfinished this long (default %(default)s)")
     ap.add_argument("--max-clients", type=int, default=256, help="default %(default)s")
+    au = ap.add_argument_group("audit (on with device.conf audit_size > 0)")
+    au.add_argument("--audit-dir", type=Path, help="queues, journal and head file (default BASE/audit)")
+    au.add_argument("--audit-capacity", type=int, metavar="BYTES",
+                    help="queue capacity in bytes instead of audit_size MB (tests)")
     rt = ap.add_argument_group("container runtime")
     rt.add_argument("--run-dir", type=Path, default=Path("/run/cml"),
                     help="runtime state: container mount points, crash-recovery records (default %(default)s)")
@@ -67,6 +75,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def start_audit(state: Cmld, args: argparse.Namespace) -> Auditor | None:
+    def running(uuid: str) -> bool:
+        c = state.containers.get(uuid)
+        return c is not None and c.state == ContainerState.RUNNING
+
+    auditor = build_auditor(state.device, args.audit_dir or state.layout.base / "audit", signer=state.scd.sign_device,
+                            known=lambda uuid: state.containers.get(uuid) is not None, running=running,
+                            capacity_override=args.audit_capacity, trusted_cert=state.layout.tokens / "device.cert")
+    events.install(auditor)
+    if auditor is None:
+        log.info("auditing is off (device.conf audit_size: 0)")
+        return None
+    auditor.start()
+    try:
+        forwarder = build_forwarder(state.device, auditor, state.device_uuid or socket.gethostname())
+    except ValueError as e:
+        log.error("audit forwarding off: %s", e)
+        events.emit("FSA", "GENERIC", "audit-forwarding-misconfigured", None, error=str(e))
+        forwarder = None
+    if forwarder is not None:
+        forwarder.start()
+        auditor.closers.append(forwarder.close)
+    log.info("auditing to %s: %d bytes per queue, journal at seq %d", auditor.dir, auditor.policy.capacity,
+             auditor.journal.last_seq)
+    events.emit("SSA", "GENERIC", "cmld-start", None, pid=str(os.getpid()))
+    return auditor
+
+
 def enter_netns(path: Path) -> None:
     """Before any thread exists: every thread, the launcher and containers sharing cmld's
     namespace (`netns: false`) inherit it."""
@@ -94,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             hosted_override=args.hosted, scd_socket=args.scd_socket, tpm2d_socket=args.tpm2d_socket,
         )
         state.load()
-        await state.verify_guestos()
         layout = state.layout
+        auditor = start_audit(state, args)
+        await state.verify_guestos()
         cservice, cservice_note = cservice_binary.find(args.cservice)
         if cservice is not None:
             log.info("in-container service: %s", cservice_binary.describe(cservice))
@@ -115,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         await asyncio.to_thread(runtime.recover)
         await runtime.net.setup()
         state.runtime = runtime
+        runtime.audit = auditor
         gid = grp.getgrnam(args.socket_group).gr_gid if args.socket_group else None
-        dispatcher = Dispatcher(state)
+        dispatcher = Dispatcher(state, auditor)
         server = ControlServer(dispatcher, on_close=dispatcher.connection_closed,
                                limits=ServerLimits(args.idle_timeout, args.frame_timeout, args.max_clients))
         await server.listen(args.socket, mode=0o660 if gid is not None else 0o600, gid=gid)
@@ -149,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             await server.close()
             await runtime.shutdown()
             await runtime.net.shutdown()
+            if auditor is not None:
+                events.emit("SSA", "GENERIC", "cmld-stop")
+                await auditor.close()
+                events.install(None)
         return close
 
     return daemon_runner.run(args, "cmld", "cml-daemon", start)

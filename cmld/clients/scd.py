@@ -225,6 +225,12 @@ class ScdClient:
 
     # ------------------------------------------------------------ device identity and trust
 
+    async def sign_device(self, data: bytes) -> tuple[bytes, bytes]:
+        """(signature, device certificate PEM): the device key signs `data` (extension)."""
+        r = await self._expect(DaemonToToken(code=DaemonToToken.CRYPTO_SIGN_DEVICE, sign_buf=data),
+                               TokenToDaemon.CRYPTO_SIGN_OK)
+        return r.signature, r.signer_cert
+
     async def pull_device_csr(self) -> bytes:
         return (await self._expect(Q(code=Q.PULL_DEVICE_CSR), T.DEVICE_CSR)).device_csr
 

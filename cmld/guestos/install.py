@@ -27,6 +27,8 @@ from cml_common.messages.container_pb2 import ContainerTrust
 from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import ConfigError, parse_text
 from cmld import linux
+from cmld.audit import events
+from cmld.audit.signer import signer_of
 from cmld.clients.scd import ScdClient, ScdError, VerifyResult
 from cmld.errors import InstallError
 from cmld.guestos.commit import commit, stage_config
@@ -78,6 +80,8 @@ async def verify_store(store: GuestOSStore, scd: ScdClient, policy: TrustPolicy)
         else:
             why = "no .sig/.cert"
         if policy.signed_configs:
+            events.emit("FSA", "GUESTOS_MGMT", "verify-failed", None, what="installed GuestOS config",
+                        name=gos.name, version=str(gos.version), reason=why)
             log.error("GuestOS %s-%d not used: %s", gos.name, gos.version, why)
             store.drop(gos)
         else:
@@ -168,7 +172,11 @@ class GuestOSInstaller:
                 raise InstallError(f"the signature cannot be checked: {e}") from e
             trust = trust_of(result, policy)
             if trust is None:
+                events.emit("FSA", "GUESTOS_MGMT", "verify-failed", None, what="pushed GuestOS config",
+                            result=result.name, signer=signer_of(cert))
                 raise InstallError(f"signature check {result.name}")
+            good = "verify-good" if result == VerifyResult.GOOD else "verify-locally-signed"
+            events.emit("SSA", "GUESTOS_MGMT", good, None, what="pushed GuestOS config", signer=signer_of(cert))
         elif policy.signed_configs:
             raise InstallError("device.conf requires signed configs and the push has no signature and certificate")
         else:
@@ -189,8 +197,11 @@ class GuestOSInstaller:
         """`device_base_url` (device.conf) is used when the GuestOS config names no update URL;
         a relative file:// URL is resolved in `caller_root` (the pushing container's root)."""
         async with self._lock:
-            return await asyncio.to_thread(self._install, raw, sig, cert, cfg, trust,
-                                           cfg.update_base_url or device_base_url, caller_root)
+            gos = await asyncio.to_thread(self._install, raw, sig, cert, cfg, trust,
+                                          cfg.update_base_url or device_base_url, caller_root)
+        events.emit("SSA", "GUESTOS_MGMT", "push-os", None, name=cfg.name, version=str(cfg.version),
+                    trust=ContainerTrust.Name(trust))
+        return gos
 
     def _install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int, base: str,
                  caller_root: Path) -> GuestOS:

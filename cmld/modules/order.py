@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from cmld.audit.auditor import Auditor
 from cmld.cgroups.driver import CgroupDriver
 from cmld.clients.tpm2d import Tpm2dMeasurements
 from cmld.containers.container import Container
@@ -37,6 +38,7 @@ class ModuleDeps:
     serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
     net: NetFabric | None = None  # the network every container shares (None: namespaces only)
+    audit: Auditor | None = None  # with audit_size > 0: the record pull over the service channel
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -51,7 +53,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         NetworkModule(deps.net),
         VolumesModule(s.guestos_dir, s.shared_files_dir),
         *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),
-        ServiceModule(on_boot_completed, s.host_dns, continue_stop),
+        ServiceModule(on_boot_completed, s.host_dns, continue_stop, deps.audit),
         *([ControlSocketModule(deps.serve_control)] if c.is_c0 and deps.serve_control else []),
         HaltModule(),
         TimeModule(),

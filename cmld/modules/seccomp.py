@@ -9,6 +9,8 @@ import asyncio
 import base64
 import logging
 
+from cmld.audit import events
+from cmld.audit.denials import summary_for
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
 from cmld.seccomp.filter import FilterKind, compiled
@@ -40,7 +42,9 @@ class SeccompModule(Module):
 
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
-                                uid_offset=ctx.spec.uid_start, log_budget=ctx.log_budget)
+                                uid_offset=ctx.spec.uid_start, log_budget=ctx.log_budget,
+                                on_denied=summary_for(ctx.container.uuid, ctx.container.name)
+                                if events.enabled() else None)
         sup.start(asyncio.get_running_loop())
         return sup
 

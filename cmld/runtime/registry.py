@@ -12,12 +12,14 @@ import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cml_common.messages.container_pb2 import ContainerState as S
 from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cmld import linux
+from cmld.audit.auditor import Auditor
 from cmld.cgroups.detect import detect
 from cmld.cgroups.driver import CgroupDriver
 from cmld.clients.tpm2d import Tpm2dMeasurements
@@ -29,6 +31,7 @@ from cmld.modules.network import unbind_netns
 from cmld.modules.order import ModuleDeps, container_modules
 from cmld.modules.settings import RuntimeSettings
 from cmld.net.fabric import NetFabric
+from cmld.runtime.audit_observer import observe_transition
 from cmld.runtime.compartment import Compartment
 from cmld.runtime.reaper import REAPER
 from cmld.runtime.records import RecordStore
@@ -54,6 +57,7 @@ class Runtime:
         self.serve_control: ServeControl | None = None
         self.tpm = Tpm2dMeasurements(settings.tpm2d_socket) if settings.tpm2d_socket is not None else None
         self.on_c0_down: Callable[[], Awaitable[None]] | None = None
+        self.audit: Auditor | None = None  # set by cmld's main when auditing is on
         self._shutting_down = False
         self._c0_down_task: asyncio.Task[None] | None = None
         # REBOOT_DEVICE asked for the device to go down (reboot, not power off) once all is stopped.
@@ -81,6 +85,7 @@ class Runtime:
             comp = Compartment(c, self)
             if c.is_c0:
                 comp.observers.append(self._watch_c0)
+            comp.observers.append(partial(observe_transition, comp))
             self.compartments[c.uuid] = comp
         return comp
 
@@ -113,7 +118,8 @@ class Runtime:
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
         comp = self.compartment(c)
-        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm, self.net)
+        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm, self.net,
+                          self.audit)
         return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:

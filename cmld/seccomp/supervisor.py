@@ -50,8 +50,10 @@ class SeccompSupervisor:
 
     def __init__(self, notify_fd: int, *, container_name: str, init_pid: int,
                  is_device_allowed: Callable[[str, int, int], bool], allow_system_time: bool,
-                 uid_offset: int | None, log_budget: LogBudget | None = None) -> None:
+                 uid_offset: int | None, log_budget: LogBudget | None = None,
+                 on_denied: Callable[[int], None] | None = None) -> None:
         self._fd = notify_fd
+        self.on_denied = on_denied  # told the syscall number of each refusal (the audit summary)
         self._name = container_name
         self._init_pid = init_pid
         self._is_device_allowed = is_device_allowed
@@ -137,6 +139,8 @@ class SeccompSupervisor:
     def _answer(self, notif: Notification, resp: Response) -> None:
         if self._fd < 0:
             return
+        if resp.error and self.on_denied is not None:
+            self.on_denied(notif.nr)
         try:
             notify.send(self._fd, notif.id, resp)
         except OSError as e:

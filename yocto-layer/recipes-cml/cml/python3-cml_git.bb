@@ -39,6 +39,7 @@ FILES:cml-sign += "${PYTHON_SITEPACKAGES_DIR}/cml_sign ${bindir}/cml-sign"
 
 # Python dependencies carry the lower bound of pyproject.toml; the unit test compares them.
 RDEPENDS:${PN} = " \
+    python3-cryptography (>= 41) \
     python3-modules \
     python3-protobuf (>= 7.35) \
     python3-systemd (>= 235) \
