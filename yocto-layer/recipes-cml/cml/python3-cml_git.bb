@@ -45,14 +45,17 @@ RDEPENDS:${PN} = " \
     python3-systemd (>= 235) \
 "
 # cmld: pyseccomp finds libseccomp through ldconfig's cache; mkfs.ext4 makes container volumes;
-# cservice is placed in every container; scd is required by its unit.
+# pyroute2 and libnftables make the containers' network and firewall; cservice is placed in
+# every container; scd is required by its unit.
 RDEPENDS:cmld = " \
     ${PN} \
     cml-cservice \
     e2fsprogs-mke2fs \
     ldconfig \
     libseccomp \
+    nftables \
     python3-cryptography (>= 41) \
+    python3-pyroute2 (>= 0.9.7) \
     python3-pyseccomp (>= 0.1.2) \
     scd \
 "
