@@ -18,6 +18,7 @@ from cmld.control.family import CommandFamily
 from cmld.control.replies import container_configs, response
 from cmld.control.server import ControlConnection
 from cmld.errors import CmldError, TokenFailure
+from cmld.guestos.select import GuestOSUnavailable, for_container
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,10 @@ class ConfigCommands(CommandFamily):
         if st.containers.name_taken(cfg.name):
             await self._refused(conn, "CREATE_CONTAINER", f"a container named {cfg.name!r} exists")
             return
-        if st.guestos.latest(cfg.guest_os) is None:
-            log.warning("%s: container %r uses GuestOS %r, which is not installed (yet)", conn, cfg.name,
-                        cfg.guest_os)
+        try:
+            for_container(st.guestos, cfg, st.signed_configs)
+        except GuestOSUnavailable as e:
+            log.warning("%s: container %r cannot start yet: %s", conn, cfg.name, e)
         try:
             c = await asyncio.to_thread(st.containers.create, raw, cfg, *self._sig_and_cert(req))
         except OSError as e:
