@@ -48,7 +48,10 @@ def unmount_all() -> None:
     """At exit: detach the stores this cmld mounted (the loop device goes with the last user)."""
     for d in list(_mounted):
         try:
-            linux.umount2(str(d), linux.MNT_DETACH)
-        except OSError as e:
-            log.warning("cannot unmount the BIND_FILE store on %s: %s", d, e.strerror)
+            linux.umount2(str(d), 0)
+        except OSError:
+            try:
+                linux.umount2(str(d), linux.MNT_DETACH)  # busy: detached now, gone with its last user
+            except OSError as e:
+                log.warning("cannot unmount the BIND_FILE store on %s: %s", d, e.strerror)
         _mounted.discard(d)
