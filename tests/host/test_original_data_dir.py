@@ -149,3 +149,73 @@ def test_boot_slot_unknown_falls_back_to_the_strict_defaults(cmld_factory: Daemo
     r = cli(d.socket, "create", str(conf))
     assert r.rc != 0 and "signature" in (r.out + r.err).lower(), r.out + r.err
 
+
+
+def original_soft_token(p12: Path, keyfile: Path, name: str, pin: str) -> bytes:
+    """What the original's softtoken and c_smartcard leave: `tokens/<uuid>.p12` (RSA-4096 key and a
+    self-signed certificate named after the container, encrypted with the PIN), and the 96-byte
+    container key sealed as OpenSSL's EVP_Seal does (AES-256-CBC, the session key RSA-encrypted
+    with PKCS#1 v1.5), stored raw: [int32 ek_len][int32 ct_len][16-byte IV][ek][ciphertext]."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, padding
+    from cryptography.hazmat.primitives.asymmetric import padding as asym
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
+            .sign(key, hashes.SHA256()))
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(name.encode(), key, cert, None,
+                                                          BestAvailableEncryption(pin.encode())))
+    container_key = os.urandom(96)
+    session, iv = os.urandom(32), os.urandom(16)
+    padder = padding.PKCS7(128).padder()
+    enc = Cipher(algorithms.AES(session), modes.CBC(iv)).encryptor()
+    ct = enc.update(padder.update(container_key) + padder.finalize()) + enc.finalize()
+    ek = key.public_key().encrypt(session, asym.PKCS1v15())
+    keyfile.write_bytes(struct.pack("=ii", len(ek), len(ct)) + iv + ek + ct)
+    return container_key
+
+
+def test_tokens_keys_and_pairing_of_the_original_are_used(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """A paired soft-token container of the original: its PKCS#12 token, its sealed key file, the
+    device pairing secret and the `token_is_paired` marker; the real scd unlocks the token with
+    the PIN and unwraps the key, and cmld starts the container without re-pairing or re-keying."""
+    from .scdlib import launch_scd, prepare_base
+
+    pin = "pin-4711x"
+    base = prepare_base(cmld_factory.tmp / "data-cml", None)
+    install_guestos(guestos_src, base)
+    u = str(uuidlib.uuid4())
+    (base / "containers").mkdir(mode=0o700)
+    (base / "containers" / f"{u}.conf").write_text(
+        'name: "tok"\nguest_os: "busybox"\ncolor: 0\ntype: CONTAINER\ntoken_type: SOFT\nram_limit: 64\n')
+    (base / "containers" / u).mkdir()
+    (base / "containers" / u / "token_is_paired").write_bytes(b"")  # file_touch
+    (base / "keys").mkdir(mode=0o700)
+    pairing = os.urandom(8)
+    (base / "keys" / "device_pairing_secret").write_bytes(pairing)
+    original_soft_token(base / "tokens" / f"{u}.p12", base / "keys" / f"{u}.key", u, pin)
+    keyfile = (base / "keys" / f"{u}.key").read_bytes()
+    p12 = (base / "tokens" / f"{u}.p12").read_bytes()
+    launch_scd(cmld_factory, base)
+    d = cmld_factory.start("--stop-timeout", "10", base=base)
+
+    r = cli(d.socket, "start", "tok", "--key=wrong-pin")
+    assert r.rc != 0 and "CONTAINER_START_PASSWD_WRONG" in r.out, r.out + r.err
+    r = cli(d.socket, "start", "tok", f"--key={pin}")
+    assert r.rc == 0 and "CONTAINER_START_OK" in r.out, r.out + r.err + d.log_text()[-2000:]
+    wait_state(d, "tok", "RUNNING")
+    assert cli(d.socket, "stop", "tok", f"--key={pin}").rc == 0
+    wait_state(d, "tok", "STOPPED", timeout=15)
+    # nothing was re-made: the same token, key file and pairing secret
+    assert (base / "keys" / f"{u}.key").read_bytes() == keyfile
+    assert (base / "tokens" / f"{u}.p12").read_bytes() == p12
+    assert (base / "keys" / "device_pairing_secret").read_bytes() == pairing
