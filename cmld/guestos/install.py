@@ -271,4 +271,5 @@ class GuestOSInstaller:
                 last = e
                 target.unlink(missing_ok=True)
                 log.warning("GuestOS image %s from %s: attempt %d of %d failed: %s", name, url, attempt, ATTEMPTS, e)
-        raise InstallError(f"{name}: {last}")
+        why = str(last)
+        raise InstallError(why if why.startswith(f"{name}:") else f"{name}: {why}")
