@@ -28,7 +28,7 @@ from cml_common.textconfig import ConfigError, parse_text
 from cmld import linux
 from cmld.clients.scd import ScdClient, ScdError, VerifyResult
 from cmld.errors import InstallError
-from cmld.guestos import images
+from cmld.guestos import flash, images
 from cmld.guestos.store import GuestOS, GuestOSStore
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,7 @@ class GuestOSInstaller:
         directory = self.store.directory
         directory.mkdir(parents=True, exist_ok=True)
         final_dir = directory / f"{cfg.name}-{cfg.version}"
+        flash.targets(cfg, final_dir, directory.parent)  # a FLASH target that must not be written: refused now
         need = sum(f.mount.image_size for f in files if not f.is_hash_tree)
         free = shutil.disk_usage(directory).free
         if need > free:
@@ -228,7 +229,21 @@ class GuestOSInstaller:
             raise
         gos = GuestOS(cfg, conf, trust)
         self.store.add(gos)
+        self._flash(gos)
         return gos
+
+    def _flash(self, gos: GuestOS) -> None:
+        """FLASH images once everything is there (the original's download_complete_cb): a failed
+        `kernel` update is deleted again, any other GuestOS stays installed; both answer FAILED."""
+        try:
+            n = flash.flash(gos, self.store.directory.parent)
+        except InstallError as e:
+            if gos.name == flash.KERNEL:
+                log.error("update %s-%d failed: %s; the update is deleted", gos.name, gos.version, e)
+                self.store.purge(gos)
+            raise
+        if n:
+            log.warning("GuestOS %s-%d: %d partition(s) flashed", gos.name, gos.version, n)
 
     async def fetch_missing(self, gos: GuestOS, device_base_url: str) -> None:
         """Fetch the images of an installed GuestOS that are missing or of the wrong size (at
