@@ -219,3 +219,27 @@ def test_tokens_keys_and_pairing_of_the_original_are_used(cmld_factory: DaemonFa
     assert (base / "keys" / f"{u}.key").read_bytes() == keyfile
     assert (base / "tokens" / f"{u}.p12").read_bytes() == p12
     assert (base / "keys" / "device_pairing_secret").read_bytes() == pairing
+
+
+def test_a_store_image_that_is_not_ext4_refuses_the_start_and_is_kept(cmld_factory: DaemonFactory,
+                                                                      guestos_src: Path) -> None:
+    base = cmld_factory.tmp / "data-cml"
+    cfg = install_guestos(guestos_src, base)
+    cfg.mounts.add(image_file="motd", mount_point="/etc/group", fs_type="none", mount_type=GuestOSMount.BIND_FILE)
+    (base / "operatingsystems" / "busybox-1.conf").write_text(to_text(cfg))
+    (base / "files_shared").mkdir()
+    garbage = os.urandom(1 << 20)
+    (base / "files_shared" / "_store.img").write_bytes(garbage)
+    d = cmld_factory.start("--stop-timeout", "10", base=base)
+    conf = cmld_factory.tmp / "bf.conf"
+    conf.write_text(container_conf("bf", userns=False))
+    assert cli(d.socket, "create", str(conf)).rc == 0
+    r = start(d, "bf")
+    out = r.out + r.err
+    assert r.rc != 0 and "_store.img cannot be mounted" in out and "an ext4 image is expected" in out, out
+    assert (base / "files_shared" / "_store.img").read_bytes() == garbage
+    assert not os.path.ismount(base / "files_shared")
+    assert cli(d.socket, "list").rc == 0
+    time.sleep(0.5)
+    assert subprocess.run(["losetup", "-j", str(base / "files_shared" / "_store.img")], capture_output=True,
+                          text=True, check=False).stdout == ""  # the loop device went with the failed mount

@@ -103,3 +103,34 @@ def test_disk_space_required_and_reserve(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="must stay free"):
         disk_space.check(tmp_path, 1 << 62, "x")
     disk_space.check(tmp_path, 0, "x")
+
+
+def test_device_conf_slot(tmp_path: Path) -> None:
+    import struct
+
+    from cmld.device import ab_slot
+
+    plain = tmp_path / "device.conf"
+    efivars = tmp_path / "efivars"
+    efivars.mkdir()
+    var = efivars / f"BootCurrent-{ab_slot.EFI_GLOBAL}"
+    assert ab_slot.device_conf_path(plain, efivars) == plain  # nothing there: the plain path
+    (tmp_path / "device.conf.A").write_text("")
+    (tmp_path / "device.conf.B").write_text("")
+    assert ab_slot.device_conf_path(plain, efivars) == plain  # no BootCurrent: unknown slot
+    var.write_bytes(struct.pack("<IH", 7, 0))
+    assert ab_slot.device_conf_path(plain, efivars).name == "device.conf.A"
+    var.write_bytes(struct.pack("<IH", 7, 1))
+    assert ab_slot.device_conf_path(plain, efivars).name == "device.conf.B"
+    var.write_bytes(b"\x07\x00\x00\x00\x01")  # truncated variable
+    assert ab_slot.device_conf_path(plain, efivars) == plain
+    var.write_bytes(struct.pack("<IH", 7, 1))
+    plain.write_text("")  # the set-up is not complete while the plain file exists
+    assert ab_slot.device_conf_path(plain, efivars) == plain
+
+
+def test_huge_image_sizes_are_refused_not_a_crash(tmp_path: Path) -> None:
+    c = ContainerConfig(name="c", guest_os="os")
+    c.image_sizes.add(image_name="data", image_size=(1 << 64) - 1)
+    with pytest.raises(Exception, match="not enough disk space"):
+        disk_space.check(tmp_path, disk_space.required_bytes(gos(1), c), "c")
