@@ -24,6 +24,7 @@ from cmld.modules.settings import RuntimeSettings
 from cmld.modules.timens import TimeModule
 from cmld.modules.userns import UserNamespaceModule
 from cmld.modules.volumes import VolumesModule
+from cmld.net.fabric import NetFabric
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ModuleDeps:
     assignments: DeviceAssignments
     serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
+    net: NetFabric | None = None  # the network every container shares (None: namespaces only)
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -46,7 +48,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         UserNamespaceModule(),
         CgroupsModule(deps.driver),
         DevicesModule(deps.assignments),
-        NetworkModule(),
+        NetworkModule(deps.net),
         VolumesModule(s.guestos_dir, s.shared_files_dir),
         *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),
         ServiceModule(on_boot_completed, s.host_dns, continue_stop),

@@ -1,17 +1,24 @@
-"""Seccomp (the original's c_seccomp): the child installs the filter before exec and hands the
-notify fd to cmld, whose supervisor emulates mknod of allowed devices and, with
-`allow_system_time`, the clock-setting calls."""
+"""Seccomp (the original's c_seccomp): cmld compiles the container's filter (c0's light one, the
+strict one for every other container, shaped by the capabilities it keeps), the child loads it
+right before exec and hands the listener fd to cmld, whose supervisor emulates mknod of allowed
+devices, with `allow_system_time` the clock-setting calls, and the PID-namespace reboot."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
+from cmld.seccomp.filter import FilterKind, compiled
 from cmld.seccomp.supervisor import SeccompSupervisor
 
 log = logging.getLogger(__name__)
+
+
+def filter_kind(ctx: StartContext) -> FilterKind:
+    return FilterKind(light=ctx.container.is_c0, kept=frozenset(ctx.spec.cap_keep))
 
 
 class SeccompModule(Module):
@@ -22,7 +29,9 @@ class SeccompModule(Module):
         self.ctx: StartContext | None = None
 
     async def prepare(self, ctx: StartContext) -> None:
-        ctx.spec.seccomp = True
+        # libseccomp compiles each kind once per cmld (tens of ms): off the event loop
+        bpf = await asyncio.to_thread(compiled, filter_kind(ctx))
+        ctx.spec.seccomp_bpf = base64.b64encode(bpf).decode()
         ctx.spec.allow_system_time = bool(ctx.container.config.allow_system_time)
 
     def _supervisor(self, ctx: StartContext, fd: int) -> SeccompSupervisor:
@@ -31,7 +40,7 @@ class SeccompModule(Module):
 
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
-                                uid_offset=ctx.spec.uid_start)
+                                uid_offset=ctx.spec.uid_start, log_budget=ctx.log_budget)
         sup.start(asyncio.get_running_loop())
         return sup
 

@@ -32,3 +32,5 @@ class RuntimeSettings:
     # tpm2d's socket when device.conf has tpm_enabled: every GuestOS image is measured into
     # PCR 11 before its container runs; None: no TPM, nothing measured.
     tpm2d_socket: Path | None = None
+    # Link kinds counted as physical NICs besides real hardware (tests and VMs: "veth").
+    nic_kinds: frozenset[str] = frozenset()

@@ -78,6 +78,7 @@ def store(d: Daemon) -> set[str]:
     return {str(p.relative_to(gos)) for p in gos.rglob("*")} if gos.exists() else set()
 
 
+@pytest.mark.req("TSF Updates", "OS 03", "APS 02", "NDR 2.4 (1)", "NDR 3.10", "NDR 3.10 (1)")
 def test_push_install_and_refusals(cmld_factory: DaemonFactory, guestos_src: Path, pki: Path,
                                    http_root: tuple[Path, str]) -> None:
     _, d = daemons(cmld_factory, pki)
@@ -139,6 +140,7 @@ def test_push_install_and_refusals(cmld_factory: DaemonFactory, guestos_src: Pat
     assert store(d) == before  # nothing was written for any refused push
 
 
+@pytest.mark.req("TSF Secure Container Init", "COM 06", "OS 03", "APS 01", "APS 02", "CR 3.4", "NDR 2.4 (1)")
 def test_verification_at_load(cmld_factory: DaemonFactory, guestos_src: Path, pki: Path) -> None:
     scd, d = daemons(cmld_factory, pki)
     repo = cmld_factory.tmp / "repo"
