@@ -263,6 +263,8 @@ class GuestOSInstaller:
                                "there is none at start")
         log.warning("GuestOS %s-%d is incomplete (%s); fetching from %s", gos.name, gos.version, what, base)
         gos.image_dir.mkdir(parents=True, exist_ok=True)
+        for stale in gos.image_dir.glob(".*.img.part"):  # a fetch a crash interrupted
+            stale.unlink(missing_ok=True)
         for f in todo:
             part = gos.image_dir / f".{f.name}.part"
             self._download(image_url(base, gos.config, f.name), part, None if f.is_hash_tree else f.mount,
