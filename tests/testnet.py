@@ -13,7 +13,6 @@ import itertools
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 _COUNTER = itertools.count()
@@ -79,40 +78,3 @@ def root_snapshot() -> tuple[frozenset[str], str]:
     from cmld.linux import nftables
 
     return links, nftables.run("list tables")
-
-
-@contextlib.contextmanager
-def http_server_in(netns: TestNetns, root: Path) -> Iterator[str]:
-    """A web server on the loopback of `netns` serving `root` (an update server cmld, which runs in
-    that namespace, can reach); yields its base URL. Its listening socket is made by a thread that
-    joined the namespace; the sockets it accepts belong to that namespace too."""
-    import functools
-    import http.server
-    import threading
-
-    from cmld import linux
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    made: list[http.server.ThreadingHTTPServer] = []
-    ready = threading.Event()
-
-    def serve() -> None:
-        fd = os.open(netns.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            linux.setns(fd, linux.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-        made.append(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler))
-        ready.set()
-        made[0].serve_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError(f"no web server in {netns.name}")
-    try:
-        yield f"http://127.0.0.1:{made[0].server_address[1]}"
-    finally:
-        made[0].shutdown()
-        made[0].server_close()
-        thread.join(5)

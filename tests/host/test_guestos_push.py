@@ -4,6 +4,9 @@ images, tampered or unsigned configs refused with nothing written; verification 
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +14,6 @@ import pytest
 
 from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cml_common.textconfig import load_text_file, to_text
-from tests.testnet import http_server_in
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
 from .containers import container_conf, wait_state
@@ -27,13 +29,20 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def http_root(tmp_path: Path, cmld_factory: DaemonFactory) -> Iterator[tuple[Path, str]]:
-    """A web server serving a directory (the update server) on the loopback of the network
-    namespace the test's cmld runs in."""
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A web server on loopback serving a directory (the update server)."""
     root = tmp_path / "www"
     root.mkdir()
-    with http_server_in(cmld_factory.cmld_netns(), root) as url:
-        yield root, url
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def publish(src: Path, repo: Path, pki: Path, out: Path, *, name: str = "pushos", version: int, url: str,
