@@ -18,6 +18,7 @@ import pytest
 
 from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import load_text_file, to_text
+
 from ..conftest import Daemon, DaemonFactory, cli, is_root
 from ..testnet import server_in_netns
 from .containers import container_conf, start, wait_state
