@@ -21,7 +21,7 @@ from cmld.audit.config import build_auditor, build_forwarder
 from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
 from cmld.daemon import Cmld
-from cmld.device import cservice_binary
+from cmld.device import ab_slot, cservice_binary, shared_store
 from cmld.device.power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
 from cmld.modules import settings
 from cmld.runtime.registry import Runtime
@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = common_parser("cmld", "Container management daemon (GyroidOS compatible).", paths.CONTROL_SOCKET)
-    ap.add_argument("--device-conf", type=Path, help="device.conf to use (default BASE/device.conf)")
+    ap.add_argument("--device-conf", type=Path, help="device.conf to use (default BASE/device.conf, or with an A/B "
+                    "update set up BASE/device.conf.A or .B, the slot EFI BootCurrent names)")
+    ap.add_argument("--efivars-dir", type=Path, default=ab_slot.EFIVARS, metavar="DIR",
+                    help="where efivarfs is mounted (default %(default)s): BootCurrent picks device.conf.A or .B")
     ap.add_argument("--socket-group", help="group allowed to use the control socket (mode 0660)")
     ap.add_argument("--scd-socket", type=Path, default=paths.SCD_SOCKET, help="default %(default)s")
     ap.add_argument("--tpm2d-socket", type=Path, default=paths.TPM2D_SOCKET, help="default %(default)s")
@@ -128,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         state = Cmld(
             paths.Layout(args.base_dir), log_dir=args.log_dir, device_conf=args.device_conf,
             hosted_override=args.hosted, scd_socket=args.scd_socket, tpm2d_socket=args.tpm2d_socket,
+            efivars=args.efivars_dir,
         )
         state.load()
         layout = state.layout
         auditor = start_audit(state, args)
         await state.verify_guestos()
+        await asyncio.to_thread(state.purge_obsolete_guestos)
         cservice, cservice_note = cservice_binary.find(args.cservice)
         if cservice is not None:
             log.info("in-container service: %s", cservice_binary.describe(cservice))
@@ -142,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         runtime = Runtime(settings.RuntimeSettings(
             base_dir=layout.base, run_dir=args.run_dir, containers_dir=layout.containers,
             guestos_dir=layout.guestos, shared_files_dir=layout.base / "files_shared", netns_dir=args.netns_dir,
-            hosted=state.hosted, boot_timeout=args.boot_timeout, stop_timeout=args.stop_timeout,
+            hosted=state.hosted, signed_configs=state.signed_configs, boot_timeout=args.boot_timeout,
+            stop_timeout=args.stop_timeout,
             freeze_timeout=args.freeze_timeout, pids_max=args.pids_max, host_dns=state.device.host_dns,
             cservice=cservice, cservice_note=cservice_note,
             tpm2d_socket=args.tpm2d_socket if state.device.tpm_enabled else None,
@@ -179,7 +185,14 @@ def main(argv: list[str] | None = None) -> int:
 
         runtime.serve_control = serve_c0_control
         runtime.on_c0_down = c0_down
-        autostart = None if args.no_autostart else asyncio.ensure_future(runtime.autostart(state.containers.all()))
+        async def boot() -> None:
+            """Missing GuestOS images first (c0's among them), then c0 and the autostart containers;
+            the control socket serves meanwhile."""
+            await state.fetch_missing_guestos_images()
+            if not args.no_autostart:
+                await runtime.autostart(state.containers.all())
+
+        autostart = asyncio.ensure_future(boot())
 
         async def close() -> None:
             if autostart is not None:
@@ -191,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 events.emit("SSA", "GENERIC", "cmld-stop")
                 await auditor.close()
                 events.install(None)
+            shared_store.unmount_all()
         return close
 
     return daemon_runner.run(args, "cmld", "cml-daemon", start)

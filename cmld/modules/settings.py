@@ -20,6 +20,8 @@ class RuntimeSettings:
     shared_files_dir: Path
     netns_dir: Path = Path("/run/netns")
     hosted: bool = True
+    # device.conf signed_configs: a container runs exactly the GuestOS version its config pins.
+    signed_configs: bool = False
     boot_timeout: float = BOOT_TIMEOUT
     stop_timeout: float = STOP_TIMEOUT
     freeze_timeout: float = FREEZE_TIMEOUT

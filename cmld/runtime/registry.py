@@ -24,6 +24,8 @@ from cmld.cgroups.detect import detect
 from cmld.cgroups.driver import CgroupDriver
 from cmld.clients.tpm2d import Tpm2dMeasurements
 from cmld.containers.container import Container
+from cmld.errors import StartError
+from cmld.guestos.select import GuestOSUnavailable, for_container
 from cmld.modules.base import Module
 from cmld.modules.control_socket import ServeControl
 from cmld.modules.devices import DeviceAssignments
@@ -111,9 +113,11 @@ class Runtime:
         if self.on_c0_down is not None:
             await self.on_c0_down()
 
-    def guestos_config(self, c: Container) -> GuestOSConfig | None:
-        gos = self.guestos.latest(c.config.guest_os)
-        return gos.config if gos is not None else None
+    def guestos_config(self, c: Container) -> GuestOSConfig:
+        try:
+            return for_container(self.guestos, c.config, self.settings.signed_configs).config
+        except GuestOSUnavailable as e:
+            raise StartError(str(e)) from None
 
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None

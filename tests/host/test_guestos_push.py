@@ -104,7 +104,7 @@ def test_push_install_and_refusals(cmld_factory: DaemonFactory, guestos_src: Pat
 
     # the pushed GuestOS runs a container, reported SIGNED
     cconf = tmp / "frompush.conf"
-    cconf.write_text(container_conf("frompush", "pushos"))
+    cconf.write_text(container_conf("frompush", "pushos", guestos_version=3))
     sign(cconf, pki)
     r = cli(d.socket, "create", str(cconf), str(cconf.with_suffix(".sig")), str(cconf.with_suffix(".cert")))
     assert r.rc == 0, r.out + r.err
