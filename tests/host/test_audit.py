@@ -68,12 +68,12 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
         follow = subprocess.Popen([str(BIN / "cml-control"), "-s", str(d.socket), "audit", "--follow"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # a tampered config: refused by scd's signature check
-        conf, sig, cert = signed_conf(tmp, pki, "app", container_conf("app"))
+        conf, sig, cert = signed_conf(tmp, pki, "app", container_conf("app", guestos_version=1))
         tampered = tmp / "tampered.conf"
         tampered.write_bytes(conf.read_bytes().replace(b'"app"', b'"apq"'))
         assert cli(d.socket, "create", str(tampered), str(sig), str(cert)).rc != 0
         # a token container: paired by the first PIN change, then a start with a wrong PIN
-        tconf, tsig, tcert = signed_conf(tmp, pki, "tok", container_conf("tok").replace(
+        tconf, tsig, tcert = signed_conf(tmp, pki, "tok", container_conf("tok", guestos_version=1).replace(
             "token_type: NONE", "token_type: SOFT"))
         assert cli(d.socket, "create", str(tconf), str(tsig), str(tcert)).rc == 0
         r = cli(d.socket, "change_pin", "tok", stdin=f"trustme\n{PIN}\n{PIN}\n")
