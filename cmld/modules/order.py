@@ -15,6 +15,7 @@ from cmld.modules.capabilities import CapabilitiesModule
 from cmld.modules.cgroups import CgroupsModule
 from cmld.modules.control_socket import ControlSocketModule, ServeControl
 from cmld.modules.devices import DeviceAssignments, DevicesModule
+from cmld.modules.fifos import FifoBoard, FifoModule
 from cmld.modules.halt import HaltModule
 from cmld.modules.measurement import MeasurementModule
 from cmld.modules.network import NetworkModule
@@ -35,6 +36,7 @@ class ModuleDeps:
     assignments: DeviceAssignments
     serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
+    fifos: FifoBoard | None = None  # which FIFO goes to which container (one for the device)
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -52,6 +54,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         ServiceModule(on_boot_completed, s.host_dns, continue_stop),
         *([ControlSocketModule(deps.serve_control)] if c.is_c0 and deps.serve_control else []),
         HaltModule(),
+        *([FifoModule(deps.fifos)] if deps.fifos is not None else []),
         TimeModule(),
         CapabilitiesModule(),
         SeccompModule(),
