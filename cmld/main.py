@@ -93,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                                limits=ServerLimits(args.idle_timeout, args.frame_timeout, args.max_clients))
         await server.listen(args.socket, mode=0o660 if gid is not None else 0o600, gid=gid)
 
-        async def serve_c0_control(sock: socket.socket, init_pid: int) -> ControlServer:
-            c0_server = ControlServer(dispatcher, on_close=dispatcher.connection_closed, limits=server.limits,
-                                      privileged=True, caller_root=Path(f"/proc/{init_pid}/root"))
-            await c0_server.serve_socket(sock)
-            return c0_server
+        async def serve_container_control(sock: socket.socket, init_pid: int, privileged: bool) -> ControlServer:
+            """c0's socket (privileged) or a feature_install_guest container's (unprivileged)."""
+            inside = ControlServer(dispatcher, on_close=dispatcher.connection_closed, limits=server.limits,
+                                   privileged=privileged, caller_root=Path(f"/proc/{init_pid}/root"))
+            await inside.serve_socket(sock)
+            return inside
 
         async def c0_down() -> None:
             """The device goes down: every container is stopped (c0 last, or c0 went down)."""
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                             else "systemd is not init, nothing to go down through")
                 stop.set()
 
-        runtime.serve_control = serve_c0_control
+        runtime.serve_control = serve_container_control
         runtime.on_c0_down = c0_down
         autostart = None if args.no_autostart else asyncio.ensure_future(runtime.autostart(state.containers.all()))
 

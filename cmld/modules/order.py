@@ -34,7 +34,7 @@ class ModuleDeps:
     settings: RuntimeSettings
     driver: CgroupDriver
     assignments: DeviceAssignments
-    serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
+    serve_control: ServeControl | None = None  # control sockets in c0 / install_guest containers (cmld's main)
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
     fifos: FifoBoard | None = None  # which FIFO goes to which container (one for the device)
 
@@ -52,7 +52,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         VolumesModule(s.guestos_dir, s.shared_files_dir),
         *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),
         ServiceModule(on_boot_completed, s.host_dns, continue_stop),
-        *([ControlSocketModule(deps.serve_control)] if c.is_c0 and deps.serve_control else []),
+        *([ControlSocketModule(deps.serve_control)] if deps.serve_control else []),
         HaltModule(),
         *([FifoModule(deps.fifos)] if deps.fifos is not None else []),
         TimeModule(),
