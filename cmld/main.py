@@ -13,10 +13,13 @@ from pathlib import Path
 
 from cml_common import daemon_runner, paths
 from cml_common.daemon_args import common_parser
+from cmld.clients.availability import await_services
+from cmld.clients.scd_events import ScdEventListener
 from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
 from cmld.daemon import Cmld
 from cmld.device import cservice_binary
+from cmld.device.config import load_device_uuid
 from cmld.device.power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
 from cmld.modules import settings
 from cmld.runtime.registry import Runtime
@@ -52,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="once c0 is down on a device (not hosted) and the others are stopped: power off "
                          "through systemd (cmld exits where systemd is not init), or just exit "
                          "(default %(default)s)")
+    rt.add_argument("--wait-services", action="store_true",
+                    help="start no container before scd (and tpm2d with tpm_enabled) answer and the device UUID "
+                         "is known, as the original's unit stage (the systemd unit sets it)")
     rt.add_argument("--no-autostart", action="store_true", help="do not start c0 and allow_autostart containers")
     rt.add_argument("--cservice", type=Path, metavar="PATH",
                     help="the in-container service binary placed at /sbin/cservice in every container (default: "
@@ -68,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             hosted_override=args.hosted, scd_socket=args.scd_socket, tpm2d_socket=args.tpm2d_socket,
         )
         state.load()
+        if args.wait_services:
+            state.device_uuid = await await_services(
+                args.scd_socket, args.tpm2d_socket if state.device.tpm_enabled else None,
+                lambda: load_device_uuid(state.layout.tokens / "device_id.conf"))
         await state.verify_guestos()
         layout = state.layout
         cservice, cservice_note = cservice_binary.find(args.cservice)
@@ -112,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                             else "systemd is not init, nothing to go down through")
                 stop.set()
 
+        async def token_removed(token_uuid: str) -> None:
+            """scd's TOKEN_SE_REMOVED: the container of that token is stopped (the original's token_detach)."""
+            c = state.containers.get(token_uuid)
+            if c is None or not c.is_active:
+                log.info("token %s removed: no running container of it", token_uuid)
+                return
+            await runtime.compartment(c).stop()
+
+        events = ScdEventListener(state.scd, token_removed)
+        events.start()
         runtime.serve_control = serve_container_control
         runtime.on_c0_down = c0_down
         autostart = None if args.no_autostart else asyncio.ensure_future(runtime.autostart(state.containers.all()))
@@ -119,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         async def close() -> None:
             if autostart is not None:
                 autostart.cancel()
+            await events.close()
             await server.close()
             await runtime.shutdown()
         return close
