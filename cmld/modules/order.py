@@ -18,6 +18,7 @@ from cmld.modules.devices import DeviceAssignments, DevicesModule
 from cmld.modules.fifos import FifoBoard, FifoModule
 from cmld.modules.halt import HaltModule
 from cmld.modules.measurement import MeasurementModule
+from cmld.modules.meminfo import MeminfoModule
 from cmld.modules.network import NetworkModule
 from cmld.modules.seccomp import SeccompModule
 from cmld.modules.service import ServiceModule
@@ -50,6 +51,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         DevicesModule(deps.assignments),
         NetworkModule(),
         VolumesModule(s.guestos_dir, s.shared_files_dir),
+        MeminfoModule(),
         *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),
         ServiceModule(on_boot_completed, s.host_dns, continue_stop),
         *([ControlSocketModule(deps.serve_control)] if deps.serve_control else []),

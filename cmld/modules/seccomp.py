@@ -1,12 +1,13 @@
 """Seccomp (the original's c_seccomp): the child installs the filter before exec and hands the
-notify fd to cmld, whose supervisor emulates mknod of allowed devices and, with
-`allow_system_time`, the clock-setting calls."""
+notify fd to cmld, whose supervisor emulates mknod of allowed devices, sysinfo (from the
+container's cgroup) and, with `allow_system_time`, the clock-setting calls."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from cmld.cgroups.memory import MemoryUse
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
 from cmld.seccomp.supervisor import SeccompSupervisor
@@ -29,9 +30,15 @@ class SeccompModule(Module):
         def allowed(dev_type: str, major: int, minor: int) -> bool:
             return ctx.devices is not None and ctx.devices.is_allowed(dev_type, major, minor)
 
+        def memory() -> MemoryUse | None:
+            return ctx.cgroup.memory_use() if ctx.cgroup is not None else None
+
+        def procs() -> int | None:
+            return (ctx.cgroup.pids_current() or len(ctx.cgroup.pids())) if ctx.cgroup is not None else None
+
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
-                                uid_offset=ctx.spec.uid_start)
+                                uid_offset=ctx.spec.uid_start, memory=memory, procs=procs)
         sup.start(asyncio.get_running_loop())
         return sup
 

@@ -62,6 +62,7 @@ def build_filter(*, allow_system_time: bool) -> pyseccomp.SyscallFilter:
             flt.add_rule(pyseccomp.NOTIFY, name, pyseccomp.Arg(mode_arg, pyseccomp.MASKED_EQ, S_IFMT, file_type))
     for name in TIME_SYSCALLS:
         flt.add_rule(pyseccomp.NOTIFY, name)
+    flt.add_rule(pyseccomp.NOTIFY, "sysinfo")  # answered from the container's cgroup
     return flt
 
 

@@ -92,8 +92,9 @@ class NoCgroups(CgroupDriver):
 def test_module_order_is_the_originals_link_order(tmp_path: Path) -> None:
     deps = ModuleDeps(settings(tmp_path), NoCgroups(), DeviceAssignments())
     names = [m.name for m in container_modules(container("a"), deps, lambda: None, stop_goes_on)]
-    # c_user, c_cgroups, c_cgroups_dev, c_net, c_vol, c_service, c_run (halt), c_time, c_cap, c_seccomp
-    assert names == ["userns", "cgroups", "devices", "network", "volumes", "service", "halt", "time",
+    # c_user, c_cgroups, c_cgroups_dev, c_net, c_vol (+ its lxcfs /proc view), c_service, c_run (halt), c_time,
+    # c_cap, c_seccomp
+    assert names == ["userns", "cgroups", "devices", "network", "volumes", "meminfo", "service", "halt", "time",
                      "capabilities", "seccomp"]
 
     async def serve(_sock: object, _pid: int, _privileged: bool) -> object:
