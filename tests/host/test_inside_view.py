@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
-from .containers import create, install_guestos, run, start, wait_state
+from .containers import create, install_guestos, run, start, uuid_of, wait_state
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
 
@@ -81,3 +81,32 @@ def test_dev_console_links_the_first_tty(cmld_factory: DaemonFactory, guestos_sr
     finally:
         cli(d.socket, "stop", "con")
     wait_state(d, "con", "STOPPED")
+
+
+def test_etc_hosts_names_the_container_at_every_boot(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """The in-container service (real cmld, real cservice) writes `127.0.1.1<TAB> <name>` into
+    /etc/hosts at every boot, after restoring /etc/hosts.stock when there is one (that restore is
+    driven in test_cservice.py); a renamed container (update_config, applied at the next start)
+    gets its new name and not the old one's line. The demo GuestOS ships no /etc/hosts, so there is
+    no stock copy, as with the original."""
+    d = start_cmld(cmld_factory, guestos_src)
+    create(d, cmld_factory.tmp, "hostsa")
+    assert start(d, "hostsa").rc == 0
+    wait_state(d, "hostsa", "RUNNING")
+    assert run(d, "hostsa", "nopty", "cat", "/etc/hosts").out == "127.0.1.1\t hostsa\n"
+    assert "No such file" in run(d, "hostsa", "nopty", "cat", "/etc/hosts.stock").out
+    conf = cmld_factory.tmp / "renamed.conf"
+    conf.write_text('name: "hostsb"\nguest_os: "busybox"\ncolor: 0\ntype: CONTAINER\ntoken_type: NONE\n')
+    r = cli(d.socket, "update_config", "hostsa", str(conf))
+    assert r.rc == 0, r.out + r.err
+    uuid = uuid_of(d, "hostsa")
+    assert cli(d.socket, "stop", "hostsa").rc == 0
+    wait_state(d, uuid, "STOPPED")  # the new config (and name) applies once stopped
+    assert start(d, "hostsb").rc == 0
+    wait_state(d, "hostsb", "RUNNING")
+    try:
+        assert run(d, "hostsb", "nopty", "cat", "/etc/hosts").out == "127.0.1.1\t hostsb\n"
+        assert run(d, "hostsb", "nopty", "hostname").out.strip() == "hostsb"
+    finally:
+        cli(d.socket, "stop", "hostsb")
+    wait_state(d, "hostsb", "STOPPED")
