@@ -5,6 +5,7 @@ from __future__ import annotations
 from cmld.linux import CAP
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
+from cmld.seccomp.module_policy import module_loading
 
 ALWAYS_DROPPED = ("LINUX_IMMUTABLE", "IPC_OWNER", "SYS_MODULE", "SYS_PTRACE", "SYS_PACCT", "LEASE",
                   "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG")
@@ -28,6 +29,7 @@ class CapabilitiesModule(Module):
 
     async def prepare(self, ctx: StartContext) -> None:
         cfg = ctx.container.config
+        modules_on = module_loading(list(cfg.allow_module))[0] is not None  # needs enforced signatures
         names = dropped_caps(userns=ctx.spec.uid_start is not None, c0=ctx.container.is_c0, setup=ctx.setup_mode,
-                             allow_modules=bool(cfg.allow_module), allow_time=cfg.allow_system_time)
+                             allow_modules=modules_on, allow_time=cfg.allow_system_time)
         ctx.spec.cap_drop = [CAP[n] for n in names]

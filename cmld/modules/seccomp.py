@@ -8,8 +8,10 @@ import asyncio
 import logging
 
 from cmld.cgroups.memory import MemoryUse
+from cmld.launcher.spec import MountOp
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
+from cmld.seccomp.module_policy import ModuleAllowList, module_loading
 from cmld.seccomp.supervisor import SeccompSupervisor
 
 log = logging.getLogger(__name__)
@@ -21,10 +23,18 @@ class SeccompModule(Module):
     def __init__(self) -> None:
         self.supervisor: SeccompSupervisor | None = None
         self.ctx: StartContext | None = None
+        self.modules: ModuleAllowList | None = None
+        self.modules_off = ""
 
     async def prepare(self, ctx: StartContext) -> None:
         ctx.spec.seccomp = True
         ctx.spec.allow_system_time = bool(ctx.container.config.allow_system_time)
+        self.modules, self.modules_off = module_loading(list(ctx.container.config.allow_module))
+        if ctx.container.config.allow_module and self.modules is None:
+            log.info("container %s: allow_module ignored: %s", ctx.container.name, self.modules_off)
+        elif self.modules is not None:
+            # the host's module tree, read-only, as the original binds it for modprobe
+            ctx.spec.mounts.append(MountOp("bind", "/lib/modules", source="/lib/modules", readonly=True))
 
     def _supervisor(self, ctx: StartContext, fd: int) -> SeccompSupervisor:
         def allowed(dev_type: str, major: int, minor: int) -> bool:
@@ -38,7 +48,8 @@ class SeccompModule(Module):
 
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
-                                uid_offset=ctx.spec.uid_start, memory=memory, procs=procs)
+                                uid_offset=ctx.spec.uid_start, memory=memory, procs=procs,
+                                modules=self.modules, modules_off=self.modules_off)
         sup.start(asyncio.get_running_loop())
         return sup
 

@@ -63,6 +63,8 @@ def build_filter(*, allow_system_time: bool) -> pyseccomp.SyscallFilter:
     for name in TIME_SYSCALLS:
         flt.add_rule(pyseccomp.NOTIFY, name)
     flt.add_rule(pyseccomp.NOTIFY, "sysinfo")  # answered from the container's cgroup
+    for name in ("finit_module", "init_module"):  # allow_module: cmld decides (emulate_module)
+        flt.add_rule(pyseccomp.NOTIFY, name)
     return flt
 
 

@@ -110,3 +110,30 @@ def test_etc_hosts_names_the_container_at_every_boot(cmld_factory: DaemonFactory
     finally:
         cli(d.socket, "stop", "hostsb")
     wait_state(d, "hostsb", "STOPPED")
+
+
+def test_allow_module_needs_enforced_signatures(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """allow_module on a kernel that does not enforce module signatures (this host has no module
+    support at all): as the original, the flag is stripped, CAP_SYS_MODULE is dropped, and any
+    attempt to load a module from inside is refused by cmld (EPERM), never passed to the kernel."""
+    from cmld.linux import CAP
+    from cmld.seccomp.module_policy import sig_enforced
+
+    if sig_enforced():
+        pytest.skip("this kernel enforces module signatures: the refusal path does not apply")
+    d = start_cmld(cmld_factory, guestos_src)
+    create(d, cmld_factory.tmp, "mods", allow_module="loop", userns=False)
+    assert start(d, "mods").rc == 0
+    wait_state(d, "mods", "RUNNING")
+    try:
+        status = run(d, "mods", "nopty", "cat", "/proc/1/status").out
+        bnd = int(re.search(r"CapBnd:\s*([0-9a-f]+)", status).group(1), 16)  # type: ignore[union-attr]
+        assert not bnd & (1 << CAP["SYS_MODULE"]), status
+        r = run(d, "mods", "nopty", "sh", "-c", "printf 'not a module' > /tmp/loop.ko; insmod /tmp/loop.ko; echo rc=$?")
+        assert "rc=0" not in r.out, r.out
+        log = d.log_text()
+        assert "allow_module ignored: the kernel does not enforce module signatures" in log
+        assert re.search(r"container mods: f?init_module by pid \d+ denied", log), log[-2000:]
+    finally:
+        cli(d.socket, "stop", "mods")
+    wait_state(d, "mods", "STOPPED")
