@@ -58,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     rt.add_argument("--wait-services", action="store_true",
                     help="start no container before scd (and tpm2d with tpm_enabled) answer and the device UUID "
                          "is known, as the original's unit stage (the systemd unit sets it)")
+    rt.add_argument("--sysfs", type=Path, default=Path("/sys"), help="where USB devices are looked up (tests)")
+    rt.add_argument("--uevent-netns", metavar="PATH",
+                    help="listen for uevents in this network namespace, from any sender there (tests); "
+                         "default: cmld's own, kernel messages only")
     rt.add_argument("--no-autostart", action="store_true", help="do not start c0 and allow_autostart containers")
     rt.add_argument("--cservice", type=Path, metavar="PATH",
                     help="the in-container service binary placed at /sbin/cservice in every container (default: "
@@ -93,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             freeze_timeout=args.freeze_timeout, pids_max=args.pids_max, host_dns=state.device.host_dns,
             cservice=cservice, cservice_note=cservice_note,
             tpm2d_socket=args.tpm2d_socket if state.device.tpm_enabled else None,
+            sysfs=args.sysfs, uevent_netns=args.uevent_netns,
         ), state.guestos)
         runtime.setup()
         await asyncio.to_thread(runtime.recover)
@@ -132,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
         events = ScdEventListener(state.scd, token_removed)
         events.start()
+        runtime.hotplug.stop_container = token_removed  # a pulled USB token stops its container too
+        runtime.hotplug.start()
         runtime.serve_control = serve_container_control
         runtime.on_c0_down = c0_down
         autostart = None if args.no_autostart else asyncio.ensure_future(runtime.autostart(state.containers.all()))
@@ -140,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             if autostart is not None:
                 autostart.cancel()
             await events.close()
+            runtime.hotplug.close()
             await server.close()
             await runtime.shutdown()
         return close

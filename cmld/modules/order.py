@@ -24,6 +24,8 @@ from cmld.modules.seccomp import SeccompModule
 from cmld.modules.service import ServiceModule
 from cmld.modules.settings import RuntimeSettings
 from cmld.modules.timens import TimeModule
+from cmld.modules.usb import UsbModule
+from cmld.modules.usb_hub import HotplugHub
 from cmld.modules.userns import UserNamespaceModule
 from cmld.modules.volumes import VolumesModule
 
@@ -38,6 +40,7 @@ class ModuleDeps:
     serve_control: ServeControl | None = None  # control sockets in c0 / install_guest containers (cmld's main)
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
     fifos: FifoBoard | None = None  # which FIFO goes to which container (one for the device)
+    hotplug: HotplugHub | None = None  # the uevent listener (one for the device)
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -46,6 +49,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
     that received SHUTDOWN left without ending the container (the stop goes on with halt)."""
     s = deps.settings
     return [
+        *([UsbModule(deps.hotplug)] if deps.hotplug is not None else []),  # before devices: its grants
         UserNamespaceModule(),
         CgroupsModule(deps.driver),
         DevicesModule(deps.assignments),

@@ -29,6 +29,7 @@ from cmld.modules.fifos import FifoBoard
 from cmld.modules.network import unbind_netns
 from cmld.modules.order import ModuleDeps, container_modules
 from cmld.modules.settings import RuntimeSettings
+from cmld.modules.usb_hub import HotplugHub
 from cmld.runtime.compartment import Compartment
 from cmld.runtime.records import RecordStore
 
@@ -45,6 +46,7 @@ class Runtime:
         self.records = RecordStore(settings.run_dir)
         self.assignments = DeviceAssignments()
         self.fifos = FifoBoard(settings.hosted, self._c0_pid)
+        self.hotplug = HotplugHub(settings.sysfs, settings.uevent_netns)
         self.compartments: dict[str, Compartment] = {}
         self.driver: CgroupDriver | None = None
         self.unavailable = ""
@@ -117,7 +119,8 @@ class Runtime:
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
         comp = self.compartment(c)
-        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm, self.fifos)
+        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm, self.fifos,
+                          self.hotplug)
         return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:
