@@ -13,6 +13,7 @@ the container's own network namespace, so its udev or mdev sees them.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -23,6 +24,7 @@ from cmld import linux
 from cmld.device.uevent import UEvent
 from cmld.device.usb import parse_usb_id, scan, serial_of
 from cmld.launcher.spec import DevNode
+from cmld.modules.automount import automount
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
 from cmld.modules.usb_hub import HotplugHub, inject
@@ -86,6 +88,7 @@ class UsbModule(Module):
         self.configs: list[tuple[int, int, str, bool, int]] = []  # vendor, product, serial, assign, type
         self.mapped: dict[str, str] = {}  # devpath -> device rule granted for it
         self.tokens: set[str] = set()  # devpaths of this container's token(s)
+        self._tasks: set[asyncio.Task[bool]] = set()
 
     def _matches(self, vendor: int, product: int, serial: str) -> list[tuple[bool, int]]:
         return [(assign, kind) for v, p, s, assign, kind in self.configs if (v, p, s) == (vendor, product, serial)]
@@ -118,6 +121,8 @@ class UsbModule(Module):
 
     async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
         self.hub.handlers.pop(ctx.uuid, None)
+        for task in list(self._tasks):
+            task.cancel()
         self.ctx = None
         self.mapped.clear()
         self.tokens.clear()
@@ -139,6 +144,8 @@ class UsbModule(Module):
         try:
             if ev.action == "add" and ev.devname:
                 make_node(ctx.init_pid, ev.devname, ev.dev_type, dev[0], dev[1], uid)
+                if ev.dev_type == "b":
+                    self._automount(ctx, ev.devname)
             elif ev.action == "remove" and ev.devname:
                 remove_node(ctx.init_pid, ev.devname)
         except OSError as e:
@@ -176,6 +183,12 @@ class UsbModule(Module):
                 log.info("container %s: USB %04x:%04x %s plugged: %s", ctx.container.name, ids[0], ids[1], serial,
                          "assigned" if assign else "allowed")
         return None
+
+    def _automount(self, ctx: StartContext, devname: str) -> None:
+        """An allowed block device appeared: mount it at /media/external/<name> inside (c_automount)."""
+        task = asyncio.ensure_future(automount(ctx.container.name, ctx.init_pid, devname, ctx.spec.uid_start or 0))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _forward(self, ctx: StartContext, ev: UEvent) -> None:
         if not ctx.netns_path:

@@ -171,3 +171,66 @@ def test_usb_devices_follow_their_usb_configs(cmld_factory: DaemonFactory, guest
             cli(d.socket, "stop", n)
     wait_state(d, "other", "STOPPED")
     assert os.path.isdir(sysfs)
+
+
+def test_an_allowed_block_device_is_automounted(cmld_factory: DaemonFactory, guestos_src: Path,
+                                                uevent_netns: str) -> None:
+    """A real block device (a loop device with an ext4 file system) allowed to the container: its
+    `add` uevent makes cmld mount it at /media/external/<name> inside the container only."""
+    tmp = cmld_factory.tmp
+    tree = tmp / "stick"
+    tree.mkdir()
+    (tree / "hello.txt").write_text("from the stick\n")
+    img = tmp / "stick.img"
+    with img.open("wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(img)], check=True, capture_output=True)
+    loop = subprocess.run(["losetup", "--find", "--show", str(img)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    name = os.path.basename(loop)
+    st = os.stat(loop)
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    try:
+        base = tmp / "cmld-base"
+        base.mkdir()
+        install_guestos(guestos_src, base)
+        # a GuestOS whose root is writable (SHARED_RW: the image under a tmpfs overlay), where
+        # /media/external can be made, as on a GyroidOS guest
+        install_guestos(guestos_src, base, name="rwroot")
+        gos_conf = base / "operatingsystems" / "rwroot-1.conf"
+        gos_conf.write_text(gos_conf.read_text().replace("mount_type: SHARED\n", "mount_type: SHARED_RW\n", 1))
+        d = cmld_factory.start("--stop-timeout", "10", "--uevent-netns", uevent_netns, base=base)
+        f = tmp / "am.conf"
+        f.write_text(conf("am").replace('guest_os: "busybox"', 'guest_os: "rwroot"')
+                     + f'allow_dev: "b {major}:{minor} rwm"\n')
+        assert cli(d.socket, "create", str(f)).rc == 0
+        create(d, tmp, "plain")
+        for n in ("am", "plain"):
+            assert start(d, n).rc == 0
+            wait_state(d, n, "RUNNING")
+        kernel = uevent_socket_in(uevent_netns)
+        try:
+            devpath = f"/devices/virtual/block/{name}"
+            msg = (f"add@{devpath}\0ACTION=add\0DEVPATH={devpath}\0SUBSYSTEM=block\0MAJOR={major}\0MINOR={minor}\0"
+                   f"DEVNAME={name}\0DEVTYPE=disk\0SEQNUM=200\0").encode()
+            kernel.sendto(msg, (0, KERNEL_GROUP))
+        finally:
+            kernel.close()
+        deadline = __import__("time").monotonic() + 30
+        out = ""
+        while __import__("time").monotonic() < deadline:
+            out = run(d, "am", "nopty", "sh", "-c", f"cat /media/external/{name}/hello.txt 2>&1").out
+            if "from the stick" in out:
+                break
+            __import__("time").sleep(0.5)
+        assert out == "from the stick\n", out + d.log_text()[-2000:]
+        mounts = run(d, "am", "nopty", "grep", f"/media/external/{name}", "/proc/self/mounts").out
+        assert "ext4" in mounts and "nosuid" in mounts and "nodev" in mounts, mounts
+        assert "No such file" in run(d, "plain", "nopty", "ls", f"/media/external/{name}").out
+        assert f"/media/external/{name}" not in Path("/proc/self/mountinfo").read_text()
+        for n in ("am", "plain"):
+            cli(d.socket, "stop", n)
+        wait_state(d, "am", "STOPPED")
+        wait_state(d, "plain", "STOPPED")
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
