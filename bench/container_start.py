@@ -155,10 +155,14 @@ def run_quiet(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProces
 
 
 class Cmld:
-    """A cmld whose every directory (base, run, logs, netns bindings, sockets) is under `tmp`."""
+    """A cmld whose every directory (base, run, logs, netns bindings, sockets) is under `tmp`, in
+    a network namespace of its own (its containers' veths, routes and firewall live there, never
+    in the machine's): made by `start`, removed by `stop`."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra: tuple[str, ...] = ()) -> None:
         self.tmp = tmp
+        self.extra = extra
+        self.netns = f"cml-bench-{os.getpid()}"
         self.base = tmp / "base"
         self.sock = tmp / "cmld.sock"
         self.log_dir = tmp / "logs"
@@ -170,9 +174,14 @@ class Cmld:
         return [str(BIN / "cmld"), "--foreground", "--base-dir", str(self.base), "--socket", str(self.sock),
                 "--log-dir", str(self.log_dir), "--run-dir", str(t / "run"), "--netns-dir", str(t / "netns"),
                 "--scd-socket", str(t / "scd.sock"), "--tpm2d-socket", str(t / "tpm2d.sock"),
-                "--stop-timeout", str(CMLD_STOP_TIMEOUT_S), "--no-autostart"]
+                "--stop-timeout", str(CMLD_STOP_TIMEOUT_S), "--no-autostart", "--netns", f"/run/netns/{self.netns}",
+                *self.extra]
 
     def start(self) -> None:
+        if not Path(f"/run/netns/{self.netns}").exists():
+            p = run_quiet(["ip", "netns", "add", self.netns])
+            if p.returncode != 0:
+                raise RuntimeError(f"ip netns add {self.netns}: {p.stderr.strip()}")
         with self.stderr.open("ab") as err:
             self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=err)
@@ -194,6 +203,12 @@ class Cmld:
     def stop(self) -> None:
         """SIGTERM by PID (cmld stops its containers first); SIGKILL if it hangs, and then one more
         cmld on the same directories, which stops and cleans up what the killed one left."""
+        try:
+            self._stop()
+        finally:
+            run_quiet(["ip", "netns", "del", self.netns])
+
+    def _stop(self) -> None:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return

@@ -14,7 +14,9 @@ is logged with its traceback and the daemon keeps serving everyone else.
 
 Everything else is common and bounded: a frame that breaks the framing (too large, truncated),
 stalls mid-frame longer than `frame_timeout`, or a client silent longer than `idle_timeout` is
-disconnected with one log line; more than `max_clients` connections are refused.
+disconnected with one log line; more than `max_clients` connections are refused. What one client
+can make the daemon log about its bad requests is bounded too (a `LogBudget` per connection), and
+the loop is given back after every request, so one busy client never holds up the others.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 
 from cml_common import aioframing, framing
+from cml_common.logbudget import LogBudget
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=Message)
@@ -121,6 +124,7 @@ class Connection:
         self.transport = transport
         self.name = name
         self.closed = False
+        self.log_budget = LogBudget(str(self))
 
     def __str__(self) -> str:
         return f"{self.name} client #{self.ident} ({self.peer})"
@@ -262,6 +266,7 @@ class FramedServer(Generic[Req, Conn]):
             log.exception("%s: internal error; connection closed", conn)
         finally:
             conn.closed = True
+            conn.log_budget.flush()
             del self.clients[conn.ident]
             if self.on_close is not None:
                 self.on_close(conn)
@@ -280,13 +285,15 @@ class FramedServer(Generic[Req, Conn]):
                 return
             if body is None:
                 return
+            await asyncio.sleep(0)  # a client with many requests buffered waits its turn like the others
             try:
                 request = framing.parse(self.request_type, body)
             except framing.MessageError as e:
                 if self.on_malformed is None:
                     log.warning("%s: malformed request (%d bytes): %s; disconnecting", conn, len(body), e)
                     return
-                log.warning("%s: malformed request (%d bytes): %s", conn, len(body), e)
+                if conn.log_budget.allow("malformed request"):
+                    log.warning("%s: malformed request (%d bytes): %s", conn, len(body), e)
                 await conn.send(self.on_malformed(body))
                 continue
             try:
@@ -296,5 +303,6 @@ class FramedServer(Generic[Req, Conn]):
             except Exception:
                 if self.on_handler_error is None:
                     raise
-                log.exception("%s: internal error handling a request", conn)
+                if conn.log_budget.allow("internal error"):
+                    log.exception("%s: internal error handling a request", conn)
                 await conn.send(self.on_handler_error(request))

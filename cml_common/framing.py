@@ -81,7 +81,34 @@ def parse_partial(cls: type[M], body: bytes) -> M:
         msg.MergeFromString(body)
     except (DecodeError, RuntimeError, ValueError) as e:
         raise MessageError(f"not a valid {cls.__name__}: {e}") from e
+    if not body.isascii():
+        bad = non_utf8_string_field(msg)
+        if bad is not None:
+            raise MessageError(f"not a valid {cls.__name__}: string field {bad} is not UTF-8")
     return msg
+
+
+def non_utf8_string_field(msg: Message, prefix: str = "") -> str | None:
+    """The dotted name of a `string` field that holds invalid UTF-8, or None.
+
+    The protobuf runtime accepts invalid UTF-8 in a proto2 string field and hands it out as
+    `bytes`, so every handler that treats a string field as `str` would fail on it with a
+    TypeError (found by fuzzing tpm2d's ML_APPEND). A request like that is malformed, and each
+    daemon answers it by its policy for malformed input."""
+    for field, value in msg.ListFields():
+        name = prefix + field.name
+        if field.type == field.TYPE_STRING:
+            values = value if field.is_repeated else [value]
+            if any(isinstance(v, bytes) for v in values):
+                return name
+        elif field.type == field.TYPE_MESSAGE:
+            items = value if field.is_repeated else [value]
+            for i, item in enumerate(items):
+                sub = f"{name}[{i}]." if field.is_repeated else f"{name}."
+                bad = non_utf8_string_field(item, sub)
+                if bad is not None:
+                    return bad
+    return None
 
 
 # ---------------------------------------------------------------- blocking stream sockets

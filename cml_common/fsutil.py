@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
+
+_TMP = re.compile(r"^\..+\.tmp\d+$")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -34,6 +37,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def stale_temp_files(directory: Path) -> list[Path]:
+    """`write_atomic` temp files in `directory`: a crash came between the write and the rename."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _TMP.match(p.name) and p.is_file())
 
 
 def remove_quietly(*paths: Path) -> None:

@@ -2,7 +2,9 @@
 
 Files are named like the original's (`cml-daemon.<RFC 3339 time>`, with a `.current` symlink and
 a new file every 24 h) because GET_LAST_LOG serves them to operators, also under systemd.
-Line format: `<time> [<pid>] <LEVEL> <message>` with the original's level names.
+Line format: `<time> [<pid>] <LEVEL> <message>` with the original's level names. A message is
+always one line: control characters in it are escaped (`logsafe`), so text a container chose cannot
+forge a line.
 """
 
 from __future__ import annotations
@@ -15,11 +17,43 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from .logsafe import escape, indent_lines
+
 ROTATE_SECONDS = 24 * 3600
 _LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
 
-class CmlFormatter(logging.Formatter):
+MAX_MESSAGE_CHARS = 4096
+
+
+def bound(msg: str) -> str:
+    """Cut at MAX_MESSAGE_CHARS. Log lines quote what clients sent (a refused config's parse
+    error, a name, a path): without a bound one 64 MiB request could write as much to every log
+    (found by fuzzing cmld's CREATE_CONTAINER: 140 KB for one request)."""
+    if len(msg) > MAX_MESSAGE_CHARS:
+        return f"{msg[:MAX_MESSAGE_CHARS]}... ({len(msg) - MAX_MESSAGE_CHARS} characters cut)"
+    return msg
+
+
+class SafeFormatter(logging.Formatter):
+    """One record, one bounded line: the message is cut (`bound`) and escaped (`logsafe.escape`),
+    so no argument can start a line of its own; a traceback follows on lines indented by a tab."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = escape(bound(record.getMessage()))
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + indent_lines(record.exc_text)
+        if record.stack_info:
+            line += "\n" + indent_lines(self.formatStack(record.stack_info))
+        return line
+
+
+class CmlFormatter(SafeFormatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         when = datetime.datetime.fromtimestamp(record.created).astimezone()
         return when.isoformat(timespec="milliseconds")
@@ -99,7 +133,7 @@ def setup_logging(
             from systemd.journal import JournalHandler
 
             journal = JournalHandler(SYSLOG_IDENTIFIER=program)
-            journal.setFormatter(logging.Formatter("%(message)s"))
+            journal.setFormatter(SafeFormatter("%(message)s"))
             console = journal
         except ImportError:
             console = None

@@ -8,8 +8,10 @@ import datetime
 import struct
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from cml_common.certs import load_pem_certificates
 from cml_common.messages.attestation_pb2 import MlContainerEntry, Tpm2dToRemote
 from scd.chain import ChainError, build_path
 
@@ -23,18 +25,24 @@ def check_certificate(out: Outcome, ctx: Context, resp: Tpm2dToRemote) -> x509.C
         out.add("certificate", FAIL, "the response carries no device certificate")
         return None
     try:
-        chain = x509.load_pem_x509_certificates(bytes(resp.certificate))
-    except ValueError as e:
+        chain = load_pem_certificates(bytes(resp.certificate))
+        leaf = chain[0]
+        # Names, extensions and the key are parsed lazily: read them now, so a certificate
+        # whose key or names cannot be read is refused here, not by a crash in a later check
+        # (found by fuzzing the attestation response).
+        leaf.public_key()
+        leaf.subject.rfc4514_string()
+        leaf.extensions  # noqa: B018
+    except (ValueError, UnsupportedAlgorithm) as e:
         out.add("certificate", FAIL, f"the device certificate does not parse: {e}")
         return None
-    leaf = chain[0]
     out.device_uuid = device_uuid(leaf)
     if not ctx.cfg.ca_cert:
         out.add("certificate", FAIL, "no ca_cert in the config: the device identity cannot be checked "
                                      f"(device certificate '{leaf.subject.rfc4514_string()}')")
         return leaf
     try:
-        roots = x509.load_pem_x509_certificates(ctx.path(ctx.cfg.ca_cert).read_bytes())
+        roots = load_pem_certificates(ctx.path(ctx.cfg.ca_cert).read_bytes())
     except (OSError, ValueError) as e:
         out.add("certificate", FAIL, f"ca_cert {ctx.cfg.ca_cert}: {e}")
         return leaf

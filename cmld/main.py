@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import grp
 import logging
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     rt.add_argument("--run-dir", type=Path, default=Path("/run/cml"),
                     help="runtime state: container mount points, crash-recovery records (default %(default)s)")
     rt.add_argument("--netns-dir", type=Path, default=Path("/run/netns"), help="default %(default)s")
+    rt.add_argument("--netns", type=Path, metavar="PATH",
+                    help="enter this network namespace (a bound netns file, e.g. /run/netns/x) at start and "
+                         "manage it as cmld's own: hosted-mode routing, the CML uplink, physical NICs, "
+                         "bridges and cmld's nftables tables live there (default: the one cmld starts in)")
+    rt.add_argument("--nic-kinds", default="", metavar="KIND,...",
+                    help="link kinds that count as physical NICs besides real hardware, e.g. veth "
+                         "(tests and virtual machines)")
     rt.add_argument("--boot-timeout", type=float, default=settings.BOOT_TIMEOUT,
                     help="seconds a container may stay BOOTING (default %(default)s)")
     rt.add_argument("--stop-timeout", type=float, default=settings.STOP_TIMEOUT,
@@ -69,8 +77,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def enter_netns(path: Path) -> None:
+    """Before any thread exists: every thread, the launcher and containers sharing cmld's
+    namespace (`netns: false`) inherit it."""
+    from cmld import linux
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.setns(fd, linux.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.netns is not None:
+        try:
+            enter_netns(args.netns)
+        except OSError as e:
+            print(f"cmld: cannot enter the network namespace {args.netns}: {e}", file=sys.stderr)
+            return 2
 
     async def start(stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
         state = Cmld(
@@ -98,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             cservice=cservice, cservice_note=cservice_note,
             tpm2d_socket=args.tpm2d_socket if state.device.tpm_enabled else None,
             sysfs=args.sysfs, uevent_netns=args.uevent_netns,
+            nic_kinds=frozenset(k for k in args.nic_kinds.split(",") if k),
         ), state.guestos)
         runtime.setup()
         await asyncio.to_thread(runtime.recover)
+        await runtime.net.setup()
         state.runtime = runtime
         gid = grp.getgrnam(args.socket_group).gr_gid if args.socket_group else None
         dispatcher = Dispatcher(state)
@@ -150,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             runtime.hotplug.close()
             await server.close()
             await runtime.shutdown()
+            await runtime.net.shutdown()
         return close
 
     return daemon_runner.run(args, "cmld", "cml-daemon", start)

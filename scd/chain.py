@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from scd.errors import ScdError
 
@@ -52,14 +52,27 @@ def _can_issue(issuer: x509.Certificate, below: int) -> str | None:
 def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
 
 def build_path(leaf: x509.Certificate, intermediates: list[x509.Certificate], anchor: x509.Certificate,
                now: datetime.datetime | None) -> list[x509.Certificate]:
-    """The path leaf → … → anchor, or ChainError saying where it breaks."""
+    """The path leaf → … → anchor, or ChainError saying where it breaks.
+
+    cryptography parses names, extensions and keys lazily: a certificate that loads can still
+    fail (ValueError, UnsupportedAlgorithm) when one of them is read. Such a certificate cannot
+    be on a trusted path, and its signer (or a registered CA) must get a refusal, not an
+    internal error, so that becomes a ChainError too (found by fuzzing scd_verify)."""
+    try:
+        return _build_path(leaf, intermediates, anchor, now)
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise ChainError(f"a certificate on the path cannot be read: {e}") from e
+
+
+def _build_path(leaf: x509.Certificate, intermediates: list[x509.Certificate], anchor: x509.Certificate,
+                now: datetime.datetime | None) -> list[x509.Certificate]:
     path = [leaf]
     current = leaf
     for below in range(MAX_DEPTH):

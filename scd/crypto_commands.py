@@ -9,9 +9,10 @@ from pathlib import Path
 from cml_common.messages.scd_pb2 import DaemonToToken, HashAlgo, TokenToDaemon
 from cml_common.paths import Layout
 
+from .files import read_regular
 from .hashing import ALGORITHMS, digest_buffer, digest_file
 from .trust import load_anchors
-from .verify import Result, verify
+from .verify import MAX_CERT_FILE, MAX_SIG, Result, verify
 
 log = logging.getLogger(__name__)
 T = TokenToDaemon
@@ -51,12 +52,9 @@ class CryptoCommands:
             if not (req.verify_data_file and req.verify_sig_file and req.verify_cert_file):
                 return Result(T.CRYPTO_VERIFY_ERROR, "data, signature and certificate file names are required")
             try:
-                data_path = Path(req.verify_data_file)
-                if data_path.stat().st_size > MAX_DATA_FILE:
-                    return Result(T.CRYPTO_VERIFY_ERROR, f"{data_path} is larger than {MAX_DATA_FILE} bytes")
-                data = data_path.read_bytes()
-                sig = Path(req.verify_sig_file).read_bytes()
-                cert = Path(req.verify_cert_file).read_bytes()
+                data = read_regular(req.verify_data_file, MAX_DATA_FILE)
+                sig = read_regular(req.verify_sig_file, MAX_SIG)
+                cert = read_regular(req.verify_cert_file, MAX_CERT_FILE)
             except OSError as e:
                 return Result(T.CRYPTO_VERIFY_ERROR, f"cannot read {e.filename}: {e.strerror}")
         else:

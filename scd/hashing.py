@@ -7,6 +7,8 @@ from pathlib import Path
 
 from cml_common.messages.scd_pb2 import HashAlgo
 
+from .files import open_regular
+
 ALGORITHMS: dict[int, str] = {HashAlgo.SHA1: "sha1", HashAlgo.SHA256: "sha256", HashAlgo.SHA512: "sha512"}
 CHUNK = 1 << 20
 
@@ -17,7 +19,7 @@ def digest_buffer(algo: int, data: bytes) -> bytes:
 
 def digest_file(algo: int, path: Path) -> bytes:
     h = hashlib.new(ALGORITHMS[algo])
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.digest()

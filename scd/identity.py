@@ -18,9 +18,11 @@ import uuid as uuidlib
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cml_common.certs import load_pem_certificate, load_pem_certificates
 from cml_common.fsutil import write_atomic
 from cml_common.paths import Layout
 from scd.errors import ScdError
@@ -91,7 +93,7 @@ class DeviceIdentity:
 
     def _read_cert(self) -> x509.Certificate:
         try:
-            return x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+            return load_pem_certificate(self.cert_path.read_bytes())
         except (OSError, ValueError) as e:
             raise IdentityError(f"{self.cert_path} unreadable: {e}") from e
 
@@ -150,13 +152,17 @@ class DeviceIdentity:
         if len(pem) > MAX_CERT or not pem.lstrip().startswith(PEM_BEGIN) or PEM_END not in pem:
             raise IdentityError("not a PEM certificate (BEGIN/END CERTIFICATE markers missing)")
         try:
-            certs = x509.load_pem_x509_certificates(pem)
+            certs = load_pem_certificates(pem)
         except ValueError as e:
             raise IdentityError(f"certificate does not parse: {e}") from e
         cert = certs[0]
-        if _pub_der(cert.public_key()) != _pub_der(self.key.public_key()):
+        try:  # the key and extensions are parsed lazily (found by fuzzing PUSH_DEVICE_CERT)
+            ours = _pub_der(cert.public_key()) == _pub_der(self.key.public_key())
+            uid = device_uuid_of(cert)
+        except (ValueError, UnsupportedAlgorithm) as e:
+            raise IdentityError(f"certificate does not parse: {e}") from e
+        if not ours:
             raise IdentityError("certificate is not for this device's key")
-        uid = device_uuid_of(cert)
         if uid != self.uuid:
             raise IdentityError(f"certificate names device UUID {uid!r}, this device is {self.uuid}")
         write_atomic(self.cert_path, pem, mode=0o644)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from cml_common.certs import load_pem_certificates
 from cml_common.paths import Layout
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def _load(path: Path, local: bool) -> Anchor | None:
         data = path.read_bytes()
         if len(data) > MAX_ANCHOR:
             raise ValueError(f"{len(data)} bytes is too large for a certificate")
-        certs = x509.load_pem_x509_certificates(data)
+        certs = load_pem_certificates(data)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:

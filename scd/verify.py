@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from cml_common.certs import load_pem_certificates
 from cml_common.messages.scd_pb2 import HashAlgo, TokenToDaemon
 
 from .chain import ChainError, build_path
@@ -66,10 +67,14 @@ def verify(data: bytes, sig: bytes, cert_pem: bytes, algo: int, anchors: list[An
     if not sig:
         return Result(T.CRYPTO_VERIFY_ERROR, "empty signature")
     try:
-        chain = x509.load_pem_x509_certificates(cert_pem)
-    except ValueError as e:
+        chain = load_pem_certificates(cert_pem)
+        leaf, intermediates = chain[0], chain[1:]
+        # cryptography parses names and keys lazily: read the signer's now, so a certificate
+        # whose subject or key cannot be read is refused here (found by fuzzing scd_verify).
+        leaf.subject.rfc4514_string()
+        leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm) as e:
         return Result(T.CRYPTO_VERIFY_ERROR, f"certificate file does not parse: {e}")
-    leaf, intermediates = chain[0], chain[1:]
     when = (now or datetime.datetime.now(datetime.UTC)) if check_time else None
     if not anchors:
         return Result(T.CRYPTO_VERIFY_BAD_CERTIFICATE, "no trust anchor installed")

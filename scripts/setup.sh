@@ -20,6 +20,7 @@ APT_PACKAGES=(
     squashfs-tools cryptsetup-bin                                    # cml-sign guestos: mksquashfs, veritysetup
     qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools     # VM tier: QEMU, OVMF, swtpm (measured boot); tpm2d tests
     libtss2-dev                                                      # tpm2d: tpm2-pytss (PyPI sdist) builds against it
+    libnftables1                                                     # cmld: the partition firewall (nftables JSON API)
     mmdebstrap cpio kmod                                             # VM tier: guest rootfs, stage-1 initrd, depmod
 )
 

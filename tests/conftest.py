@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.testnet import TestNetns
+
 BIN = Path(sys.executable).parent
 HOSTED_DEVICE_CONF = "hostedmode: true\nsigned_configs: false\ntpm_enabled: false\n"
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], kind: int = socket.SOCK_STREAM,
-                    timeout: float = 15.0, stderr_file: Path | None = None) -> None:
+                    timeout: float = 30.0, stderr_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -65,13 +67,21 @@ class Daemon:
 
 @dataclass
 class DaemonFactory:
-    """Starts cmld, scd and tpm2d on sockets inside the test's tmp dir and stops them all."""
+    """Starts cmld, scd and tpm2d on sockets inside the test's tmp dir and stops them all. Every
+    cmld runs in a network namespace of the test's own (`--netns`), made on first use and shared
+    by the cmlds of one test (a restarted cmld finds what the previous one left)."""
 
     tmp: Path
     started: list[Daemon] = field(default_factory=list)
+    netns: TestNetns | None = None
+
+    def cmld_netns(self) -> TestNetns:
+        if self.netns is None:
+            self.netns = TestNetns()
+        return self.netns
 
     def launch(self, prog: str, name: str, *extra: str, base: Path | None = None,
-               kind: int = socket.SOCK_STREAM) -> Daemon:
+               kind: int = socket.SOCK_STREAM, env: dict[str, str] | None = None) -> Daemon:
         base = base or self.tmp / f"{name}-base"
         base.mkdir(parents=True, exist_ok=True)
         sock = self.tmp / f"{name}.sock"
@@ -79,16 +89,19 @@ class DaemonFactory:
         stderr_file = self.tmp / f"{name}.stderr"
         cmd = [str(BIN / prog), "--foreground", "--base-dir", str(base), "--socket", str(sock),
                "--log-dir", str(log_dir), *extra]
+        if prog == "cmld" and "--netns" not in extra:
+            cmd += ["--netns", str(self.cmld_netns().path)]
         # stderr goes to a file: a pipe nobody drains would block a daemon that logs a lot.
         with stderr_file.open("ab") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    env={**os.environ, **env} if env else None)
         d = Daemon(proc, sock, base, log_dir)
         self.started.append(d)
         wait_for_socket(sock, proc, kind, stderr_file=stderr_file)
         return d
 
     def start(self, *extra: str, device_conf: str | None = HOSTED_DEVICE_CONF, base: Path | None = None,
-              name: str = "cmld") -> Daemon:
+              name: str = "cmld", env: dict[str, str] | None = None) -> Daemon:
         """cmld, in hosted mode by default, pointed at scd/tpm2d sockets in the tmp dir."""
         base = base or self.tmp / f"{name}-base"
         base.mkdir(parents=True, exist_ok=True)
@@ -97,11 +110,14 @@ class DaemonFactory:
         # Own run dir: a cmld recovers (stops) whatever containers its run dir records.
         return self.launch("cmld", name, "--scd-socket", str(self.tmp / "scd.sock"),
                            "--tpm2d-socket", str(self.tmp / "tpm2d.sock"), "--run-dir", str(self.tmp / f"{name}-run"),
-                           *extra, base=base)
+                           *extra, base=base, env=env)
 
     def stop_all(self) -> None:
         for d in self.started:
             d.stop()
+        if self.netns is not None:
+            self.netns.close()
+            self.netns = None
 
 
 @pytest.fixture
@@ -149,7 +165,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
         def _split_scope(self, nodeid: str) -> str:
             # c0 has one fixed UUID, so two cmlds running c0 at once would share its cgroup
             # name: every test that starts c0 lives in test_c0.py and runs on one worker.
-            for group in ("tests/vm/", "tests/host/test_c0.py"):
+            for group in ("tests/vm/", "tests/host/test_c0"):  # test_c0.py, test_c0_network.py
                 if nodeid.startswith(group):
                     return group
             return super()._split_scope(nodeid)

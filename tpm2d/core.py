@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 C = ControllerToTpm
 R = TpmToController
 T = TypeVar("T")
-MAX_RANDOM = 64 * 1024
+# One RANDOM_REQ holds the single TPM worker for MAX_RANDOM / 32 GetRandom round trips: 64 KiB
+# took over 30 s on a loaded machine, blocking attestation and ML_APPEND for everyone (found by
+# fuzzing). Keys are at most 64 bytes; 4 KiB is 128 round trips.
+MAX_RANDOM = 4096
 
 
 @dataclass

@@ -31,7 +31,7 @@ from tpm2_pytss.types import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
 
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm, TpmToController
 
-from .tpm import Tpm, TpmError, pcr_policy_digest, pcr_selection, rc_is
+from .tpm import Tpm, TpmError, auth_value, pcr_policy_digest, pcr_selection, rc_is
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,15 @@ class Fde:
                 raise TpmError.wrap(f"reading the FDE key from NV {FDE_NV_INDEX:#x}", e) from e
 
     def _create(self, password: str) -> bytes:
+        auth = auth_value(password, "the password")
         key = self.tpm.get_random(FDE_KEY_LEN)
         pub = TPM2B_NV_PUBLIC(nvPublic=TPMS_NV_PUBLIC(
             nvIndex=FDE_NV_INDEX, nameAlg=TPM2_ALG.SHA256, attributes=NV_ATTRS,
             authPolicy=self.policy_digest(), dataSize=FDE_KEY_LEN))
         try:
             with self.tpm.hmac_session(encrypt=False, decrypt=True) as s:
-                index = self.tpm.esys.nv_define_space(password.encode(), pub, ESYS_TR.OWNER, session1=s)
-            self.tpm.esys.tr_set_auth(index, password.encode())
+                index = self.tpm.esys.nv_define_space(auth, pub, ESYS_TR.OWNER, session1=s)
+            self.tpm.esys.tr_set_auth(index, auth)
             with self.tpm.hmac_session(encrypt=False, decrypt=True) as s:
                 self.tpm.esys.nv_write(index, key, 0, auth_handle=index, session1=s)
         except TSS2_Exception as e:
@@ -140,7 +141,11 @@ class Fde:
         if index is None:
             return FdeResult(self.state, f"NV index {FDE_NV_INDEX:#x} is not defined")
         try:
-            self.tpm.esys.tr_set_auth(ESYS_TR.OWNER, owner_password.encode())
+            owner = auth_value(owner_password, "the owner password")
+        except TpmError as e:
+            return FdeResult(self.state, str(e))
+        try:
+            self.tpm.esys.tr_set_auth(ESYS_TR.OWNER, owner)
             with self.tpm.hmac_session(encrypt=False, decrypt=False) as s:
                 self.tpm.esys.nv_undefine_space(index, ESYS_TR.OWNER, session1=s)
         except TSS2_Exception as e:

@@ -54,6 +54,18 @@ class TpmError(Exception):
         return rc & 0xBF if rc & 0x80 else rc
 
 
+MAX_AUTH = 64  # TPM2B_AUTH holds at most sizeof(TPMU_HA) bytes
+
+
+def auth_value(password: str, what: str) -> bytes:
+    """A password as a TPM authValue; TpmError when it is longer than a TPM2B_AUTH holds (the
+    TSS would raise IndexError, an internal error: found by fuzzing tpm2d's CLEAR)."""
+    value = password.encode()
+    if len(value) > MAX_AUTH:
+        raise TpmError(f"{what} is {len(value)} bytes; a TPM authValue holds at most {MAX_AUTH}")
+    return value
+
+
 def rc_is(err: TpmError, *codes: int) -> bool:
     base = err.base_rc()
     return base is not None and any(base == (c & 0xBF if c & 0x80 else c) for c in codes)
@@ -237,7 +249,7 @@ class Tpm:
     def clear(self, lockout_password: str) -> None:
         """TPM2_Clear with the lockout auth, then DictionaryAttackLockReset (the original's CLEAR)."""
         try:
-            self.esys.tr_set_auth(ESYS_TR.LOCKOUT, lockout_password.encode())
+            self.esys.tr_set_auth(ESYS_TR.LOCKOUT, auth_value(lockout_password, "the lockout password"))
             self.esys.clear(ESYS_TR.LOCKOUT)
             self.esys.dictionary_attack_lock_reset(ESYS_TR.LOCKOUT)
         except TSS2_Exception as e:
@@ -247,9 +259,9 @@ class Tpm:
 
     def change_owner_auth(self, old: str, new: str) -> None:
         try:
-            self.esys.tr_set_auth(ESYS_TR.OWNER, old.encode())
+            self.esys.tr_set_auth(ESYS_TR.OWNER, auth_value(old, "the owner password"))
             with self.hmac_session(encrypt=False, decrypt=True) as s:
-                self.esys.hierarchy_change_auth(ESYS_TR.OWNER, new.encode(), session1=s)
+                self.esys.hierarchy_change_auth(ESYS_TR.OWNER, auth_value(new, "the new owner password"), session1=s)
         except TSS2_Exception as e:
             raise TpmError.wrap("TPM2_HierarchyChangeAuth(owner)", e) from e
         finally:

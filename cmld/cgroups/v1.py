@@ -6,6 +6,11 @@ container group is `<mount of H>/<daemon's own path in H>/<name>`, the own path 
 /proc/self/cgroup. On a host that put the daemon in `memory:/process_api/<id>` this gives
 `/sys/fs/cgroup/memory/process_api/<id>/<name>` next to `/sys/fs/cgroup/cpu/<name>`. The
 container init sits directly in `<name>` of every hierarchy (v1 has no leaf-only rule).
+
+On a hybrid host the unified (cgroup2) hierarchy carries no controller, but the container gets a
+group there too (`<cgroup2 mount>/<daemon's own v2 path>/<name>`): its cgroup namespace is made
+inside that group, so a cgroup2 mount inside the container (allowed with a user namespace) shows
+the container's own processes, not the whole host's.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from cmld.cgroups.fs import (
 from cmld.cgroups.memory import MemoryUse, read_v1
 
 REQUIRED = ("memory", "devices", "freezer")
+UNIFIED = frozenset({"(unified)"})  # the key of the cgroup2 group among the v1 hierarchies
 _DevKey = tuple[str, int | None, int | None]
 
 
@@ -219,6 +225,9 @@ class V1Driver(CgroupDriver):
         missing = [c for c in REQUIRED if not any(c in k for k in self.hierarchies)]
         if missing:
             raise RuntimeError(f"cgroup v1: controller(s) {', '.join(missing)} not mounted")
+        unified = next((m for m in cgroup_mounts() if m.fstype == "cgroup2"), None)
+        if unified is not None and "" in own:
+            self.hierarchies[UNIFIED] = join_cgroup_path(unified, own[""])
 
     def _own(self, controller: str) -> Path | None:
         for ctrls, d in self.hierarchies.items():

@@ -15,10 +15,12 @@ import time
 import uuid as uuidlib
 from pathlib import Path
 
-from cml_common.fsutil import remove_quietly, write_atomic
+from cml_common.crashpoints import crash_point
+from cml_common.fsutil import fsync_dir, remove_quietly, write_atomic
 from cml_common.messages.container_pb2 import ContainerConfig, ContainerState, ContainerTokenType, ContainerType
 from cml_common.paths import C0_UUID, Layout
 from cml_common.textconfig import ConfigError, load_text_file, parse_text
+from cmld.containers import leftovers
 from cmld.containers.container import Container
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,9 @@ class ContainerStore:
         return Container(uuid=uuid, config=cfg, created=self._read_created(uuid, path))
 
     def load(self) -> None:
+        """At cmld's start: what an interrupted create or remove left is swept first."""
         self._containers.clear()
+        leftovers.sweep(self.layout)
         self.reload()
 
     def reload(self) -> list[str]:
@@ -163,7 +167,9 @@ class ContainerStore:
             if sig or cert:
                 write_atomic(conf.with_suffix(".sig"), sig)
                 write_atomic(conf.with_suffix(".cert"), cert)
+            crash_point("create.files")
             write_atomic(conf, raw)  # last: a config file exists only when complete
+            crash_point("create.config")
         except OSError:
             self._remove_files(uuid)
             raise
@@ -186,12 +192,18 @@ class ContainerStore:
             container.config = cfg
 
     def _remove_files(self, uuid: str) -> None:
+        """The config first (the commit point: without it there is no container at the next start,
+        and `leftovers.sweep` finishes the rest), then its other files, then its directory."""
         conf = self.layout.container_conf(uuid)
+        remove_quietly(conf)
+        fsync_dir(conf.parent)
+        crash_point("remove.config")
         remove_quietly(
-            conf, conf.with_suffix(".sig"), conf.with_suffix(".cert"), conf.with_suffix(".created"),
+            conf.with_suffix(".sig"), conf.with_suffix(".cert"), conf.with_suffix(".created"),
             conf.with_suffix(".uid"), self.layout.containers / f"{uuid}-oci.key",
             self.layout.container_key(uuid),
         )
+        crash_point("remove.files")
         shutil.rmtree(self.layout.container_dir(uuid), ignore_errors=True)
 
     def remove(self, container: Container) -> None:
@@ -211,6 +223,7 @@ class ContainerStore:
         if key.exists():
             key.unlink()
             removed.append(str(key))
+        crash_point("wipe.key")
         cdir = self.layout.container_dir(container.uuid)
         if cdir.is_dir():
             for p in sorted(cdir.iterdir()):
@@ -221,6 +234,7 @@ class ContainerStore:
                 else:
                     p.unlink()
                 removed.append(str(p))
+                crash_point("wipe.file")
         return removed
 
     def forget_all(self) -> None:

@@ -15,6 +15,7 @@ from cmld.control.config_commands import ConfigCommands
 from cmld.control.device_access_commands import DeviceAccessCommands
 from cmld.control.exec_commands import ExecCommands
 from cmld.control.guestos_commands import GuestOSCommands
+from cmld.control.iface_commands import InterfaceCommands
 from cmld.control.lifecycle_commands import LifecycleCommands
 from cmld.control.provisioning_commands import ProvisioningCommands
 from cmld.control.query_commands import QueryCommands
@@ -40,6 +41,7 @@ class Dispatcher:
         query, config, life = QueryCommands(cmld), ConfigCommands(cmld), LifecycleCommands(cmld)
         guestos, prov, system = GuestOSCommands(cmld), ProvisioningCommands(cmld), SystemCommands(cmld)
         exe, token, dev = ExecCommands(cmld), TokenCommands(cmld), DeviceAccessCommands(cmld)
+        iface = InterfaceCommands(cmld)
         self.connection_closed = exe.connection_closed
         self.table: dict[int, Handler] = {
             C.LIST_GUESTOS_CONFIGS: query.list_guestos_configs,
@@ -72,9 +74,9 @@ class Dispatcher:
             C.CONTAINER_SNAPSHOT: dev.not_yet,
             C.CONTAINER_ALLOWAUDIO: dev.not_yet,
             C.CONTAINER_DENYAUDIO: dev.not_yet,
-            C.CONTAINER_ASSIGNIFACE: dev.not_yet,
-            C.CONTAINER_UNASSIGNIFACE: dev.not_yet,
-            C.CONTAINER_LIST_IFACES: dev.not_yet,
+            C.CONTAINER_ASSIGNIFACE: iface.assign_iface,
+            C.CONTAINER_UNASSIGNIFACE: iface.unassign_iface,
+            C.CONTAINER_LIST_IFACES: iface.list_ifaces,
             C.CONTAINER_EXEC_CMD: exe.exec_cmd,
             C.CONTAINER_EXEC_INPUT: exe.exec_input,
             C.CONTAINER_UPDATE_CONFIG: config.update_config,

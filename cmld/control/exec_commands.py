@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from cml_common.logsafe import clip
 from cml_common.messages.control_pb2 import ControllerToDaemon
 from cml_common.messages.control_pb2 import DaemonToController as D
 from cmld.control.family import CommandFamily, state_name
@@ -51,7 +52,8 @@ class ExecCommands(CommandFamily):
         except OSError as e:
             await conn.send(exec_end(f"cannot start the command: {e}"))
             return
-        log.info("%s: exec in %s: %s (pty %s)", conn, c.name, " ".join(req.exec_args), req.exec_pty)
+        if comp.log_budget.allow("exec"):
+            log.info("%s: exec in %s: %s (pty %s)", conn, c.name, clip(" ".join(req.exec_args)), req.exec_pty)
         self.sessions[conn.ident] = session
 
         async def output(chunk: bytes) -> None:

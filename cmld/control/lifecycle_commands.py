@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from cml_common.crashpoints import crash_point
 from cml_common.messages.container_pb2 import ContainerState
 from cml_common.messages.control_pb2 import ControllerToDaemon
 from cml_common.messages.control_pb2 import DaemonToController as D
@@ -99,6 +100,7 @@ class LifecycleCommands(CommandFamily):
             raise CmldError(f"removing {c.uuid}: {e}") from e
         if self.cmld.runtime is not None:
             self.cmld.runtime.forget(c.uuid)
+        crash_point("remove.done")
         log.info("%s: removed container %s (%s)", conn, c.uuid, c.name)
         await conn.send(response(D.CMD_OK))
 
@@ -111,6 +113,7 @@ class LifecycleCommands(CommandFamily):
             removed = await asyncio.to_thread(self.cmld.containers.wipe, c)
         except OSError as e:
             raise CmldError(str(e)) from e
+        crash_point("wipe.done")
         if c.state == ContainerState.ZOMBIE:
             self.runtime().compartment(c).set_state(ContainerState.STOPPED)
         log.info("%s: wiped %s: %d file(s) removed", conn, c.uuid, len(removed))

@@ -7,13 +7,16 @@ import asyncio
 import logging
 from pathlib import Path
 
+from cml_common.messages.container_pb2 import ContainerConfig
 from cml_common.messages.control_pb2 import ControllerToDaemon, LogMessage
 from cml_common.messages.control_pb2 import DaemonToController as D
+from cmld.containers.container import Container
 from cmld.control.family import CommandFamily
 from cmld.control.replies import container_status, response
 from cmld.control.server import ControlConnection
 from cmld.device import logs as log_export
 from cmld.device.stats import device_stats
+from cmld.modules.network import NetworkModule
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,22 @@ class QueryCommands(CommandFamily):
             chosen = self.cmld.containers.all()
         for c in chosen:
             reply.container_uuids.append(c.uuid)
-            reply.container_configs.append(c.config)
+            cfg = reply.container_configs.add()
+            cfg.CopyFrom(c.config)
+            self._runtime_vnets(c, cfg)
         await conn.send(reply)
+
+    def _runtime_vnets(self, c: Container, cfg: ContainerConfig) -> None:
+        """A running container's vnet_configs as made: router-side names and MACs (the original)."""
+        rt = self.cmld.runtime
+        comp = rt.compartments.get(c.uuid) if rt is not None else None
+        module = comp.module(NetworkModule) if comp is not None else None
+        if not isinstance(module, NetworkModule) or module.net is None or not module.net.vnets:
+            return
+        del cfg.vnet_configs[:]
+        for v in module.net.runtime_vnets():
+            cfg.vnet_configs.add(if_name=v.if_name, configure=v.configure, if_rootns_name=v.rootns_name,
+                                 if_mac=v.mac)
 
     async def get_device_stats(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         stats = await asyncio.to_thread(device_stats, self.cmld.layout.base, self.cmld.layout.containers)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from cml_common.certs import load_pem_certificate
 from cml_common.fsutil import write_atomic
 from cmld.errors import CAError
 
@@ -30,7 +31,7 @@ def check_ca_pem(pem: bytes) -> x509.Certificate:
     if pem.count(BEGIN) != 1:
         raise CAError("expected exactly one certificate")
     try:
-        cert = x509.load_pem_x509_certificate(pem)
+        cert = load_pem_certificate(pem)
     except ValueError as e:
         raise CAError(f"certificate does not parse: {e}") from e
     try:

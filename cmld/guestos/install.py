@@ -3,7 +3,8 @@ guestos_mgr push): verify, check the version and the space, download the images 
 and hash checked, and only then install.
 
 Unlike the original, nothing is written into `operatingsystems/` before every image is there and
-checked: a refused or failed push leaves the store exactly as it was.
+checked: a refused or failed push leaves the store exactly as it was, and a crash leaves the old
+version or the new one (`commit`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from cml_common.fsutil import write_atomic
+from cml_common.crashpoints import crash_point
 from cml_common.messages.container_pb2 import ContainerTrust
 from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import ConfigError, parse_text
 from cmld import linux
 from cmld.clients.scd import ScdClient, ScdError, VerifyResult
 from cmld.errors import InstallError
+from cmld.guestos.commit import commit, stage_config
 from cmld.guestos.store import GuestOS, GuestOSStore
 
 log = logging.getLogger(__name__)
@@ -211,6 +213,7 @@ class GuestOSInstaller:
                         try:
                             check_download(existing, m, fname)
                             os.link(existing, target)
+                            crash_point("install.image")
                             continue
                         except (InstallError, OSError):
                             pass
@@ -218,15 +221,11 @@ class GuestOSInstaller:
                         raise InstallError(f"{fname}: no update_base_url in the GuestOS config or device.conf")
                     self._download(image_url(base, cfg, fname), target,
                                    m if not fname.endswith(".hash.img") else None, fname, caller_root)
+                    crash_point("install.image")
             conf = directory / f"{cfg.name}-{cfg.version}.conf"
-            if final_dir.exists():
-                shutil.rmtree(final_dir)
-            staging.rename(final_dir)
-            if sig:
-                write_atomic(conf.with_suffix(".sig"), sig, mode=0o644)
-            if cert:
-                write_atomic(conf.with_suffix(".cert"), cert, mode=0o644)
-            write_atomic(conf, raw, mode=0o644)  # last: a config on disk means a complete GuestOS
+            stage_config(staging, raw, sig, cert)
+            crash_point("install.staged")
+            commit(staging, final_dir, conf)  # a config on disk means a complete GuestOS
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

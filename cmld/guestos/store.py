@@ -11,6 +11,7 @@ from cml_common.fsutil import remove_quietly
 from cml_common.messages.container_pb2 import ContainerTrust
 from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cml_common.textconfig import ConfigError, load_text_file
+from cmld.guestos.commit import recover
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,12 @@ class GuestOSStore:
         self._by_name: dict[str, dict[int, GuestOS]] = {}
 
     def load(self) -> None:
+        """At cmld's start: an install a crash interrupted is finished or undone first."""
         self._by_name.clear()
         if not self.directory.is_dir():
             log.info("no GuestOS directory %s", self.directory)
             return
+        recover(self.directory)
         for path in sorted(self.directory.glob("*.conf")):
             try:
                 cfg = load_text_file(path, GuestOSConfig)

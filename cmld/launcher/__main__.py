@@ -2,6 +2,15 @@
 
 Run by cmld with the sync socket as FD. It dies with cmld (PR_SET_PDEATHSIG) until it has
 handed the container over, so a daemon crash mid-start leaves no half-built container running.
+
+The namespaces are made so that the container's first process is born in its PID, network,
+UTS and IPC namespaces while it is still root on the host in the launcher's mount namespace:
+there it mounts /proc, /sys and the /proc masks, and only then enters the container's user
+namespace and its own mount namespace, whose copy the kernel locks (`child.py`). The network,
+UTS and IPC namespaces belong to the container's user namespace (`userns.py`); the PID namespace
+is made here, by root of the host, and belongs to the host's user namespace: no process of the
+container has the capability to mount a proc for it, so the one cmld mounted, masked and locked
+is the only one there is.
 """
 
 from __future__ import annotations
@@ -13,8 +22,8 @@ import socket
 import sys
 
 from cmld import linux
+from cmld.launcher import confine, userns
 from cmld.launcher import early as early_mod
-from cmld.launcher import userns
 from cmld.launcher.channel import Channel
 from cmld.launcher.spec import ERR_CGROUPS, ERR_GENERIC, ERR_USER, ERR_VOL, MSG_PID, MSG_SPEC, LaunchSpec
 
@@ -25,18 +34,12 @@ def _report(chan: Channel, code: int, message: str) -> None:
     os._exit(1)
 
 
-def _preload_seccomp() -> None:
-    """Import the seccomp binding without ctypes.util.find_library, which runs ldconfig in a
-    subprocess for every library it looks up (milliseconds on every container start)."""
-    import ctypes.util
-
-    known = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
-    original = ctypes.util.find_library
-    ctypes.util.find_library = lambda name: known.get(name) or original(name)
-    try:
-        import cmld.seccomp.filter  # noqa: F401
-    finally:
-        ctypes.util.find_library = original
+def owned_flags(spec: LaunchSpec) -> int:
+    """The namespaces of the container's user namespace its first process is born into (PID
+    too, which is the host's; mount and cgroup it makes itself once it has mounted /proc and
+    /sys, and time right before init)."""
+    flags = linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+    return flags | (linux.CLONE_NEWNET if spec.netns else 0)
 
 
 def main() -> None:
@@ -47,15 +50,19 @@ def main() -> None:
     chan = Channel(socket.socket(fileno=int(sys.argv[1])))
     msg = chan.expect(MSG_SPEC)
     spec = LaunchSpec.from_dict(msg["spec"])
-    if spec.seccomp:  # loaded now: after the pivot the host's libraries and Python path are out of reach
-        _preload_seccomp()
+    ns: userns.Namespaces | None = None
     try:
+        # Inherited by everything below: the namespace helper (a user namespace records its
+        # creator's limits) and every process of the container.
+        confine.neutral_oom_score()
+        confine.apply_rlimits(spec.rlimits)
         linux.unshare(linux.CLONE_NEWNS)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-        userns_fd = userns.create(spec.uid_start, spec.uid_size) if spec.uid_start is not None else None
-    except OSError as e:
+        if spec.uid_start is not None:
+            ns = userns.create(spec.uid_start, spec.uid_size, flags=owned_flags(spec), limits=spec.userns_limits)
+    except (OSError, ValueError) as e:
         _report(chan, ERR_USER, f"namespaces: {e}")
-    mounts = early_mod.EarlyMounts(spec, userns_fd)
+    mounts = early_mod.EarlyMounts(spec, ns.user if ns is not None else None)
     try:
         mounts.run()
         os.chdir(spec.root_dir)
@@ -71,18 +78,17 @@ def main() -> None:
                 f.write(str(os.getpid()))
     except OSError as e:
         _report(chan, ERR_CGROUPS, f"joining cgroup: {e}")
-    flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
-    if spec.netns:
-        flags |= linux.CLONE_NEWNET
     try:
-        if userns_fd is not None:
-            linux.setns(userns_fd, linux.CLONE_NEWUSER)
-            os.close(userns_fd)
-        linux.unshare(flags)
+        if ns is not None:
+            ns.join_owned()
+            ns.close_owned()
+            linux.unshare(linux.CLONE_NEWPID)
+        else:
+            linux.unshare(owned_flags(spec) | linux.CLONE_NEWPID)
     except OSError as e:
         _report(chan, ERR_GENERIC, f"namespaces: {e}")
-    # The cwd follows into the new mount namespace: it is how the child finds its root there
-    # (a path would need the host's 0700 run directory, which container root cannot traverse).
+    # The cwd (the container's root directory) is how the child finds its root again once it
+    # is in its own mount namespace.
     pid = os.fork()
     if pid == 0:
         from cmld.launcher import child

@@ -12,10 +12,10 @@ import time
 
 from cmld import linux
 from cmld.errors import CmldError
-from cmld.launcher import netdev
+from cmld.launcher import confine, netdev
 from cmld.launcher.channel import Channel
 from cmld.launcher.early import MEMINFO_STAGING, EarlyMounts, fd_path
-from cmld.launcher.spec import ERR_GENERIC, ERR_SERVICE, ERR_TIME, ERR_VOL, MSG_GO, MSG_SUCCESS, LaunchSpec
+from cmld.launcher.spec import ERR_GENERIC, ERR_SERVICE, ERR_TIME, ERR_USER, ERR_VOL, MSG_GO, MSG_SUCCESS, LaunchSpec
 
 SERVICE_SOCKET = "/run/socket/cml-service"
 CSERVICE = "/sbin/cservice"
@@ -46,8 +46,8 @@ def _mount_proc_sys(spec: LaunchSpec, early: EarlyMounts) -> None:
         try:
             linux.mount("sysfs", fd_path(fd), "sysfs", flags)
         except OSError as e:
-            # A user namespace without its own network namespace may not mount sysfs; it gets a
-            # read-only bind it cannot remount (the superblock belongs to the host's user namespace).
+            # Where sysfs cannot be mounted here (a security module may refuse it), a read-only
+            # bind of the host's, which the container cannot remount.
             if e.errno != errno.EPERM:
                 raise
             linux.bind_tree("/sys", fd, readonly=True)
@@ -57,7 +57,8 @@ def _mount_proc_sys(spec: LaunchSpec, early: EarlyMounts) -> None:
 
 def _bind_meminfo(early: EarlyMounts) -> None:
     """The container's view of /proc/meminfo (a file on its /run tmpfs, written by cmld; never a
-    procfs of the host) bound read-only over the kernel's; the staging name goes away."""
+    procfs of the host) bound read-only over the kernel's, locked like the masks; the staging
+    name goes away."""
     src = linux.open_in_root(early.root_fd, f"/run/{MEMINFO_STAGING}", os.O_PATH)
     try:
         target = linux.open_in_root(early.root_fd, "/proc/meminfo", os.O_PATH)
@@ -195,30 +196,58 @@ def _no_init_message(spec: LaunchSpec, early: EarlyMounts) -> str:
             f"there to fall back on: {why}")
 
 
+def _kernel_file_systems(spec: LaunchSpec, early: EarlyMounts) -> None:
+    """/proc, /sys and the /proc masks, mounted while this process is still root on the host in
+    the launcher's mount namespace (born in the container's PID and network namespaces, so the
+    proc and sysfs instances are the container's). The copy of this namespace the container
+    gets next is owned by its user namespace, and the kernel locks every mount in it: a
+    user-namespaced container can neither unmount a mask nor mount a fresh proc that would
+    reveal what the masks hide (a proc mount is refused while no proc in the namespace is fully
+    visible)."""
+    _mount_proc_sys(spec, early)
+    if spec.mask_proc:
+        _mask_proc(early)
+    if spec.meminfo:
+        _bind_meminfo(early)
+
+
+def _enter_container(spec: LaunchSpec, early: EarlyMounts) -> None:
+    """Into the container's user namespace as its root, then into a mount namespace and cgroup
+    namespace of its own (the cgroup namespace's root is the container's group)."""
+    if early.userns_fd is not None:
+        linux.setns(early.userns_fd, linux.CLONE_NEWUSER)
+        os.close(early.userns_fd)
+        early.userns_fd = None
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        # The uid change made us non-dumpable, which gives our /proc files to the host's
+        # root; the container's root must own them (timens_offsets, later /proc/1/...).
+        linux.prctl(linux.PR_SET_DUMPABLE, 1)
+    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWCGROUP)
+    # The launcher's fd of the root belongs to its mount namespace; mounts from now on are
+    # made through the copy in ours.
+    os.close(early.root_fd)
+    early.root_fd = _own_root()
+
+
 def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
     """Never returns: execs init, or exits after reporting an error to cmld."""
     init: str | None = None
     try:
         chan.expect(MSG_GO)
-        # The launcher's fd of the root belongs to the mount namespace it had before it
-        # unshared ours; mounts must be made through the copy in our namespace.
-        os.close(early.root_fd)
-        early.root_fd = _own_root()
-        if spec.uid_start is not None:
-            os.setgroups([])
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-            # The uid change made us non-dumpable, which gives our /proc files to the host's
-            # root; the container's root must own them (timens_offsets, later /proc/1/...).
-            linux.prctl(linux.PR_SET_DUMPABLE, 1)
+        try:
+            _kernel_file_systems(spec, early)
+        except OSError as e:
+            raise ChildError(ERR_VOL, f"preparing the root file system: {e}") from None
+        try:
+            _enter_container(spec, early)
+        except OSError as e:
+            raise ChildError(ERR_USER, f"entering the container's namespaces: {e}") from None
+        confine.own_session()
         linux.sethostname(spec.hostname)
         try:
-            _mount_proc_sys(spec, early)
             _mount_devpts(early)
-            if spec.mask_proc:
-                _mask_proc(early)
-            if spec.meminfo:
-                _bind_meminfo(early)
             _pivot(early)
             _stdio_to_null()
         except OSError as e:
@@ -252,14 +281,13 @@ def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
         if early.meminfo_fd >= 0:
             fds.append(early.meminfo_fd)
             names.append("meminfo")
-        linux.drop_bounding(spec.cap_drop)
+        confine.drop_bounding(spec.cap_drop)
         seccomp_fd = -1
-        if spec.seccomp:
-            from cmld.seccomp.filter import install_filter
-
-            seccomp_fd = install_filter(allow_system_time=spec.allow_system_time)
+        if spec.seccomp_bpf:
+            seccomp_fd = confine.load_seccomp(spec.seccomp_bpf)
             fds.append(seccomp_fd)
             names.append("seccomp")
+        confine.drop_held(spec.cap_drop)
         chan.send({"type": MSG_SUCCESS, "fds": names, "init": init or "", "notes": notes}, fds)
         for sock in sockets:
             sock.close()

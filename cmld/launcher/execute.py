@@ -1,9 +1,16 @@
-"""`python -m cmld.launcher.execute JSON`: run one command inside a running container.
+"""`python -m cmld.launcher.execute FD`: run one command inside a running container.
 
-Joins the container's cgroup and every namespace of its init (through a pidfd, all at once),
-becomes the container's root, drops the same capabilities as the container, and runs the
-command, on a PTY of the container's own devpts or with plain pipes to cmld. The exit status
-goes to the status fd named in the request as "exit N" or "signal N".
+The request (JSON) is read from FD, a memfd cmld filled: nothing of it (host PIDs, cgroup
+paths) is on the command line, which every process of the container could read in /proc. The
+helper is not dumpable, so its environment, memory map and binary stay out of the container's
+reach too.
+
+Joins every namespace of the container's init (through a pidfd, all at once) and, in the
+process it forks into the container's PID namespace, the container's cgroups;
+becomes the container's root, starts a session and session keyring of its own with a neutral
+OOM score and the container's limits, drops the capabilities cmld computed, loads the filter cmld
+compiled, and runs the command, on a PTY of the container's own devpts or with plain pipes to
+cmld. The exit status goes to the status fd named in the request as "exit N" or "signal N".
 """
 
 from __future__ import annotations
@@ -13,10 +20,13 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import termios
+from typing import Any
 
 from cmld import linux
+from cmld.launcher import confine
 
 NAMESPACES = (("user", linux.CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS), ("pid", linux.CLONE_NEWPID),
               ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC), ("net", linux.CLONE_NEWNET),
@@ -32,20 +42,36 @@ def _differs(pid: int, ns: str) -> bool:
 
 def _install_seccomp(req: dict[str, object]) -> None:
     """The container's filter for the session too; its listener goes to cmld's supervisor."""
-    import socket
-
-    from cmld.seccomp.filter import install_filter
-
-    fd = install_filter(allow_system_time=bool(req.get("allow_system_time")))
+    fd = confine.load_seccomp(str(req["seccomp_bpf"]))
     with socket.socket(fileno=int(req["seccomp_sock"])) as s:  # type: ignore[call-overload]
         socket.send_fds(s, [b"s"], [fd])
     os.close(fd)
 
 
-def join(pid: int, cgroup_procs: list[str], userns: bool, cap_drop: list[int]) -> None:
-    for procs in cgroup_procs:
-        with open(procs, "w") as f:
-            f.write(str(os.getpid()))
+def read_request(fd: int) -> dict[str, Any]:
+    with os.fdopen(fd, "rb") as f:
+        req = json.loads(f.read())
+    if not isinstance(req, dict):
+        raise ValueError("the exec request is not an object")
+    return req
+
+
+def open_cgroups(cgroup_procs: list[str]) -> list[int]:
+    """The container's cgroup.procs files, opened now (on the host's file system, as root of the
+    host: the kernel checks a migration against the opener's credentials and cgroup namespace)
+    and written later by the process that enters the container's PID namespace, so that no
+    process outside it (this helper) is ever in the container's groups: its cgroup2 view would
+    show it (as pid 0)."""
+    return [os.open(procs, os.O_WRONLY | os.O_CLOEXEC) for procs in cgroup_procs]
+
+
+def enter_cgroups(fds: list[int]) -> None:
+    for fd in fds:
+        os.write(fd, b"0")  # "0": the writing process
+        os.close(fd)
+
+
+def join(pid: int, userns: bool, cap_drop: list[int]) -> None:
     pidfd = os.pidfd_open(pid)
     flags = 0
     for ns, flag in NAMESPACES:
@@ -57,7 +83,9 @@ def join(pid: int, cgroup_procs: list[str], userns: bool, cap_drop: list[int]) -
         os.setgroups([])
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    linux.drop_bounding(cap_drop)
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)  # the uid change reset it: set it again, for both modes alike
+    confine.own_session()
+    confine.drop_bounding(cap_drop)
     os.chdir("/")
 
 
@@ -125,18 +153,21 @@ def run_pipes(argv: list[str], env: dict[str, str]) -> str:
 
 
 def main() -> None:
-    req = json.loads(sys.argv[1])
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    req = read_request(int(sys.argv[1]))
     status_fd = int(req["status_fd"])
     os.set_inheritable(status_fd, False)
-    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if req.get("seccomp_sock") is not None:  # load the binding while the host's libraries are reachable
-        from cmld.launcher.__main__ import _preload_seccomp
-
-        _preload_seccomp()
     try:
-        join(int(req["pid"]), list(req["cgroup_procs"]), bool(req["userns"]), list(req["cap_drop"]))
+        # Through the host's /proc, before joining: the container's /proc has no entry for a
+        # process outside its PID namespace.
+        confine.neutral_oom_score()
+        confine.apply_rlimits(dict(req.get("rlimits") or {}))
+        cgroups = open_cgroups(list(req["cgroup_procs"]))
+        join(int(req["pid"]), bool(req["userns"]), list(req["cap_drop"]))
         if req.get("seccomp_sock") is not None:
             _install_seccomp(req)
+        confine.drop_held(list(req["cap_drop"]))
     except OSError as e:
         os.write(status_fd, f"error joining the container: {e}".encode())
         os._exit(1)
@@ -145,9 +176,16 @@ def main() -> None:
     # Fork once more so the command is inside the container's PID namespace.
     pid = os.fork()
     if pid == 0:
+        try:
+            enter_cgroups(cgroups)
+        except OSError as e:
+            os.write(status_fd, f"error joining the container's cgroups: {e}".encode())
+            os._exit(1)
         status = run_pty(req["argv"], env) if req["pty"] else run_pipes(req["argv"], env)
         os.write(status_fd, status.encode())
         os._exit(0)
+    for fd in cgroups:
+        os.close(fd)
     os.close(0)
     os.close(1)
     os.close(2)

@@ -72,12 +72,17 @@ class LaunchSpec:
     cgroup_procs: list[str] = field(default_factory=list)
     uid_start: int | None = None  # user namespace: container uid 0 = uid_start on the host
     uid_size: int = 65536
+    # /proc/sys/user/* of the container's user namespace (its per-user kernel resources)
+    userns_limits: dict[str, int] = field(default_factory=dict)
+    # resource limits (RLIMIT_<name>: soft = hard) of every container process
+    rlimits: dict[str, int] = field(default_factory=dict)
     netns: bool = True
     timens: bool = True
     sysfs_readonly: bool = True
     mask_proc: bool = True
-    cap_drop: list[int] = field(default_factory=list)
-    seccomp: bool = True
+    cap_keep: list[str] = field(default_factory=list)  # names, for the record
+    cap_drop: list[int] = field(default_factory=list)  # numbers, computed by cmld from the host kernel
+    seccomp_bpf: str = ""  # the compiled filter (base64 of raw BPF); empty: no filter
     allow_system_time: bool = False
     service_socket: bool = True
     # /proc/meminfo as the container sees it (its cgroup's limit as total), first content; cmld

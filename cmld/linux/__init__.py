@@ -6,18 +6,31 @@
 |---|---|
 | `namespaces` | unshare, setns, sethostname |
 | `mounts` | mount(2), the new mount API, idmapped binds, pivot_root, openat2 RESOLVE_IN_ROOT |
-| `process` | prctl, close_range, pidfd signals |
-| `caps` | capability names, bounding set, cap sets, file-system identity |
-| `loop` | loop devices (LOOP_CONFIGURE, autoclear) |
+| `process` | prctl, close_range, pidfd signals, the PID-namespace reboot |
+| `caps` | capability names, the kernel's last capability, bounding, ambient and other sets, file-system identity |
+| `keyring` | a fresh session keyring |
+| `loop` | loop devices (LOOP_CONFIGURE, autoclear; which ones back onto given files) |
 | `bpf` | cgroup device programs |
-| `seccomp` | user-notification struct sizes |
+| `seccomp` | loading a BPF filter with a listener, user-notification struct sizes |
 | `clock` | clock_adjtime |
+| `nftables` | libnftables (nftables transactions in JSON, loaded on first use) |
 
 The names used by most callers are re-exported here (`from cmld import linux; linux.mount(...)`).
 """
 
-from cmld.linux.caps import CAP, CAP_NAMES, cap_last, drop_bounding, drop_from_all_sets, fs_identity, raise_effective
-from cmld.linux.loop import loop_attach
+from cmld.linux.caps import (
+    CAP,
+    CAP_NAMES,
+    cap_name,
+    clear_ambient,
+    drop_bounding,
+    drop_from_all_sets,
+    fs_identity,
+    kernel_cap_last,
+    raise_effective,
+)
+from cmld.linux.keyring import join_new_session_keyring
+from cmld.linux.loop import loop_attach, loops_of
 from cmld.linux.mounts import (
     AT_EMPTY_PATH,
     AT_RECURSIVE,
@@ -75,21 +88,83 @@ from cmld.linux.process import (
     PR_SET_DUMPABLE,
     PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG,
+    PR_SET_SECUREBITS,
+    SECBIT_NO_SETUID_FIXUP,
     close_range,
     pidfd_send_signal,
     prctl,
+    reboot_pid_namespace,
 )
 
 __all__ = [
-    "AT_EMPTY_PATH", "AT_RECURSIVE", "CAP", "CAP_NAMES", "CLONE_NEWCGROUP", "CLONE_NEWIPC", "CLONE_NEWNET",
-    "CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWTIME", "CLONE_NEWUSER", "CLONE_NEWUTS", "MNT_DETACH",
-    "MOUNT_ATTR_IDMAP", "MOUNT_ATTR_NODEV", "MOUNT_ATTR_NOEXEC", "MOUNT_ATTR_NOSUID", "MOUNT_ATTR_RDONLY",
-    "MOVE_MOUNT_F_EMPTY_PATH", "MOVE_MOUNT_T_EMPTY_PATH", "MS_BIND", "MS_MOVE", "MS_NOATIME", "MS_NODEV",
-    "MS_NOEXEC", "MS_NOSUID", "MS_PRIVATE", "MS_RDONLY", "MS_REC", "MS_REMOUNT", "MS_SHARED", "MS_SLAVE",
-    "MS_STRICTATIME", "OPEN_TREE_CLOEXEC", "OPEN_TREE_CLONE", "PR_CAPBSET_DROP", "PR_CAPBSET_READ",
-    "PR_CAP_AMBIENT", "PR_CAP_AMBIENT_CLEAR_ALL", "PR_SET_CHILD_SUBREAPER", "PR_SET_DUMPABLE",
-    "PR_SET_NO_NEW_PRIVS", "PR_SET_PDEATHSIG", "bind_tree", "cap_last", "close_range", "drop_bounding",
-    "drop_from_all_sets", "fs_identity", "idmapped_bind", "loop_attach", "mount", "move_mount", "open_in_root",
-    "open_tree", "pidfd_send_signal", "pivot_root", "prctl", "raise_effective", "sethostname", "setns", "umount2",
+    "AT_EMPTY_PATH",
+    "AT_RECURSIVE",
+    "CAP",
+    "CAP_NAMES",
+    "CLONE_NEWCGROUP",
+    "CLONE_NEWIPC",
+    "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "CLONE_NEWPID",
+    "CLONE_NEWTIME",
+    "CLONE_NEWUSER",
+    "CLONE_NEWUTS",
+    "MNT_DETACH",
+    "MOUNT_ATTR_IDMAP",
+    "MOUNT_ATTR_NODEV",
+    "MOUNT_ATTR_NOEXEC",
+    "MOUNT_ATTR_NOSUID",
+    "MOUNT_ATTR_RDONLY",
+    "MOVE_MOUNT_F_EMPTY_PATH",
+    "MOVE_MOUNT_T_EMPTY_PATH",
+    "MS_BIND",
+    "MS_MOVE",
+    "MS_NOATIME",
+    "MS_NODEV",
+    "MS_NOEXEC",
+    "MS_NOSUID",
+    "MS_PRIVATE",
+    "MS_RDONLY",
+    "MS_REC",
+    "MS_REMOUNT",
+    "MS_SHARED",
+    "MS_SLAVE",
+    "MS_STRICTATIME",
+    "OPEN_TREE_CLOEXEC",
+    "OPEN_TREE_CLONE",
+    "PR_CAPBSET_DROP",
+    "PR_CAPBSET_READ",
+    "PR_CAP_AMBIENT",
+    "PR_CAP_AMBIENT_CLEAR_ALL",
+    "PR_SET_CHILD_SUBREAPER",
+    "PR_SET_DUMPABLE",
+    "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_PDEATHSIG",
+    "PR_SET_SECUREBITS",
+    "SECBIT_NO_SETUID_FIXUP",
+    "bind_tree",
+    "cap_name",
+    "clear_ambient",
+    "close_range",
+    "drop_bounding",
+    "drop_from_all_sets",
+    "fs_identity",
+    "idmapped_bind",
+    "join_new_session_keyring",
+    "kernel_cap_last",
+    "loop_attach",
+    "loops_of",
+    "mount",
+    "move_mount",
+    "open_in_root",
+    "open_tree",
+    "pidfd_send_signal",
+    "pivot_root",
+    "prctl",
+    "raise_effective",
+    "reboot_pid_namespace",
+    "sethostname",
+    "setns",
+    "umount2",
     "unshare",
 ]

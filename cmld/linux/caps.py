@@ -1,17 +1,20 @@
-"""Capabilities: names and numbers, the bounding set, the effective/permitted/inheritable sets,
-and running with other file-system IDs while keeping them."""
+"""Capabilities: names and numbers, the kernel's last capability, the bounding, ambient,
+effective, permitted and inheritable sets, and running with other file-system IDs while
+keeping them."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+from functools import cache
 from typing import TYPE_CHECKING
 
 from cmld.linux.libc import LIBC, check
-from cmld.linux.process import PR_CAPBSET_DROP, prctl
+from cmld.linux.process import PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, PR_CAPBSET_READ, prctl
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 CAP_NAMES = (
     "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
@@ -22,20 +25,48 @@ CAP_NAMES = (
     "CHECKPOINT_RESTORE",
 )
 CAP = {name: i for i, name in enumerate(CAP_NAMES)}
+_MAX_PROBE = 63  # the kernel's capability sets are 64 bits wide
 
 
-def cap_last() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return len(CAP_NAMES) - 1
+@cache
+def kernel_cap_last() -> int:
+    """The highest capability number the running kernel knows, asked of the kernel itself
+    (PR_CAPBSET_READ answers EINVAL past it). Never read from /proc/sys/kernel/cap_last_cap: a
+    process inside a container sees the container's /proc, where that file can be a bind mount
+    of the container's choosing."""
+    last = -1
+    for cap in range(_MAX_PROBE + 1):
+        try:
+            prctl(PR_CAPBSET_READ, cap)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            break
+        last = cap
+    if last < 0:
+        raise OSError(errno.EINVAL, "PR_CAPBSET_READ: the kernel knows no capability")
+    return last
 
 
-def drop_bounding(caps: list[int]) -> None:
+def cap_name(cap: int) -> str:
+    """CAP_<NAME>, or CAP_<number> for one newer than this table."""
+    return f"CAP_{CAP_NAMES[cap]}" if cap < len(CAP_NAMES) else f"CAP_{cap}"
+
+
+def drop_bounding(caps: Iterable[int]) -> None:
+    """Drop each capability from the bounding set. The list is cmld's, computed from the host
+    kernel's last capability; nothing here consults a file the container could have forged, and
+    a number the kernel does not know is an error, not a silent skip."""
     for cap in caps:
-        if cap <= cap_last():
+        try:
             prctl(PR_CAPBSET_DROP, cap)
+        except OSError as e:
+            raise OSError(e.errno, f"dropping {cap_name(cap)} from the bounding set: {e.strerror}") from None
+
+
+def clear_ambient() -> None:
+    """An empty ambient set: nothing is handed to a non-root program through exec."""
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
 
 
 class _CapHeader(ctypes.Structure):
@@ -46,26 +77,26 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-def drop_from_all_sets(caps: list[int]) -> None:
-    """Remove caps from effective, permitted and inheritable too, so a process that already holds
-    them (root before exec) cannot keep them through exec of a setuid-less init."""
-    hdr = _CapHeader(0x20080522, 0)
-    data = (_CapData * 2)()
-    check(LIBC.capget(ctypes.byref(hdr), data), "capget")
-    for cap in caps:
-        idx, bit = divmod(cap, 32)
-        mask = ~(1 << bit) & 0xFFFFFFFF
-        data[idx].effective &= mask
-        data[idx].permitted &= mask
-        data[idx].inheritable &= mask
-    check(LIBC.capset(ctypes.byref(hdr), data), "capset")
-
-
 def _get() -> tuple[_CapHeader, ctypes.Array[_CapData]]:
     hdr = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (_CapData * 2)()
     check(LIBC.capget(ctypes.byref(hdr), data), "capget")
     return hdr, data
+
+
+def drop_from_all_sets(caps: Iterable[int]) -> None:
+    """Remove caps from effective, permitted and inheritable too, so a process that already holds
+    them (root before exec) cannot keep them through exec of a setuid-less init."""
+    hdr, data = _get()
+    for cap in caps:
+        idx, bit = divmod(cap, 32)
+        if idx > 1:
+            continue
+        mask = ~(1 << bit) & 0xFFFFFFFF
+        data[idx].effective &= mask
+        data[idx].permitted &= mask
+        data[idx].inheritable &= mask
+    check(LIBC.capset(ctypes.byref(hdr), data), "capset")
 
 
 def has_effective(cap: int) -> bool:
@@ -77,9 +108,7 @@ def has_effective(cap: int) -> bool:
 def raise_effective() -> None:
     """Effective set := permitted set (a change of fsuid away from 0 clears the file caps from
     the effective set; the permitted set keeps them)."""
-    hdr = _CapHeader(0x20080522, 0)
-    data = (_CapData * 2)()
-    check(LIBC.capget(ctypes.byref(hdr), data), "capget")
+    hdr, data = _get()
     for d in data:
         d.effective = d.permitted
     check(LIBC.capset(ctypes.byref(hdr), data), "capset")

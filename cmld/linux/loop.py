@@ -46,3 +46,54 @@ def loop_attach(image_fd: int, *, readonly: bool, autoclear: bool = True) -> tup
     finally:
         os.close(ctl)
     raise OSError(16, "no free loop device")
+
+
+LOOP_GET_STATUS64 = 0x4C05
+_INFO64 = struct.Struct("=QQQQQIIII64s64s32s2Q")
+
+
+def _decode_dev(dev: int) -> tuple[int, int]:
+    """The kernel's new_decode_dev: lo_device is a huge_encode_dev'd dev_t."""
+    return (dev & 0xFFF00) >> 8, (dev & 0xFF) | ((dev >> 12) & 0xFFF00)
+
+
+def loop_backings() -> dict[str, tuple[int, int, int]]:
+    """Every bound loop device: /dev/loopN -> (major, minor, inode) of its backing file. Read with
+    LOOP_GET_STATUS64, since the backing_file path in sysfs is relative to whatever mount namespace
+    attached it."""
+    found: dict[str, tuple[int, int, int]] = {}
+    try:
+        names = [n for n in os.listdir("/sys/block") if n.startswith("loop")]
+    except OSError:
+        return found
+    for name in names:
+        if not os.path.isdir(f"/sys/block/{name}/loop"):
+            continue  # not bound
+        try:
+            fd = os.open(f"/dev/{name}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            buf = bytearray(_INFO64.size)
+            fcntl.ioctl(fd, LOOP_GET_STATUS64, buf, True)
+        except OSError:
+            continue  # cleared meanwhile
+        finally:
+            os.close(fd)
+        device, inode = _INFO64.unpack_from(buf)[:2]
+        found[f"/dev/{name}"] = (*_decode_dev(device), inode)
+    return found
+
+
+def loops_of(paths: list[str]) -> list[str]:
+    """The loop devices whose backing file is one of `paths` (compared by device and inode)."""
+    want = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        want.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+    if not want:
+        return []
+    return sorted(dev for dev, key in loop_backings().items() if key in want)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from cml_common.logbudget import LogBudget
 from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cmld.launcher.spec import DevNode, LaunchSpec
 
@@ -59,6 +60,9 @@ class StartContext:
     # The container key unwrapped by its token (None without a token): for the modules that set
     # up encrypted volumes; wiped once the start is over, as the original does after clone.
     key: bytearray | None = field(default=None, repr=False)
+    # How much this container may make cmld log, per kind of line (its compartment's: it outlives
+    # a start, so a container cannot reset it by restarting).
+    log_budget: LogBudget = field(default_factory=lambda: LogBudget("container"), repr=False)
 
     @property
     def uuid(self) -> str:

@@ -30,6 +30,8 @@ class HaltModule(Module):
         try:
             reason = await asyncio.wait_for(session.relay(discard), HALT_WAIT)
         except TimeoutError:
+            log.warning("container %s: halt in the container did not end within %g s; its session is killed",
+                        ctx.container.name, HALT_WAIT)
             session.kill()
             return False
         log.info("container %s: halt in the container: %s", ctx.container.name, reason)

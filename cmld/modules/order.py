@@ -28,6 +28,7 @@ from cmld.modules.usb import UsbModule
 from cmld.modules.usb_hub import HotplugHub
 from cmld.modules.userns import UserNamespaceModule
 from cmld.modules.volumes import VolumesModule
+from cmld.net.fabric import NetFabric
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ModuleDeps:
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
     fifos: FifoBoard | None = None  # which FIFO goes to which container (one for the device)
     hotplug: HotplugHub | None = None  # the uevent listener (one for the device)
+    net: NetFabric | None = None  # the network every container shares (None: namespaces only)
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -53,7 +55,7 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
         UserNamespaceModule(),
         CgroupsModule(deps.driver),
         DevicesModule(deps.assignments),
-        NetworkModule(),
+        NetworkModule(deps.net),
         VolumesModule(s.guestos_dir, s.shared_files_dir),
         MeminfoModule(),
         *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),

@@ -1,20 +1,28 @@
-"""Seccomp (the original's c_seccomp): the child installs the filter before exec and hands the
-notify fd to cmld, whose supervisor emulates mknod of allowed devices, sysinfo (from the
-container's cgroup) and, with `allow_system_time`, the clock-setting calls."""
+"""Seccomp (the original's c_seccomp): cmld compiles the container's filter (c0's light one, the
+strict one for every other container, shaped by the capabilities it keeps), the child loads it
+right before exec and hands the listener fd to cmld, whose supervisor emulates mknod of allowed
+devices, sysinfo (from the container's cgroup), finit_module under `allow_module`, with
+`allow_system_time` the clock-setting calls, and the PID-namespace reboot."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 
 from cmld.cgroups.memory import MemoryUse
 from cmld.launcher.spec import MountOp
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
+from cmld.seccomp.filter import FilterKind, compiled
 from cmld.seccomp.module_policy import ModuleAllowList, module_loading
 from cmld.seccomp.supervisor import SeccompSupervisor
 
 log = logging.getLogger(__name__)
+
+
+def filter_kind(ctx: StartContext) -> FilterKind:
+    return FilterKind(light=ctx.container.is_c0, kept=frozenset(ctx.spec.cap_keep))
 
 
 class SeccompModule(Module):
@@ -27,7 +35,9 @@ class SeccompModule(Module):
         self.modules_off = ""
 
     async def prepare(self, ctx: StartContext) -> None:
-        ctx.spec.seccomp = True
+        # libseccomp compiles each kind once per cmld (tens of ms): off the event loop
+        bpf = await asyncio.to_thread(compiled, filter_kind(ctx))
+        ctx.spec.seccomp_bpf = base64.b64encode(bpf).decode()
         ctx.spec.allow_system_time = bool(ctx.container.config.allow_system_time)
         self.modules, self.modules_off = module_loading(list(ctx.container.config.allow_module))
         if ctx.container.config.allow_module and self.modules is None:
@@ -48,8 +58,8 @@ class SeccompModule(Module):
 
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
-                                uid_offset=ctx.spec.uid_start, memory=memory, procs=procs,
-                                modules=self.modules, modules_off=self.modules_off)
+                                uid_offset=ctx.spec.uid_start, log_budget=ctx.log_budget, memory=memory,
+                                procs=procs, modules=self.modules, modules_off=self.modules_off)
         sup.start(asyncio.get_running_loop())
         return sup
 

@@ -8,6 +8,12 @@ SHUTDOWN when the container is stopped. Unsolicited messages go to the first con
 stop that comes in that instant may hand SHUTDOWN to a connection that is about to close: when
 the client that got SHUTDOWN goes away and the container is still up a moment later, the stop
 goes on with the next way (`halt` in the container) instead of waiting for the kill timer.
+
+The socket is the container's to abuse, so the work one container can cause is bounded: frames of
+at most 64 KiB, at most `FRAME_RATE` frames a second (more wait), the event loop given back after
+every frame (so the control socket and other containers are served in between), a connection
+closed after `MAX_BAD_FRAMES` malformed frames, and every log line about it within the
+container's log budget (kind 'service').
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 from cml_common.aioframing import read_frame, write_frame
 from cml_common.framing import FramingError, MessageError, parse, serialize
+from cml_common.logsafe import clip
 from cml_common.messages.c_service_pb2 import CmldToServiceMessage, ServiceToCmldMessage
 from cml_common.messages.container_pb2 import ContainerState
 from cmld.modules.base import Module
@@ -26,7 +34,10 @@ from cmld.modules.context import StartContext
 
 log = logging.getLogger(__name__)
 MAX_CLIENTS = 8
-MAX_SERVICE_FRAME = 1 << 20
+MAX_SERVICE_FRAME = 64 << 10  # the largest message a service sends is an AUDIT_ACK (a hex SHA-512)
+MAX_BAD_FRAMES = 8  # malformed frames on one connection before it is closed
+FRAME_RATE = 100.0  # frames per second one container's service connections may send, over a burst
+FRAME_BURST = 200
 S2C = ServiceToCmldMessage
 C2S = CmldToServiceMessage
 SHUTDOWN_LOST_GRACE = 1.0  # s: a service that got SHUTDOWN and left, and the container still up
@@ -45,6 +56,21 @@ class ServiceModule(Module):
         self.ctx: StartContext | None = None
         self.shutdown_target: asyncio.StreamWriter | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._frame_tokens = float(FRAME_BURST)
+        self._frame_time = 0.0
+
+    def _note(self, ctx: StartContext, level: int, fmt: str, *args: object) -> None:
+        """A log line about the container's service, within its log budget."""
+        if ctx.log_budget.allow("service"):
+            log.log(level, "container %s: " + fmt, ctx.container.name, *args)
+
+    async def _pace(self) -> None:
+        """Give the loop back after each frame, and wait while the container is over its frame rate."""
+        now = time.monotonic()
+        self._frame_tokens = min(float(FRAME_BURST), self._frame_tokens + (now - self._frame_time) * FRAME_RATE)
+        self._frame_time = now
+        self._frame_tokens -= 1.0
+        await asyncio.sleep(0.0 if self._frame_tokens >= 0 else -self._frame_tokens / FRAME_RATE)
 
     async def prepare(self, ctx: StartContext) -> None:
         ctx.spec.service_socket = True
@@ -66,20 +92,26 @@ class ServiceModule(Module):
             writer.close()
             return
         self.clients.append(writer)
-        name = ctx.container.name
+        bad = 0
         try:
             while True:
                 body = await read_frame(reader, max_size=MAX_SERVICE_FRAME, frame_timeout=10)
                 if body is None:
                     break
+                await self._pace()
                 try:
                     msg = parse(S2C, body)
                 except MessageError as e:
-                    log.warning("container %s: service sent a malformed message: %s", name, e)
+                    bad += 1
+                    if bad >= MAX_BAD_FRAMES:
+                        self._note(ctx, logging.WARNING, "service sent %d malformed messages (last: %s); "
+                                   "connection closed", bad, clip(str(e)))
+                        break
+                    self._note(ctx, logging.WARNING, "service sent a malformed message: %s", clip(str(e)))
                     continue
                 await self._handle(ctx, msg, writer)
         except (FramingError, ConnectionError) as e:
-            log.warning("container %s: service connection: %s", name, e)
+            self._note(ctx, logging.WARNING, "service connection: %s", clip(str(e)))
         finally:
             if writer in self.clients:
                 self.clients.remove(writer)
@@ -101,7 +133,8 @@ class ServiceModule(Module):
     async def _handle(self, ctx: StartContext, msg: ServiceToCmldMessage, writer: asyncio.StreamWriter) -> None:
         cfg = ctx.container.config
         if msg.code == S2C.BOOT_COMPLETED:
-            log.info("container %s: service reports boot completed", cfg.name)
+            if ctx.container.state == ContainerState.BOOTING:
+                log.info("container %s: service reports boot completed", cfg.name)
             self.on_boot_completed()
         elif msg.code == S2C.CONTAINER_CFG_NAME_REQ:
             await write_frame(writer, serialize(C2S(code=C2S.CONTAINER_CFG_NAME, container_cfg_name=cfg.name)))
@@ -113,7 +146,7 @@ class ServiceModule(Module):
             # forwarded to containers yet, so there is nothing to answer.
             log.debug("container %s: service AUDIT_ACK", cfg.name)
         else:
-            log.info("container %s: service message %s not handled", cfg.name, S2C.Code.Name(msg.code))
+            self._note(ctx, logging.INFO, "service message %s not handled", S2C.Code.Name(msg.code))
 
     async def stop(self, ctx: StartContext) -> bool:
         if not self.clients:

@@ -32,3 +32,5 @@ class RuntimeSettings:
     tpm2d_socket: Path | None = None
     sysfs: Path = Path("/sys")  # where USB devices are looked up (a fixture tree in tests)
     uevent_netns: str | None = None  # listen for uevents there instead of cmld's netns (see usb_hub)
+    # Link kinds counted as physical NICs besides real hardware (tests and VMs: "veth").
+    nic_kinds: frozenset[str] = frozenset()

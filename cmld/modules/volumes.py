@@ -13,9 +13,12 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+from cml_common.crashpoints import crash_point
 from cml_common.messages.guestos_pb2 import GuestOSMount
+from cmld import linux
 from cmld.launcher.spec import MountOp
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
@@ -25,6 +28,7 @@ M = GuestOSMount
 HASH_CHUNK = 1 << 20
 MIN_EMPTY_MB = 10
 FREE_SPACE_MARGIN = 1.1  # image plus metadata headroom, as the original's space check
+LOOP_RELEASE_WAIT = 5.0  # s: the kernel detaches an autoclear loop device soon after the unmount
 
 
 def _digests(path: Path, sha1: bool) -> tuple[str, str]:
@@ -89,6 +93,7 @@ def create_empty_image(path: Path, size_mb: int, fstype: str, owner: int) -> Non
         res = subprocess.run([*args, str(tmp)], capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise StartError(f"mkfs.{fstype} {path.name} failed: {(res.stderr or res.stdout).strip()}")
+        crash_point("start.mkfs")
         os.replace(tmp, path)
     except OSError as e:
         raise StartError(f"creating {path.name}: {e.strerror}") from None
@@ -185,6 +190,19 @@ class VolumesModule(Module):
             if digest is not None:
                 ctx.image_digests.append((str(path), digest))
         ctx.spec.mounts = ops
+
+    async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
+        """The container's file systems went with its mount namespace; the kernel detaches their
+        loop devices (autoclear) a moment later. A STOPPED container holds none, so a next start,
+        a wipe or a remove never meets its images still attached."""
+        images = [str(p) for p in (ctx.settings.containers_dir / ctx.uuid).glob("*.img")]
+        deadline = time.monotonic() + LOOP_RELEASE_WAIT
+        while images and (left := await asyncio.to_thread(linux.loops_of, images)):
+            if time.monotonic() > deadline:
+                log.warning("container %s: %s still attached %g s after it ended", ctx.container.name,
+                            ", ".join(left), LOOP_RELEASE_WAIT)
+                return
+            await asyncio.sleep(0.02)
 
     async def destroy(self, ctx: StartContext) -> None:
         cont_dir = ctx.settings.containers_dir / ctx.uuid

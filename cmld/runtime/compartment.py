@@ -12,10 +12,10 @@ import asyncio
 import logging
 import shutil
 import signal
-import time
-from collections.abc import Callable
 from typing import Protocol
 
+from cml_common.crashpoints import crash_point
+from cml_common.logbudget import LogBudget
 from cml_common.messages.container_pb2 import ContainerState as S
 from cml_common.messages.control_pb2 import DaemonToController as D
 from cml_common.messages.guestos_pb2 import GuestOSConfig
@@ -25,17 +25,18 @@ from cmld.errors import LaunchError, StateError
 from cmld.launcher.spec import ERR_VOL_CORRUPTED
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
-from cmld.modules.devices import DevicesModule
 from cmld.modules.service import ServiceModule
 from cmld.modules.settings import RuntimeSettings
 from cmld.runtime.freezer import Freezer
 from cmld.runtime.launch_spec import base_spec, log_init_notes
+from cmld.runtime.lifecycle_state import LifecycleState
+from cmld.runtime.reaper import REAPER
 from cmld.runtime.records import RecordStore
 from cmld.runtime.spawn import InitWatcher, Launcher
-from cmld.runtime.transitions import STARTABLE, STOPPABLE, allowed
+from cmld.runtime.stopping import KILL_RETRY, run_cleanups, run_stop_hooks
+from cmld.runtime.transitions import STARTABLE, STOPPABLE
 
 log = logging.getLogger(__name__)
-Observer = Callable[[Container, int, int], None]
 
 
 class CompartmentHost(Protocol):
@@ -51,67 +52,27 @@ class CompartmentHost(Protocol):
     def on_stopped(self, comp: Compartment) -> None: ...
 
 
-class Compartment:
+class Compartment(LifecycleState):
     def __init__(self, container: Container, runtime: CompartmentHost) -> None:
-        self.container = container
+        super().__init__(container)
         self.runtime = runtime
         self.ctx: StartContext | None = None
         self.modules: list[Module] = []
         self.watcher: InitWatcher | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._exit_task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
         self._stopped_event = asyncio.Event()
         self._stopped_event.set()
         self.freezer = Freezer(runtime.settings.freeze_timeout)
         self.last_error = ""
-        self.observers: list[Observer] = []
+        self.log_budget = LogBudget(f"container {container.name}")
         self._bg: set[asyncio.Future[None]] = set()
         self._launcher: Launcher | None = None
         # Set by terminate(): a reboot from inside that races with it must not restart the container.
         self._no_restart = False
 
-    # ------------------------------------------------------------------ state
-
-    @property
-    def state(self) -> int:
-        return self.container.state
-
-    def set_state(self, new: int) -> None:
-        old = self.container.state
-        if old == new:
-            return
-        if not allowed(old, new):
-            log.error("container %s: refusing state change %s -> %s", self.container.name,
-                      S.Name(old), S.Name(new))
-            return
-        self.container._state = new  # the only writer of a container's state
-        log.info("container %s (%s): %s -> %s", self.container.name, self.container.uuid,
-                 S.Name(old), S.Name(new))
-        if new == S.STARTING:
-            self.container.started_monotonic = time.monotonic()
-        for obs in list(self.observers):
-            try:
-                obs(self.container, old, new)
-            except Exception:
-                log.exception("state observer failed")
-
     def module(self, cls: type[Module]) -> Module | None:
         return next((m for m in self.modules if isinstance(m, cls)), None)
-
-    def _arm(self, seconds: float, what: str, action: Callable[[], None]) -> None:
-        self._disarm()
-
-        def fire() -> None:
-            self._timer = None
-            log.warning("container %s: %s timeout (%.1f s)", self.container.name, what, seconds)
-            action()
-        self._timer = asyncio.get_running_loop().call_later(seconds, fire)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     # ------------------------------------------------------------------ start
 
@@ -149,30 +110,36 @@ class Compartment:
     async def _start(self, setup: bool, key: bytearray | None = None) -> None:
         gos = self.runtime.guestos_config(self.container)
         spec = base_spec(self.container, gos, self.runtime.settings, setup)
-        ctx = StartContext(self.container, gos, self.runtime.settings, spec, setup_mode=setup, key=key)
+        ctx = StartContext(self.container, gos, self.runtime.settings, spec, setup_mode=setup, key=key,
+                           log_budget=self.log_budget)
         self.ctx = ctx
         self.modules = self.runtime.build_modules(self.container)
         # The record exists before anything else does, and is rewritten as the start makes
         # more (cgroups, init, the netns binding): a cmld killed at any point leaves enough
         # for the next one to clean up.
         self.runtime.records.write(ctx)
+        crash_point("start.record")
         ctx.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for d in ("root", "work"):
             (ctx.run_dir / d).mkdir(exist_ok=True, mode=0o700)
         for m in self.modules:
             await m.prepare(ctx)
         self.runtime.records.write(ctx)
+        crash_point("start.prepared")
         launcher = await Launcher.spawn(spec, ctx.run_dir / "launcher.log")
         self._launcher = launcher
+        crash_point("start.launcher")
         msg, _ = await launcher.recv("pid")
         ctx.init_pid = int(msg["pid"])
         self.watcher = InitWatcher(ctx.init_pid)
         await launcher.reap()
         self._launcher = None
         self.runtime.records.write(ctx)
+        crash_point("start.init_forked")
         for m in self.modules:
             await m.post_clone(ctx)
         self.runtime.records.write(ctx)
+        crash_point("start.post_clone")
         await launcher.chan.send({"type": "go"})
         msg, fds = await launcher.recv("success")
         log_init_notes(self.container.name, spec, msg)
@@ -188,6 +155,7 @@ class Compartment:
         launcher.chan.close()
         self.set_state(S.SETUP if setup else S.BOOTING)
         self._exit_task = asyncio.ensure_future(self._wait_exit())
+        crash_point("start.exec")
         for m in self.modules:
             await m.post_exec(ctx)
         if self.state == S.BOOTING:
@@ -245,11 +213,13 @@ class Compartment:
         what = f"exit code {status}" if how == "exit" else f"signal {signal.Signals(status).name}"
         log.info("container %s: init %d ended (%s%s)", self.container.name, pid, what,
                  f", {oom} OOM kill(s)" if oom else "")
+        crash_point("stop.init_exited")
         # Whatever init left behind in its cgroup goes with it.
         await asyncio.to_thread(self.kill_cgroup)
         if rebooting:
             self.set_state(S.REBOOTING)
         await self._cleanup(rebooting=rebooting)
+        crash_point("stop.cleaned")
         if rebooting and self._no_restart:
             self._no_restart = False
             self.set_state(S.STOPPED)
@@ -273,11 +243,8 @@ class Compartment:
         ctx = self.ctx
         if ctx is None:
             return
-        for m in reversed(self.modules):
-            try:
-                await m.cleanup(ctx, rebooting)
-            except Exception:
-                log.exception("container %s: cleanup of %s failed", self.container.name, m.name)
+        await run_cleanups(self.container.name, ctx, self.modules, rebooting)
+        crash_point("stop.modules_cleaned")
         ctx.close_received_fds()
         self.runtime.records.remove(ctx)
         shutil.rmtree(ctx.run_dir, ignore_errors=True)
@@ -297,8 +264,19 @@ class Compartment:
         task.add_done_callback(self._bg.discard)
 
     def kill(self) -> None:
+        """SIGKILL to init and the whole cgroup; repeated every KILL_RETRY seconds until init is
+        gone, so a stop ends whatever the container does."""
         log.warning("container %s: killing", self.container.name)
         self._kill_all()
+        if self._exit_task is not None and not self._exit_task.done():
+            self._arm(KILL_RETRY, "kill", self._kill_again)
+
+    def _kill_again(self) -> None:
+        pid = self.watcher.pid if self.watcher is not None else 0
+        log.error("container %s: init %d is still there %g s after SIGKILL; killing its cgroup again",
+                  self.container.name, pid, KILL_RETRY)
+        REAPER.poke()
+        self.kill()
 
     async def stop(self) -> None:
         self.check_stoppable()
@@ -306,19 +284,17 @@ class Compartment:
         assert ctx is not None
         self.set_state(S.SHUTDOWN)
         self._arm(self.runtime.settings.stop_timeout, "stop", self.kill)
+        crash_point("stop.shutdown")
         await self._stop_hooks(ctx, self.modules)
 
     async def _stop_hooks(self, ctx: StartContext, modules: list[Module]) -> None:
         """Each module's stop hook in order until one takes care of it (the service's SHUTDOWN, then
         `halt`); if none can, the container is killed."""
-        for m in modules:
-            try:
-                if await m.stop(ctx):
-                    return
-            except Exception as e:
-                log.warning("container %s: %s could not stop it: %s", self.container.name, m.name, e)
-        log.warning("container %s: no clean way to stop it; killing", self.container.name)
-        self.kill()
+        if await run_stop_hooks(self.container.name, ctx, modules):
+            return
+        if self.state == S.SHUTDOWN:
+            log.warning("container %s: no clean way to stop it; killing", self.container.name)
+            self.kill()
 
     async def terminate(self, timeout: float) -> bool:
         """Kill the container whatever it is doing (remove, wipe: its data goes anyway, as the
@@ -348,6 +324,24 @@ class Compartment:
             return
         await self._stop_hooks(ctx, self.modules[self.modules.index(after) + 1:])
 
+    async def abandon(self) -> None:
+        """cmld exits and this container did not end even after SIGKILL: release what cmld holds
+        for it anyway (its cgroups are swept and removed, the netns binding, the run dir and the
+        record go), each step bounded, so nothing of it outlives cmld on the host."""
+        log.error("container %s: still %s as cmld exits; releasing what it holds", self.container.name,
+                  S.Name(self.state))
+        self._disarm()
+        if self._exit_task is not None:
+            self._exit_task.cancel()
+            self._exit_task = None
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        await asyncio.to_thread(self.kill_cgroup)
+        await self._cleanup(rebooting=False)
+        self.set_state(S.STOPPED)
+        self._stopped_event.set()
+
     async def wait_stopped(self, timeout: float | None = None) -> bool:
         try:
             await asyncio.wait_for(self._stopped_event.wait(), timeout)
@@ -371,10 +365,6 @@ class Compartment:
     # ------------------------------------------------------------------ what the modules made
 
     @property
-    def name(self) -> str:
-        return self.container.name
-
-    @property
     def cgroup(self) -> ContainerCgroup | None:
         return self.ctx.cgroup if self.ctx is not None else None
 
@@ -386,14 +376,3 @@ class Compartment:
 
     def oom_kills(self) -> int:
         return self.cgroup.oom_kills() if self.cgroup is not None else 0
-
-    def dev_access(self, rule_text: str) -> str:
-        """CONTAINER_DEV_ACCESS on the running container; returns what was done ("allowed"/"denied")."""
-        devices = self.module(DevicesModule)
-        if self.state not in (S.BOOTING, S.RUNNING, S.SETUP) or self.ctx is None or not isinstance(
-                devices, DevicesModule):
-            raise StateError(f"container is {S.Name(self.state)}")
-        try:
-            return devices.dev_access(self.ctx, rule_text)
-        except (ValueError, OSError) as e:
-            raise StateError(str(e)) from None

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import time
@@ -30,7 +31,9 @@ from cmld.modules.network import unbind_netns
 from cmld.modules.order import ModuleDeps, container_modules
 from cmld.modules.settings import RuntimeSettings
 from cmld.modules.usb_hub import HotplugHub
+from cmld.net.fabric import NetFabric
 from cmld.runtime.compartment import Compartment
+from cmld.runtime.reaper import REAPER
 from cmld.runtime.records import RecordStore
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ class Runtime:
         self.assignments = DeviceAssignments()
         self.fifos = FifoBoard(settings.hosted, self._c0_pid)
         self.hotplug = HotplugHub(settings.sysfs, settings.uevent_netns)
+        self.net = NetFabric(settings.run_dir, settings.hosted, settings.nic_kinds)
         self.compartments: dict[str, Compartment] = {}
         self.driver: CgroupDriver | None = None
         self.unavailable = ""
@@ -61,8 +65,10 @@ class Runtime:
         self.device_reboot = False
 
     def setup(self) -> None:
-        """Become the subreaper of container inits and find the cgroup hierarchy."""
+        """Become the subreaper of container inits (and reap every orphan that brings: see
+        `reaper`) and find the cgroup hierarchy. Called in the event loop."""
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        REAPER.start(asyncio.get_running_loop())
         self.settings.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.driver = detect()
@@ -119,8 +125,8 @@ class Runtime:
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
         comp = self.compartment(c)
-        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm, self.fifos,
-                          self.hotplug)
+        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm,
+                          fifos=self.fifos, hotplug=self.hotplug, net=self.net)
         return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:
@@ -140,26 +146,37 @@ class Runtime:
             uuid = rec["uuid"]
             log.warning("container %s (%s) was left by a previous cmld; stopping it and cleaning up",
                         rec.get("name", "?"), uuid)
-            self._kill_pid(int(rec.get("init_pid") or 0))
-            if self.driver is not None:
-                cg = self.driver.open_existing(uuid)
-                if cg is not None:
-                    try:
-                        cg.kill_all()
-                    finally:
-                        cg.remove()
-            for netns in {str(rec.get("netns") or ""), str(self.settings.netns_dir / uuid)} - {""}:
-                unbind_netns(netns)
-            # An EMPTY image whose mkfs the old cmld never saw finish is incomplete.
-            for tmp in (self.settings.containers_dir / uuid).glob("*.img.tmp"):
-                tmp.unlink(missing_ok=True)
-            run_dir = Path(str(rec.get("run_dir", "")))
-            if run_dir.is_relative_to(self.settings.run_dir):
-                shutil.rmtree(run_dir, ignore_errors=True)
-            self.records.path(uuid).unlink(missing_ok=True)
+            try:
+                self._release(rec)
+            except Exception:  # the record stays: the next cmld tries again
+                log.exception("container %s: releasing what it left", uuid)
+
+    def _release(self, rec: dict[str, object]) -> None:
+        uuid = str(rec["uuid"])
+        self._kill_pid(int(str(rec.get("init_pid") or 0)), uuid)
+        if self.driver is not None:
+            cg = self.driver.open_existing(uuid)
+            if cg is not None:
+                try:
+                    cg.kill_all()
+                finally:
+                    cg.remove()
+        for netns in {str(rec.get("netns") or ""), str(self.settings.netns_dir / uuid)} - {""}:
+            unbind_netns(netns)
+        # An EMPTY image whose mkfs the old cmld never saw finish is incomplete.
+        for tmp in (self.settings.containers_dir / uuid).glob("*.img.tmp"):
+            tmp.unlink(missing_ok=True)
+        self._wait_images_released(uuid)
+        run_dir = Path(str(rec.get("run_dir", "")))
+        if run_dir.is_relative_to(self.settings.run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        self.records.path(uuid).unlink(missing_ok=True)
 
     @staticmethod
-    def _kill_pid(pid: int) -> None:
+    def _kill_pid(pid: int, uuid: str) -> None:
+        """SIGKILL a left-over init and wait (5 s at most) until it has exited. Its pidfd polls
+        readable then, also while it stays a zombie of whichever process inherited it. Only if
+        that pid is still in the container's cgroup: it may have ended and been reused."""
         if pid <= 1:
             return
         try:
@@ -167,16 +184,33 @@ class Runtime:
         except OSError:
             return
         try:
-            linux.pidfd_send_signal(fd, signal.SIGKILL)
-        except OSError:
-            pass
+            try:
+                mine = uuid in Path(f"/proc/{pid}/cgroup").read_text()
+            except OSError:
+                mine = False
+            if not mine:
+                return
+            with contextlib.suppress(OSError):
+                linux.pidfd_send_signal(fd, signal.SIGKILL)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if not poller.poll(5000):
+                log.error("left-over init %d did not end within 5 s of SIGKILL", pid)
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
         finally:
             os.close(fd)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.01)
+
+    def _wait_images_released(self, uuid: str, timeout: float = 5.0) -> None:
+        """The kernel detaches the loop devices of a dead container's images a moment after its
+        mount namespace went; a new start must not meet them attached."""
+        images = [str(p) for p in (self.settings.containers_dir / uuid).glob("*.img")]
+        deadline = time.monotonic() + timeout
+        while images and (left := linux.loops_of(images)):
+            if time.monotonic() > deadline:
+                log.warning("container %s: %s still attached after recovery", uuid, ", ".join(left))
+                return
+            time.sleep(0.02)
 
     async def autostart(self, containers: list[Container]) -> None:
         """c0 first, then every container with allow_autostart."""
@@ -216,6 +250,16 @@ class Runtime:
         if not only_others:
             self._shutting_down = True
         await self.stop_all(timeout, only_others=only_others)
+        if only_others:
+            return
+        # A container that did not end even after SIGKILL: cmld still releases what it holds.
+        for comp in list(self.compartments.values()):
+            if comp.container.is_active:
+                try:
+                    await comp.abandon()
+                except Exception:
+                    log.exception("container %s: releasing it at exit", comp.container.name)
+        REAPER.stop()
 
     async def reboot_device(self) -> None:
         """REBOOT_DEVICE: c0 is stopped first (on a device, c0 going down stops the others and
@@ -238,7 +282,7 @@ class Runtime:
         candidates = only if only is not None else list(self.compartments.values())
         active = [comp for comp in candidates
                   if comp.container.is_active and not (only_others and comp.container.is_c0)]
-        for comp in active:
+        async def begin(comp: Compartment) -> None:
             if comp.state in (S.RUNNING, S.BOOTING, S.SETUP):
                 try:
                     await comp.stop()
@@ -249,9 +293,13 @@ class Runtime:
                 comp.kill()
             else:
                 comp.kill()
-        wait = self.settings.stop_timeout + 2 if timeout is None else timeout
-        results = await asyncio.gather(*(comp.wait_stopped(wait) for comp in active))
-        for comp, ok in zip(active, results, strict=False):
-            if not ok:
+
+        async def end(comp: Compartment, wait: float) -> None:
+            if not await comp.wait_stopped(wait):
                 comp.kill()
                 await comp.wait_stopped(5)
+
+        # All at once: each stop may take its hooks' time (halt waits up to 5 s).
+        await asyncio.gather(*(begin(comp) for comp in active))
+        wait = self.settings.stop_timeout + 2 if timeout is None else timeout
+        await asyncio.gather(*(end(comp, wait) for comp in active))

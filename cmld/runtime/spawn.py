@@ -21,6 +21,7 @@ from cml_common.aioframing import wait_readable
 from cmld.errors import LaunchError
 from cmld.launcher.channel import MAX_RECORD
 from cmld.launcher.spec import LaunchSpec
+from cmld.runtime.reaper import REAPER
 
 log = logging.getLogger(__name__)
 MAX_FDS = 4
@@ -71,7 +72,10 @@ class Launcher:
     async def spawn(cls, spec: LaunchSpec, stderr_path: Path) -> Launcher:
         """The launcher's stderr goes to a file, not a pipe: the container's first process
         inherits it until it switches to its own /dev/null, and on Python 3.11 a pipe would
-        keep `Process.wait()` from returning until then."""
+        keep `Process.wait()` from returning until then. The launcher starts a session of its
+        own, which the container inherits: no container process shares cmld's controlling
+        terminal (TIOCSTI into the operator's shell) or its process group (a ^C to a cmld in
+        the foreground)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -79,7 +83,7 @@ class Launcher:
                 sys.executable, "-m", "cmld.launcher", str(theirs.fileno()),
                 pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=err,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, start_new_session=True,
             )
         finally:
             theirs.close()
@@ -126,11 +130,13 @@ class Launcher:
 
 
 class InitWatcher:
-    """Waits for the container's init through a pidfd; reaps it when it is our child."""
+    """Waits for the container's init through a pidfd; reaps it when it is our child (and
+    claims it, so the orphan reaper leaves it alone)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
+        REAPER.claim(pid)
         self.loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[tuple[str, int]] = self.loop.create_future()
         self.loop.add_reader(self.pidfd, self._readable)
@@ -177,3 +183,4 @@ class InitWatcher:
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.pidfd)
         os.close(self.pidfd)
+        REAPER.release(self.pid)

@@ -1,7 +1,9 @@
-"""Seccomp user-notification syscall emulation (c_seccomp).
+"""Seccomp (c_seccomp): the policy, the compiled filter and the user-notification emulations.
 
-`filter` runs in the container's first process before execve of init and returns the listener fd;
-`supervisor` answers the notifications in cmld's event loop, dispatching to `emulate_mknod` and
-`emulate_time`; `caller` reads the notified process, `procfs` holds the pure rules, `notify` is the
-kernel API in between. `filter` is kept import-light and is not imported here.
+`policy` says what an ordinary container may call; `filter` compiles it (or c0's light filter)
+once in cmld into raw BPF, which the container's first process and every exec helper load with
+`cmld.linux.seccomp.load_filter`; `supervisor` answers the notifications in cmld's event loop,
+dispatching to `emulate_mknod`, `emulate_time` and `emulate_reboot`; `caller` reads the notified
+process, `procfs` holds the pure rules, `notify` is the kernel API in between. `filter` imports
+libseccomp and is not imported here.
 """

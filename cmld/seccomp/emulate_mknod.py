@@ -11,6 +11,8 @@ import stat
 from collections.abc import Callable
 from contextlib import suppress
 
+from cml_common.logbudget import LogBudget
+from cml_common.logsafe import clip
 from cmld.linux.mounts import open_in_root
 from cmld.seccomp import notify
 from cmld.seccomp.caller import Caller, caller_of
@@ -36,11 +38,17 @@ log = logging.getLogger(__name__)
 
 class MknodEmulation:
     def __init__(self, listener_fd: int, container_name: str, is_device_allowed: Callable[[str, int, int], bool],
-                 uid_offset: int | None) -> None:
+                 uid_offset: int | None, budget: LogBudget | None = None) -> None:
         self._fd = listener_fd
         self._name = container_name
         self._is_device_allowed = is_device_allowed
         self._uid_offset = uid_offset
+        self._budget = budget or LogBudget(f"container {container_name}")
+
+    def _note(self, fmt: str, *args: object) -> None:
+        """One line about a call, within the container's 'mknod' log budget."""
+        if self._budget.allow("mknod"):
+            log.info("container %s: " + fmt, self._name, *args)
 
     def handle(self, notif: Notification) -> Response:
         at = notif.nr == NR_MKNODAT
@@ -56,8 +64,8 @@ class MknodEmulation:
             try:
                 path = caller.read_string(notif.args[off])
             except OSError as e:
-                log.info("container %s: %s of %s %d:%d by pid %d: bad path: %s", self._name, call, kind,
-                         major, minor, notif.pid, e.strerror)
+                self._note("%s of %s %d:%d by pid %d: bad path: %s", call, kind, major, minor, notif.pid,
+                           e.strerror)
                 return notify.error(e.errno or errno.EFAULT)
             status = caller.status()
             if not status.has_cap(CAP_MKNOD):
@@ -67,8 +75,7 @@ class MknodEmulation:
             else:
                 reason = ""
             if reason:
-                log.info("container %s: %s %s %s %d:%d denied (%s)", self._name, call, path, kind, major,
-                         minor, reason)
+                self._note("%s %s %s %d:%d denied (%s)", call, clip(path), kind, major, minor, reason)
                 return notify.error(errno.EPERM)
             try:
                 self._create_node(caller, dirfd, path, mode, os.makedev(major, minor), status)
@@ -76,11 +83,10 @@ class MknodEmulation:
                 raise
             except OSError as e:
                 err = e.errno or errno.EPERM
-                log.info("container %s: %s %s %s %d:%d allowed, failed: %s", self._name, call, path, kind,
-                         major, minor, os.strerror(err))
+                self._note("%s %s %s %d:%d allowed, failed: %s", call, clip(path), kind, major, minor,
+                           os.strerror(err))
                 return notify.error(err)
-            log.info("container %s: %s %s %s %d:%d allowed, created", self._name, call, path, kind, major,
-                     minor)
+            self._note("%s %s %s %d:%d allowed, created", call, clip(path), kind, major, minor)
             return notify.success(0)
 
     def _open_parent(self, caller: Caller, dirfd: int, path: str) -> tuple[int, str]:
@@ -104,7 +110,7 @@ class MknodEmulation:
         # The base is not reachable from the caller's root (e.g. a dirfd from outside, or a cwd
         # left outside a chroot): resolve inside the base only.
         log.debug("container %s: %s of pid %d is outside its root; resolving %s beneath it", self._name, base,
-                  caller.notif.pid, path)
+                  caller.notif.pid, clip(path))
         return caller.track(open_in_root(base_fd, parent, dir_flags)), name
 
     @staticmethod

@@ -10,6 +10,7 @@ import os
 import struct
 import time
 
+from cml_common.logbudget import LogBudget
 from cmld.linux import clock
 from cmld.seccomp import notify
 from cmld.seccomp.caller import Caller, caller_of
@@ -28,20 +29,26 @@ log = logging.getLogger(__name__)
 
 
 class TimeEmulation:
-    def __init__(self, listener_fd: int, container_name: str, allow_system_time: bool) -> None:
+    def __init__(self, listener_fd: int, container_name: str, allow_system_time: bool,
+                 budget: LogBudget | None = None) -> None:
         self._fd = listener_fd
         self._name = container_name
         self._allow_system_time = allow_system_time
+        self._budget = budget or LogBudget(f"container {container_name}")
+
+    def _note(self, fmt: str, *args: object) -> None:
+        """One line about a call, within the container's 'clock' log budget."""
+        if self._budget.allow("clock"):
+            log.info("container %s: " + fmt, self._name, *args)
 
     def handle(self, notif: Notification) -> Response:
         call = SYSCALL_NAMES[notif.nr]
         if not self._allow_system_time:
-            log.info("container %s: %s by pid %d denied (system time not allowed)", self._name, call, notif.pid)
+            self._note("%s by pid %d denied (system time not allowed)", call, notif.pid)
             return notify.error(errno.EPERM)
         with caller_of(self._fd, notif) as caller:
             if not caller.status().has_cap(CAP_SYS_TIME):
-                log.info("container %s: %s by pid %d denied (caller lacks CAP_SYS_TIME)", self._name, call,
-                         notif.pid)
+                self._note("%s by pid %d denied (caller lacks CAP_SYS_TIME)", call, notif.pid)
                 return notify.error(errno.EPERM)
             try:
                 resp = self._do_set_time(caller, notif)
@@ -49,8 +56,7 @@ class TimeEmulation:
                 raise
             except OSError as e:
                 resp = notify.error(e.errno or errno.EPERM)
-            log.info("container %s: %s by pid %d: %s", self._name, call, notif.pid,
-                     "done" if not resp.error else os.strerror(-resp.error))
+            self._note("%s by pid %d: %s", call, notif.pid, "done" if not resp.error else os.strerror(-resp.error))
             return resp
 
     @staticmethod

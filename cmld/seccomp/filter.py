@@ -1,81 +1,177 @@
-"""The container's seccomp filter, installed by the container's first process right before execve
-of init (c_seccomp `start_pre_exec_child_early`).
+"""Compiling a container's seccomp filter (c_seccomp), once per kind, in cmld.
 
-Import-light on purpose (pyseccomp, os, the capability module only): this runs on the start path of every
-container. The filter is a deny-list over a default ALLOW:
+cmld compiles the filter with libseccomp and hands the raw BPF to the launcher and to every exec
+helper, which load it with one system call (`cmld.linux.seccomp.load_filter`) right before
+execve: no libseccomp, no compilation on the start path of a container, and the filter a
+container gets cannot depend on anything inside it. Two kinds:
 
-* wrong architecture -> KILL_PROCESS (libseccomp's bad-arch action). On x86-64 libseccomp also
-  sends every x32 syscall (nr with bit 0x40000000) to the bad-arch action, so x32 -> KILL_PROCESS;
-  without that a process could reach the same kernel entry points under numbers the rules below
-  never match.
-* mknod / mknodat whose mode's file type is S_IFCHR or S_IFBLK -> NOTIFY (cmld decides and creates
-  the node). Regular files, FIFOs and sockets stay plain ALLOW and never reach cmld.
-* clock_settime, clock_adjtime, adjtimex, settimeofday -> NOTIFY, always: the supervisor refuses
-  them unless the container may set the system time.
+* the **light** filter of c0, the original's: default ALLOW; mknod/mknodat of a character or
+  block device and the clock-setting calls notified to cmld.
+* the **strict** filter of every other container (`policy.py`): default EPERM (Docker's), an
+  allow list at least as strict as Docker's default profile, argument rules,
+  the groups a kept capability opens, and the same notifications plus reboot (unless the
+  container keeps CAP_SYS_BOOT).
+
+Both: a foreign architecture, and on x86-64 every x32 system call (nr with bit 0x40000000, which
+libseccomp sends to the bad-arch action), kills the process: the same kernel entry points must
+not be reachable under numbers the rules never match.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import errno
+import tempfile
+from dataclasses import dataclass
+from functools import cache
 
 import pyseccomp  # type: ignore[import-untyped]
 
-from cmld.linux import caps
+from cmld.seccomp import policy as P
 
 X32_SYSCALL_BIT = 0x40000000
 S_IFMT = 0o170000
 DEVICE_TYPES = (0o020000, 0o060000)  # S_IFCHR, S_IFBLK
-
-# syscall name -> index of its mode argument
-MKNOD_MODE_ARG = {"mknod": 1, "mknodat": 2}
-TIME_SYSCALLS = ("clock_settime", "clock_adjtime", "adjtimex", "settimeofday")
-
-
-CAP_SYS_ADMIN = 21
+OTHER_TYPES = (0, 0o100000, 0o010000, 0o140000)  # regular (0 means regular), FIFO, socket
+LOW32 = 0xFFFFFFFF
+# Kept for callers that ask which calls are notified.
+MKNOD_MODE_ARG = P.MKNOD_MODE_ARG
+TIME_SYSCALLS = P.TIME_SYSCALLS
 
 
-def _has_sys_admin() -> bool:
-    """CAP_SYS_ADMIN in the effective set (of the current user namespace, which is what the kernel
-    checks for loading a filter without no_new_privs)."""
-    try:
-        return caps.has_effective(CAP_SYS_ADMIN)
-    except OSError:
-        return False
+@dataclass(frozen=True)
+class FilterKind:
+    """Which filter: c0's light one, or the strict one shaped by the capabilities kept."""
+
+    light: bool = False
+    kept: frozenset[str] = frozenset()
 
 
-def build_filter(*, allow_system_time: bool) -> pyseccomp.SyscallFilter:
-    """The filter, not loaded yet (tests export it as BPF).
-
-    `allow_system_time` does not change the filter: the time syscalls are notified either way, so
-    that a container holding CAP_SYS_TIME still cannot set the host clock when it is not allowed to
-    (the supervisor answers EPERM)."""
-    del allow_system_time
-    flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+def _new(default: int) -> pyseccomp.SyscallFilter:
+    flt = pyseccomp.SyscallFilter(default)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
-    # Loading a filter needs no_new_privs or CAP_SYS_ADMIN. The launcher has CAP_SYS_ADMIN (in the
-    # container's user namespace at least), and no_new_privs would break setuid binaries in the
-    # guest: libseccomp sets it only if the process could not load the filter otherwise.
-    if _has_sys_admin():
-        flt.set_attr(pyseccomp.Attr.CTL_NNP, 0)
-    for name, mode_arg in MKNOD_MODE_ARG.items():
+    flt.set_attr(pyseccomp.Attr.CTL_NNP, 0)  # the loader never sets no_new_privs (load_filter)
+    with contextlib.suppress(OSError, ValueError):  # libseccomp < 2.5: a linear list, slower only
+        flt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)  # a binary tree over the syscall numbers
+    return flt
+
+
+def _notify_devices(flt: pyseccomp.SyscallFilter, *, allow_others: bool) -> None:
+    for name, mode_arg in P.MKNOD_MODE_ARG.items():
         for file_type in DEVICE_TYPES:
             flt.add_rule(pyseccomp.NOTIFY, name, pyseccomp.Arg(mode_arg, pyseccomp.MASKED_EQ, S_IFMT, file_type))
-    for name in TIME_SYSCALLS:
+        if allow_others:
+            for file_type in OTHER_TYPES:
+                flt.add_rule(pyseccomp.ALLOW, name, pyseccomp.Arg(mode_arg, pyseccomp.MASKED_EQ, S_IFMT, file_type))
+    for name in P.TIME_SYSCALLS:
         flt.add_rule(pyseccomp.NOTIFY, name)
-    flt.add_rule(pyseccomp.NOTIFY, "sysinfo")  # answered from the container's cgroup
-    for name in ("finit_module", "init_module"):  # allow_module: cmld decides (emulate_module)
+
+
+def _allow_unless_low32(flt: pyseccomp.SyscallFilter, name: str, arg: int, value: int) -> None:
+    """ALLOW `name` unless the low 32 bits of `arg` equal `value` (an `int` argument: the kernel
+    ignores the upper half of the register, so a plain != would let value | 1 << 32 through).
+    x != value exactly when some bit differs: one rule per bit; x == value gets the default."""
+    for bit in range(32):
+        flt.add_rule(pyseccomp.ALLOW, name, pyseccomp.Arg(arg, pyseccomp.MASKED_EQ, 1 << bit, ~value & (1 << bit)))
+
+
+def _syscall_nr(name: str, fallback: int | None = None) -> int | None:
+    nr = int(pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name))
+    if nr < 0:
+        return fallback
+    return nr
+
+
+# Answered by cmld's supervisor: sysinfo from the container's cgroup (emulate_sysinfo), the module
+# calls against `allow_module` (emulate_module; never passed to the kernel).
+EMULATED = ("sysinfo",)
+MODULE_CALLS = ("finit_module", "init_module")
+
+
+def build_light() -> pyseccomp.SyscallFilter:
+    flt = _new(pyseccomp.ALLOW)
+    _notify_devices(flt, allow_others=False)
+    for name in (*EMULATED, *MODULE_CALLS):
         flt.add_rule(pyseccomp.NOTIFY, name)
     return flt
 
 
-def install_filter(*, allow_system_time: bool) -> int:
-    """Load the filter into the calling process (inherited by everything it execs and forks) and
-    return the user-notification listener fd (close-on-exec). Raises OSError on failure."""
-    flt = build_filter(allow_system_time=allow_system_time)
-    # libseccomp asks the kernel for a listener (SECCOMP_FILTER_FLAG_NEW_LISTENER) because the
-    # filter has NOTIFY rules, and keeps the fd in its process-wide state.
-    flt.load()
-    fd: int = pyseccomp._libseccomp.seccomp_notify_fd(flt._filter)
-    if fd < 0:
-        raise OSError(-fd, f"seccomp_notify_fd: {os.strerror(-fd)}")
-    return fd
+def build_strict(kept: frozenset[str]) -> pyseccomp.SyscallFilter:
+    flt = _new(pyseccomp.ERRNO(errno.EPERM))
+    allowed: set[str] = set(P.ALLOWED)
+    newer = dict(P.ALLOWED_NEWER)
+    for cap, names in P.BY_CAPABILITY.items():
+        if cap in kept:
+            allowed.update(names)
+            newer.update(P.ALLOWED_NEWER_BY_CAPABILITY.get(cap, {}))
+    notified = {*P.MKNOD_MODE_ARG, *P.TIME_SYSCALLS, *EMULATED}
+    if "SYS_MODULE" in kept:  # allow_module with enforced signatures: cmld decides each load
+        notified.update(MODULE_CALLS)
+    if "SYS_BOOT" not in kept:
+        notified.add(P.REBOOT)
+        allowed.discard(P.REBOOT)
+    for name in sorted(allowed - notified):
+        nr = _syscall_nr(name)
+        if nr is not None:
+            flt.add_rule(pyseccomp.ALLOW, nr)
+    for name, number in sorted(newer.items()):
+        flt.add_rule(pyseccomp.ALLOW, _syscall_nr(name, number))
+    if "clone3" not in allowed:  # its flags are in memory, out of the filter's reach: glibc falls back to clone
+        flt.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
+    _notify_devices(flt, allow_others=True)
+    if P.REBOOT in notified:
+        flt.add_rule(pyseccomp.NOTIFY, P.REBOOT)
+    for name in sorted(notified & {*EMULATED, *MODULE_CALLS}):
+        flt.add_rule(pyseccomp.NOTIFY, name)
+    _argument_rules(flt, kept)
+    return flt
+
+
+def _argument_rules(flt: pyseccomp.SyscallFilter, kept: frozenset[str]) -> None:
+    """Calls allowed with some arguments only; any other argument gets the default EPERM."""
+    for persona in P.PERSONALITIES:
+        flt.add_rule(pyseccomp.ALLOW, "personality", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, LOW32, persona))
+    _allow_unless_low32(flt, "socket", 0, P.AF_VSOCK)
+    _allow_unless_low32(flt, "ioctl", 1, P.TIOCSTI)
+    if "SYS_ADMIN" in kept:
+        flt.add_rule(pyseccomp.ALLOW, "clone")
+    else:
+        flt.add_rule(pyseccomp.ALLOW, "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, P.CLONE_NAMESPACE_FLAGS, 0))
+    flt.add_rule(pyseccomp.ALLOW, "userfaultfd",
+                 pyseccomp.Arg(0, pyseccomp.MASKED_EQ, P.UFFD_USER_MODE_ONLY, P.UFFD_USER_MODE_ONLY))
+    policy_mask = LOW32 & ~P.SCHED_RESET_ON_FORK
+    for sched in P.SCHED_POLICIES:
+        flt.add_rule(pyseccomp.ALLOW, "sched_setscheduler", pyseccomp.Arg(1, pyseccomp.MASKED_EQ, policy_mask, sched))
+
+
+def build_filter(kind: FilterKind) -> pyseccomp.SyscallFilter:
+    """The filter, not loaded (tests export it as BPF or pseudo code)."""
+    return build_light() if kind.light else build_strict(kind.kept)
+
+
+@cache
+def compiled(kind: FilterKind) -> bytes:
+    """The filter as raw classic BPF for `load_filter`, compiled once per kind for cmld's life."""
+    with tempfile.TemporaryFile() as f:
+        build_filter(kind).export_bpf(f)
+        f.seek(0)
+        bpf = f.read()
+    if not bpf:
+        raise OSError(errno.EINVAL, "libseccomp exported an empty seccomp filter")
+    return bpf
+
+
+def install_filter(kind: FilterKind) -> int:
+    """Compile and load `kind` into the calling process; returns the listener fd (tests, tools:
+    containers get the compiled BPF from cmld instead)."""
+    from cmld.linux.seccomp import load_filter
+
+    return load_filter(compiled(kind))
+
+
+def pseudo_code(kind: FilterKind) -> str:
+    """libseccomp's readable form of the filter (diagnostics, the README)."""
+    with tempfile.TemporaryFile() as f:
+        build_filter(kind).export_pfc(f)
+        f.seek(0)
+        return f.read().decode()

@@ -17,11 +17,14 @@ NR_SETTIMEOFDAY = 164
 NR_CLOCK_SETTIME = 227
 NR_MKNODAT = 259
 NR_CLOCK_ADJTIME = 305
+NR_REBOOT = 169
 SYSCALL_NAMES = {NR_SYSINFO: "sysinfo", NR_INIT_MODULE: "init_module", NR_FINIT_MODULE: "finit_module",
                  NR_MKNOD: "mknod", NR_MKNODAT: "mknodat", NR_CLOCK_SETTIME: "clock_settime",
-                 NR_CLOCK_ADJTIME: "clock_adjtime", NR_ADJTIMEX: "adjtimex", NR_SETTIMEOFDAY: "settimeofday"}
+                 NR_CLOCK_ADJTIME: "clock_adjtime", NR_ADJTIMEX: "adjtimex", NR_SETTIMEOFDAY: "settimeofday",
+                 NR_REBOOT: "reboot"}
 
 CAP_DAC_OVERRIDE = 1
+CAP_KILL = 5
 CAP_SYS_TIME = 25
 CAP_MKNOD = 27
 AT_FDCWD = -100
@@ -45,6 +48,7 @@ class ProcStatus:
     fsuid: int
     fsgid: int
     groups: tuple[int, ...]
+    euid: int = -1
 
     def has_cap(self, cap: int) -> bool:
         return bool(self.cap_eff >> cap & 1)
@@ -61,7 +65,7 @@ def parse_status(text: str) -> ProcStatus:
         gids = fields["Gid"].split()
         return ProcStatus(cap_eff=int(fields["CapEff"], 16), umask=int(fields.get("Umask", "022"), 8),
                           fsuid=int(uids[3]), fsgid=int(gids[3]),
-                          groups=tuple(int(g) for g in fields.get("Groups", "").split()))
+                          groups=tuple(int(g) for g in fields.get("Groups", "").split()), euid=int(uids[1]))
     except (KeyError, IndexError, ValueError) as e:
         raise ValueError(f"unexpected /proc/<pid>/status: {e}") from None
 

@@ -6,7 +6,8 @@ receives each notification when the listener polls readable and dispatches it (`
 mknod/mknodat of a device: created by cmld in the container, as the caller would have seen it, if
 the caller holds CAP_MKNOD and the device is allowed for the container. Time syscalls: done by
 cmld on CLOCK_REALTIME if the container may set the system time and the caller holds CAP_SYS_TIME.
-Everything else continues in the kernel as if there were no filter.
+reboot: the PID-namespace reboot, for the container's root (`emulate_reboot`). Everything else
+continues in the kernel as if there were no filter.
 
 Every path from the caller is resolved with openat2 RESOLVE_IN_ROOT against the caller's root, so
 symlinks and `..` inside the container can never lead cmld outside it.
@@ -22,11 +23,13 @@ import select
 from collections.abc import Callable
 from contextlib import suppress
 
+from cml_common.logbudget import LogBudget
 from cmld.cgroups.memory import MemoryUse
 from cmld.linux import seccomp as linux_seccomp
 from cmld.seccomp import notify
 from cmld.seccomp.emulate_mknod import MknodEmulation
 from cmld.seccomp.emulate_module import ModuleEmulation
+from cmld.seccomp.emulate_reboot import RebootEmulation
 from cmld.seccomp.emulate_sysinfo import SysinfoEmulation
 from cmld.seccomp.emulate_time import TimeEmulation
 from cmld.seccomp.module_policy import ModuleAllowList
@@ -39,15 +42,12 @@ from cmld.seccomp.procfs import (
     NR_INIT_MODULE,
     NR_MKNOD,
     NR_MKNODAT,
+    NR_REBOOT,
     NR_SETTIMEOFDAY,
     NR_SYSINFO,
 )
 
 log = logging.getLogger(__name__)
-
-
-
-
 
 
 # ---------------------------------------------------------------------------- the supervisor
@@ -58,7 +58,8 @@ class SeccompSupervisor:
 
     def __init__(self, notify_fd: int, *, container_name: str, init_pid: int,
                  is_device_allowed: Callable[[str, int, int], bool], allow_system_time: bool,
-                 uid_offset: int | None, memory: Callable[[], MemoryUse | None] = lambda: None,
+                 uid_offset: int | None, log_budget: LogBudget | None = None,
+                 memory: Callable[[], MemoryUse | None] = lambda: None,
                  procs: Callable[[], int | None] = lambda: None, modules: ModuleAllowList | None = None,
                  modules_off: str = "the container has no allow_module list") -> None:
         self._fd = notify_fd
@@ -67,8 +68,12 @@ class SeccompSupervisor:
         self._is_device_allowed = is_device_allowed
         self._allow_system_time = allow_system_time
         self._uid_offset = uid_offset
-        self._mknod = MknodEmulation(notify_fd, container_name, is_device_allowed, uid_offset)
-        self._time = TimeEmulation(notify_fd, container_name, allow_system_time)
+        budget = log_budget or LogBudget(f"container {container_name}")
+        self._budget = budget
+        self._mknod = MknodEmulation(notify_fd, container_name, is_device_allowed, uid_offset, budget)
+        self._time = TimeEmulation(notify_fd, container_name, allow_system_time, budget)
+        self._reboot = RebootEmulation(notify_fd, container_name, init_pid, uid_offset or 0)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._sysinfo = SysinfoEmulation(notify_fd, container_name, memory, procs)
         self._modules = ModuleEmulation(notify_fd, container_name, modules, modules_off)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,6 +86,10 @@ class SeccompSupervisor:
 
     def close(self) -> None:
         self._stop_reading()
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        self._reboot.close()
         if self._fd >= 0:
             with suppress(OSError):
                 os.close(self._fd)
@@ -120,24 +129,61 @@ class SeccompSupervisor:
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.EINTR):  # the caller died before we got to it
                 return
-            log.error("container %s: seccomp receive: %s", self._name, e)
+            if self._budget.allow("seccomp"):
+                log.error("container %s: seccomp receive: %s", self._name, e)
             return
         self.notifications += 1
+        if notif.nr == NR_REBOOT and notif.arch == notify.AUDIT_ARCH_X86_64:
+            self._serve_reboot(notif)
+            return
         try:
             resp = self.handle(notif)
         except CallerGone:
             log.debug("container %s: caller %d of syscall %d went away", self._name, notif.pid, notif.nr)
             return
         except Exception:
-            log.exception("container %s: handling syscall %d of pid %d", self._name, notif.nr, notif.pid)
+            if self._budget.allow("seccomp"):
+                log.exception("container %s: handling syscall %d of pid %d", self._name, notif.nr, notif.pid)
             resp = notify.error(errno.EPERM)
+        self._answer(notif, resp)
+
+    def _answer(self, notif: Notification, resp: Response) -> None:
+        if self._fd < 0:
+            return
         try:
             notify.send(self._fd, notif.id, resp)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 log.debug("container %s: caller %d gone before the response", self._name, notif.pid)
-            else:
+            elif self._budget.allow("seccomp"):
                 log.error("container %s: seccomp response: %s", self._name, e)
+
+    def _serve_reboot(self, notif: Notification) -> None:
+        """Checked now; carried out by a helper process, answered when it is done (the caller
+        waits in the syscall meanwhile, and normally dies with its namespace)."""
+        try:
+            checked = self._reboot.check(notif)
+        except CallerGone:
+            return
+        except Exception:
+            log.exception("container %s: reboot by pid %d", self._name, notif.pid)
+            checked = notify.error(errno.EPERM)
+        if isinstance(checked, Response):
+            self._answer(notif, checked)
+            return
+        assert self._loop is not None
+
+        async def carry_out(cmd: int) -> None:
+            try:
+                resp = await self._reboot.run(cmd)
+            except Exception:
+                log.exception("container %s: reboot by pid %d", self._name, notif.pid)
+                resp = notify.error(errno.EPERM)
+            self._answer(notif, resp)
+
+        task = self._loop.create_task(carry_out(checked))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- dispatch
 

@@ -81,17 +81,31 @@ def start_swtpm(work: Path) -> subprocess.Popen[bytes]:
 Agent = Callable[[Path, dict[int, int], threading.Event], Any]
 
 
-def net_argv(forwards: dict[int, int]) -> list[str]:
-    if not forwards:
-        return []
-    fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in sorted(forwards.items()))
-    return ["-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+@dataclass(frozen=True)
+class ExtraNic:
+    """A further virtio NIC on its own user network (`restrict=on`): the guest reaches exactly
+    the `guestfwd` targets, e.g. "tcp:10.0.3.100:8080-tcp:127.0.0.1:PORT" (a host server)."""
+
+    mac: str
+    net: str
+    guestfwd: str
+
+
+def net_argv(forwards: dict[int, int], extra: tuple[ExtraNic, ...] = ()) -> list[str]:
+    argv = []
+    if forwards:
+        fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in sorted(forwards.items()))
+        argv += ["-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+    for i, nic in enumerate(extra, 1):
+        argv += ["-netdev", f"user,id=x{i},restrict=on,net={nic.net},guestfwd={nic.guestfwd}",
+                 "-device", f"virtio-net-pci,netdev=x{i},mac={nic.mac}"]
+    return argv
 
 
 def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int, smp: int,
-              forwards: dict[int, int] | None = None) -> list[str]:
+              forwards: dict[int, int] | None = None, extra_nics: tuple[ExtraNic, ...] = ()) -> list[str]:
     return [
-        "qemu-system-x86_64", *net_argv(forwards or {}),
+        "qemu-system-x86_64", *net_argv(forwards or {}, extra_nics),
         "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
         "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
         "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
@@ -116,7 +130,8 @@ def prepare_share(share: Path, scenario: dict[str, Any], overlay: Path | None) -
 
 def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path | None = None,
          timeout: float = 600, memory_mb: int = 1536, smp: int = 2, tmp_base: Path | None = None,
-         forwards: dict[int, int] | None = None, agent: Agent | None = None) -> Boot:
+         forwards: dict[int, int] | None = None, agent: Agent | None = None,
+         extra_nics: tuple[ExtraNic, ...] = ()) -> Boot:
     """Boot once, run `scenario` (see guest/vmcheck/run.py) in the guest, return its results.
     `forwards` maps guest TCP ports to host ports on 127.0.0.1; `agent(share, forwards, stop)`
     runs in a thread while the guest is up (stop is set when QEMU has exited)."""
@@ -135,7 +150,7 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
         run(["mke2fs", "-q", "-t", "ext4", "-L", "cmldata", work / "data.img", DATA_DISK])
         swtpm = start_swtpm(work)
         with (work / "qemu.log").open("ab") as qlog:
-            qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp, forwards),
+            qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp, forwards, extra_nics),
                                     stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog)
         stop = threading.Event()
         agent_out: dict[str, Any] = {}

@@ -191,6 +191,14 @@ class Arena:
         name = self.attackers.get(mode_or_container, mode_or_container)
         return parse_outcome(self.exec(name, ATK, *argv, timeout=timeout, d=d))
 
+    def victim_key(self, desc: str, payload: str) -> Outcome:
+        """The victim container puts a key into its session keyring, if containers may use
+        keyrings at all (the seccomp policy refuses add_key: then there is no key to steal, and
+        the attack still has to be refused)."""
+        setup = self.attack(self.victim, "keys_add", desc, payload)
+        assert setup.verdict == "done" or "add_key: EPERM" in setup.text, setup.output
+        return setup
+
     def attacker_pid(self, mode: str) -> int:
         return self.init_pid(uuid_of(self.d, self.attackers[mode]))
 

@@ -17,11 +17,20 @@ from cml_common.messages.container_pb2 import ContainerState
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 
 from ..conftest import BIN, HOSTED_DEVICE_CONF, Daemon, wait_for_socket
+from ..testnet import TestNetns
 from .host import CAP_SYS_RESOURCE, host_caps
 
 # The systemd unit's OOMScoreAdjust. Lowering it needs CAP_SYS_RESOURCE; where root lacks that,
 # cmld gets a positive value instead, which shows the inheritance just as well.
 DAEMON_OOM_ADJ = "-900" if host_caps() >> CAP_SYS_RESOURCE & 1 else "500"
+
+
+_HOMES: dict[Path, TestNetns] = {}
+
+
+def home_netns(run_dir: Path) -> TestNetns:
+    """The network namespace the cmld of `run_dir` runs in (its router in hosted mode)."""
+    return _HOMES[run_dir]
 
 
 def start_cmld(tmp: Path, base: Path, wrap: Path, *extra: str, name: str = "cmld", ctty: str | None = None,
@@ -32,6 +41,8 @@ def start_cmld(tmp: Path, base: Path, wrap: Path, *extra: str, name: str = "cmld
     log_dir = base.parent / f"{name}-logs"
     run_dir = tmp / f"{name}-run"
     netns_dir = tmp / f"{name}-netns"
+    # cmld's own network namespace: the test's (one per run dir, so a restarted cmld recovers in it)
+    home = _HOMES.get(run_dir) or _HOMES.setdefault(run_dir, TestNetns("cmla"))
     netns_dir.mkdir(parents=True, exist_ok=True)
     if not (base / "device.conf").exists():
         (base / "device.conf").write_text(HOSTED_DEVICE_CONF)
@@ -42,7 +53,8 @@ def start_cmld(tmp: Path, base: Path, wrap: Path, *extra: str, name: str = "cmld
         cmd += ["--key", *key]
     cmd += ["--oom", oom, "--", str(BIN / "cmld"), "--foreground", "--base-dir", str(base), "--socket", str(sock),
             "--log-dir", str(log_dir), "--scd-socket", str(tmp / "scd.sock"), "--tpm2d-socket",
-            str(tmp / "tpm2d.sock"), "--run-dir", str(run_dir), "--netns-dir", str(netns_dir), *extra]
+            str(tmp / "tpm2d.sock"), "--run-dir", str(run_dir), "--netns-dir", str(netns_dir),
+            "--netns", str(home.path), *extra]
     stderr_file = tmp / f"{name}.stderr"
     with stderr_file.open("ab") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd="/")
@@ -112,7 +124,16 @@ def host_leftovers(run_dir: Path, netns_dir: Path, uuids: list[str]) -> list[str
 
 def clean_leftovers(run_dir: Path, netns_dir: Path, uuids: list[str]) -> None:
     """Removes what host_leftovers finds: kills what still runs in the groups, removes them,
-    unmounts the netns bindings."""
+    unmounts the netns bindings; then the network namespace the cmld of `run_dir` ran in."""
+    try:
+        _clean_groups_and_binds(netns_dir, uuids)
+    finally:
+        home = _HOMES.pop(run_dir, None)
+        if home is not None:
+            home.close()
+
+
+def _clean_groups_and_binds(netns_dir: Path, uuids: list[str]) -> None:
     for u in uuids:
         for ctrl in Path("/sys/fs/cgroup").iterdir():
             for grp in sorted(ctrl.glob(f"**/{u}"), key=lambda p: -len(p.parts)):

@@ -7,11 +7,14 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .arena import Arena
 from .conftest import Judge, modes
 
 
 @modes()
+@pytest.mark.req("TSF Device Access Control")
 def test_control_allowed_devices(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     """/dev/null, /dev/zero, /dev/urandom, and mknod + open of an allowed device (null)."""
     out = arena.attack(mode, "devs_allowed")

@@ -15,12 +15,8 @@ import pytest
 from .arena import Arena
 from .conftest import Judge, modes
 
-OBH = "open_by_handle_at through a BIND_FILE mount: CAP_DAC_READ_SEARCH is kept"
-EBPF = "eBPF and perf on the whole machine: CAP_BPF/CAP_PERFMON are kept"
-KEYS = "keyrings: every container shares cmld's session keyring"
 
-
-@modes(no_userns=OBH)
+@modes()
 def test_disclosure_open_by_handle_at_bind_file(arena: Arena, mode: str, judge: Judge,
                                                  unaffected: Callable[[], None]) -> None:
     """The "shocker" attack: a forged handle of the root directory of the file system behind a
@@ -32,7 +28,8 @@ def test_disclosure_open_by_handle_at_bind_file(arena: Arena, mode: str, judge: 
     unaffected()
 
 
-@modes(no_userns=OBH)
+@modes()
+@pytest.mark.req("TSF Container Isolation")
 def test_disclosure_open_by_handle_at_other_container_image(arena: Arena, mode: str, judge: Judge,
                                                              unaffected: Callable[[], None]) -> None:
     """Through the same forged handle: the victim container's data image, searched for the
@@ -43,7 +40,7 @@ def test_disclosure_open_by_handle_at_other_container_image(arena: Arena, mode: 
     unaffected()
 
 
-@modes(no_userns="open_by_handle_at: CAP_DAC_READ_SEARCH is kept")
+@modes()
 def test_disclosure_open_by_handle_at_capability(arena: Arena, mode: str, judge: Judge,
                                                  unaffected: Callable[[], None]) -> None:
     """The root of the above: open_by_handle_at itself (on the container's own root, where no
@@ -52,7 +49,7 @@ def test_disclosure_open_by_handle_at_capability(arena: Arena, mode: str, judge:
     unaffected()
 
 
-@modes(no_userns=EBPF)
+@modes()
 def test_disclosure_bpf_tracepoint_lists_host_processes(arena: Arena, mode: str, judge: Judge,
                                                         unaffected: Callable[[], None]) -> None:
     assert arena.sentinel is not None
@@ -61,7 +58,7 @@ def test_disclosure_bpf_tracepoint_lists_host_processes(arena: Arena, mode: str,
     unaffected()
 
 
-@modes(no_userns=EBPF)
+@modes()
 def test_disclosure_bpf_reads_host_process_memory(arena: Arena, mode: str, judge: Judge,
                                                   unaffected: Callable[[], None]) -> None:
     """probe_read_kernel of a host process's registers, probe_read_user of its buffer."""
@@ -73,14 +70,14 @@ def test_disclosure_bpf_reads_host_process_memory(arena: Arena, mode: str, judge
     unaffected()
 
 
-@modes(no_userns=EBPF)
+@modes()
 def test_disclosure_perf_event_all_cpus_and_kernel(arena: Arena, mode: str, judge: Judge,
                                                    unaffected: Callable[[], None]) -> None:
     judge(arena.attack(mode, "perf_all"))
     unaffected()
 
 
-@modes(userns=KEYS, no_userns=KEYS)
+@modes()
 def test_disclosure_keyring_daemon_session_key(arena: Arena, mode: str, judge: Judge,
                                                unaffected: Callable[[], None]) -> None:
     """A key in cmld's session keyring (the arena gave cmld one) must not be readable."""
@@ -92,14 +89,14 @@ def test_disclosure_keyring_daemon_session_key(arena: Arena, mode: str, judge: J
     unaffected()
 
 
-@modes(userns=KEYS, no_userns=KEYS)
+@modes()
+@pytest.mark.req("TSF Container Isolation")
 def test_disclosure_keyring_other_container_key(arena: Arena, mode: str, judge: Judge,
                                                unaffected: Callable[[], None]) -> None:
     """The victim puts a key in its session keyring; the attacker looks for it in its own."""
     desc = f"atk-victim-{mode}"
     payload = "victim-key-" + os.urandom(6).hex()
-    setup = arena.attack(arena.victim, "keys_add", desc, payload)
-    assert setup.verdict == "done", setup.output
+    arena.victim_key(desc, payload)
     out = arena.attack(mode, "keys_list", "session", desc)
     if out.verdict == "SUCCEEDED":
         assert payload in out.text, out.output
@@ -107,7 +104,7 @@ def test_disclosure_keyring_other_container_key(arena: Arena, mode: str, judge: 
     unaffected()
 
 
-@modes(userns="/proc masks: mounts made inside the container's user namespace are not locked")
+@modes()
 def test_disclosure_proc_masks_removable(arena: Arena, mode: str, judge: Judge,
                                         unaffected: Callable[[], None]) -> None:
     """/proc/keys, /proc/timer_list, /proc/interrupts... are masked; unmounting a mask or
@@ -123,6 +120,7 @@ def test_disclosure_kernel_log_syslog(arena: Arena, mode: str, judge: Judge, una
 
 
 @modes()
+@pytest.mark.req("OS 05")
 def test_disclosure_host_process_memory_by_pid(arena: Arena, mode: str, judge: Judge,
                                                unaffected: Callable[[], None]) -> None:
     """process_vm_readv, ptrace and /proc/<pid>/mem of the host sentinel, by its host PID and
@@ -134,6 +132,7 @@ def test_disclosure_host_process_memory_by_pid(arena: Arena, mode: str, judge: J
 
 
 @modes()
+@pytest.mark.req("TSF Container Isolation")
 def test_disclosure_other_container_process_memory(arena: Arena, mode: str, judge: Judge,
                                                    unaffected: Callable[[], None]) -> None:
     """The same against a process of the victim container, by its host PID and by its PID
@@ -145,8 +144,7 @@ def test_disclosure_other_container_process_memory(arena: Arena, mode: str, judg
     unaffected()
 
 
-@modes(userns="exec helper: its /proc files show host details", no_userns="exec helper: its /proc files show "
-       "host details")
+@modes()
 def test_disclosure_exec_helper_proc_files(arena: Arena, mode: str, judge: Judge,
                                           unaffected: Callable[[], None]) -> None:
     """The exec helper that `cml-control run` puts into the container is a process of the
@@ -156,7 +154,7 @@ def test_disclosure_exec_helper_proc_files(arena: Arena, mode: str, judge: Judge
     unaffected()
 
 
-@modes(userns="cgroup2 mount: the container's cgroup namespace root is the host's unified hierarchy")
+@modes()
 def test_disclosure_cgroup2_host_hierarchy(arena: Arena, mode: str, judge: Judge,
                                            unaffected: Callable[[], None]) -> None:
     judge(arena.attack(mode, "cgroup2_view"))
@@ -177,6 +175,7 @@ def _disk(path: str) -> tuple[str, int, int]:
 
 @pytest.mark.parametrize("device", ["mem", "port", "kmsg", "host_disk", "arena_disk", "victim_volume"])
 @modes()
+@pytest.mark.req("TSF Device Access Control", "CR 7.7")
 def test_disclosure_device(arena: Arena, mode: str, device: str, judge: Judge,
                            unaffected: Callable[[], None]) -> None:
     """mknod of a device the container is not given, then open and read it: kernel memory, I/O
@@ -202,17 +201,22 @@ def test_disclosure_device(arena: Arena, mode: str, device: str, judge: Judge,
 
 
 @modes()
+@pytest.mark.req("CR 5.1", "NDR 5.2", "CR 7.7")
 def test_disclosure_network_interfaces_only_lo(arena: Arena, mode: str, judge: Judge,
                                                unaffected: Callable[[], None]) -> None:
-    judge(arena.attack(mode, "net_ifaces"))
+    """Only lo and the container's own veth (the original's default `host0`): no interface of the
+    host or of another container."""
+    judge(arena.attack(mode, "net_ifaces", "host0"))
     unaffected()
 
 
 @modes()
+@pytest.mark.req("CR 5.1", "NDR 5.2")
 def test_disclosure_network_host_services(arena: Arena, mode: str, judge: Judge,
                                           unaffected: Callable[[], None]) -> None:
-    """A TCP listener of the host (on every address) and the usual ways out: no route, nothing
-    reachable."""
+    """A TCP listener of the host (on every address) and the usual ways out: nothing reachable.
+    The container has a route (its `host0` to the router); the firewall and the router's
+    namespace, not a missing route, keep the host and the outside away."""
     import socket
 
     with socket.socket() as listener:
@@ -234,6 +238,7 @@ def _host_addresses() -> list[str]:
 
 
 @modes()
+@pytest.mark.req("CR 5.1", "TSF Container Isolation")
 def test_disclosure_host_abstract_unix_socket(arena: Arena, mode: str, judge: Judge,
                                               unaffected: Callable[[], None]) -> None:
     import socket

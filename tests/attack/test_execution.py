@@ -18,8 +18,7 @@ import pytest
 
 from .arena import Arena
 from .conftest import Judge, modes
-from .host import CAP_SYS_RESOURCE, NS_KINDS, host_caps, ns_inodes
-from .outcome import AttackSucceeded
+from .host import NS_KINDS, ns_inodes
 
 CAP_NAMES = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
              "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
@@ -49,29 +48,16 @@ HOST_CAPS = {
     "SYSLOG": "the kernel log and kernel addresses",
     "MAC_ADMIN": "changing the LSM policy",
 }
-KEPT_TODAY = {"DAC_READ_SEARCH", "SYS_RAWIO", "SYS_NICE", "BPF", "PERFMON", "CHECKPOINT_RESTORE", "SYS_BOOT",
-              "BLOCK_SUSPEND", "WAKE_ALARM", "AUDIT_READ"}
-if host_caps() >> CAP_SYS_RESOURCE & 1:  # only where host root has it can a container keep it
-    KEPT_TODAY.add("SYS_RESOURCE")
 
 
-def _cap_params() -> list[object]:
-    params = []
-    for cap in HOST_CAPS:
-        for mode in ("userns", "no-userns"):
-            marks = []
-            if mode == "no-userns" and cap in KEPT_TODAY:
-                marks.append(pytest.mark.xfail(strict=True, raises=AttackSucceeded, reason=(
-                    f"open: capability deny list: CAP_{cap} is kept (issue 12)")))
-            params.append(pytest.param(cap, mode, id=f"{cap}-{mode}", marks=marks))
-    return params
-
-
-@pytest.mark.parametrize(("cap", "mode"), _cap_params())
+@pytest.mark.parametrize("cap", HOST_CAPS)
+@modes()
+@pytest.mark.req("OS 05")
 def test_execution_host_capability(arena: Arena, cap: str, mode: str, judge: Judge,
                                    unaffected: Callable[[], None]) -> None:
     """The root cause of several attacks: which capabilities container root holds in the host's
-    user namespace. The capability set is a deny list; what a newer kernel adds is kept."""
+    user namespace (an allow list: what is not kept, a newer kernel's additions included, is
+    dropped)."""
     status = arena.caps(mode)
     uid_map = re.search(r"uid_map\s+(\d+)\s+(\d+)\s+(\d+)", status)
     assert uid_map, status
@@ -86,7 +72,7 @@ def test_execution_host_capability(arena: Arena, cap: str, mode: str, judge: Jud
     unaffected()
 
 
-@modes(no_userns="eBPF: CAP_BPF is kept")
+@modes()
 def test_execution_bpf_prog_load(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     judge(arena.attack(mode, "bpf_load"))
     unaffected()
@@ -104,40 +90,12 @@ def _kernel_has(syscall: str) -> bool:
     return True
 
 
-RAWIO = "CAP_SYS_RAWIO is kept"
-SYSCALLS = {
-    # name: the hole today without a user namespace (if the kernel has the call), with one
-    "kexec_load": ("kexec of a new kernel: CAP_SYS_BOOT is kept", None),
-    "kexec_file_load": ("kexec of a new kernel: CAP_SYS_BOOT is kept", None),
-    "init_module": (None, None),
-    "finit_module": (None, None),
-    "delete_module": (None, None),
-    "swapon": (None, None),
-    "acct": (None, None),
-    "iopl": (f"I/O port access: {RAWIO}", None),
-    "ioperm": (f"I/O port access: {RAWIO}", None),
-    "mmap_zero": (f"mapping page 0 below vm.mmap_min_addr: {RAWIO}", None),
-    "personality_zero": (f"personality(MMAP_PAGE_ZERO): {RAWIO}", None),
-    "userfaultfd": (None, None),
-    "io_uring": ("io_uring (policy: denied in containers, its operations bypass seccomp)",
-                 "io_uring (policy: denied in containers, its operations bypass seccomp)"),
-    "x32": (None, None),
-    "int80": (None, None),
-}
+SYSCALLS = ("kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "swapon", "acct", "iopl",
+            "ioperm", "mmap_zero", "personality_zero", "userfaultfd", "io_uring", "x32", "int80")
 
 
-def _syscall_params() -> list[object]:
-    params = []
-    for name, (no_userns, userns) in SYSCALLS.items():
-        for mode, why in (("userns", userns), ("no-userns", no_userns)):
-            marks = []
-            if why and _kernel_has(name):
-                marks.append(pytest.mark.xfail(strict=True, raises=AttackSucceeded, reason=f"open: {why} (issue 12)"))
-            params.append(pytest.param(name, mode, id=f"{name}-{mode}", marks=marks))
-    return params
-
-
-@pytest.mark.parametrize(("call", "mode"), _syscall_params())
+@pytest.mark.parametrize("call", SYSCALLS)
+@modes()
 def test_execution_syscall(arena: Arena, call: str, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     """Privileged system calls, each with arguments that change nothing even if it were allowed
     (an invalid parameter checked after the permission, or undone at once). ENOSYS (the kernel
@@ -145,7 +103,7 @@ def test_execution_syscall(arena: Arena, call: str, mode: str, judge: Judge, una
     containers (its submissions do not pass the seccomp filter); userfaultfd: only
     UFFD_USER_MODE_ONLY (see the control)."""
     out = arena.attack(mode, "sys", call)
-    if "ENOSYS" in out.text:
+    if "ENOSYS" in out.text and not _kernel_has(call):
         out.text += " (this kernel does not have it)"
     judge(out)
     unaffected()
@@ -160,6 +118,7 @@ def test_execution_ptrace_exec_helper(arena: Arena, mode: str, judge: Judge, una
 
 
 @modes()
+@pytest.mark.req("OS 05", "TSF Container Isolation")
 def test_execution_setns_host_namespaces(arena: Arena, mode: str, judge: Judge,
                                          unaffected: Callable[[], None]) -> None:
     own = ns_inodes()
@@ -183,6 +142,7 @@ KERNEL_FS = ["devtmpfs", "cgroup", "debugfs", "tracefs", "securityfs", "bpf", "s
 
 @pytest.mark.parametrize("fstype", KERNEL_FS)
 @modes()
+@pytest.mark.req("OS 05")
 def test_execution_mount_kernel_fs(arena: Arena, mode: str, fstype: str, judge: Judge,
                                    unaffected: Callable[[], None]) -> None:
     """File systems that are the host's own or the kernel's internals (devtmpfs is the host's
@@ -196,6 +156,7 @@ def test_execution_mount_kernel_fs(arena: Arena, mode: str, fstype: str, judge: 
 
 
 @modes()
+@pytest.mark.req("OS 05", "CR 2.1 (1)")
 def test_execution_daemon_sockets_unreachable(arena: Arena, mode: str, judge: Judge,
                                               unaffected: Callable[[], None]) -> None:
     """cmld's control socket (at its host path and at the default path) and scd's must not be
@@ -205,7 +166,7 @@ def test_execution_daemon_sockets_unreachable(arena: Arena, mode: str, judge: Ju
     unaffected()
 
 
-@modes(userns="forged exec: the exec helper reads cap_last_cap from the container's /proc")
+@modes()
 def test_execution_forged_cap_last_cap(arena: Arena, mode: str, judge: Judge,
                                        unaffected: Callable[[], None]) -> None:
     """A container binds a file saying -1 over its /proc/sys/kernel/cap_last_cap: the next
@@ -225,8 +186,7 @@ def test_execution_forged_cap_last_cap(arena: Arena, mode: str, judge: Judge,
     unaffected()
 
 
-@modes(userns="the daemon's terminal: containers inherit cmld's controlling terminal",
-       no_userns="the daemon's terminal: containers inherit cmld's controlling terminal")
+@modes()
 def test_execution_terminal_injection(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     """cmld run in the foreground on a terminal (a pty the test made): a container opens
     /dev/tty and pushes keystrokes into that terminal's input with TIOCSTI; what the operator's

@@ -21,12 +21,8 @@ import pytest
 from .arena import Arena
 from .conftest import Judge, modes
 
-OBH = "open_by_handle_at through a BIND_FILE_RW mount: CAP_DAC_READ_SEARCH is kept"
-KEYS = "keyrings: every container shares cmld's session keyring"
-LOGS = "log abuse: container-controlled text reaches cmld's log unescaped"
 
-
-@modes(no_userns=OBH)
+@modes()
 def test_modification_open_by_handle_at_overwrites_host_file(arena: Arena, mode: str, judge: Judge,
                                                               unaffected: Callable[[], None]) -> None:
     payload = "overwritten-by-" + secrets.token_hex(4)
@@ -41,12 +37,12 @@ def test_modification_open_by_handle_at_overwrites_host_file(arena: Arena, mode:
     unaffected()
 
 
-@modes(userns=KEYS, no_userns=KEYS)
+@modes()
+@pytest.mark.req("TSF Container Isolation")
 def test_modification_keyring_other_container_key(arena: Arena, mode: str, judge: Judge,
                                                   unaffected: Callable[[], None]) -> None:
     desc = f"atk-victim-w-{mode}"
-    setup = arena.attack(arena.victim, "keys_add", desc, "victim-original")
-    assert setup.verdict == "done", setup.output
+    arena.victim_key(desc, "victim-original")
     new = "overwritten-" + secrets.token_hex(4)
     out = arena.attack(mode, "keys_update", desc, new)
     seen = arena.attack(arena.victim, "keys_read_own", desc)
@@ -67,7 +63,7 @@ def _keyctl(*args: int | bytes | ctypes.c_long) -> int:
     return int(_libc.syscall(SYS_keyctl, *args))
 
 
-@modes(no_userns="keyrings: a container without user namespace is host root for the user keyring")
+@modes()
 def test_modification_keyring_host_root_user_keyring(arena: Arena, mode: str, judge: Judge,
                                                      unaffected: Callable[[], None]) -> None:
     """The test adds a key of its own to host root's user keyring; the container tries to find
@@ -93,6 +89,7 @@ PROC_SYS = ["kernel/core_pattern", "vm/drop_caches", "kernel/randomize_va_space"
 
 @pytest.mark.parametrize("sysctl", PROC_SYS)
 @modes()
+@pytest.mark.req("OS 05")
 def test_modification_proc_sys(arena: Arena, mode: str, sysctl: str, judge: Judge,
                                unaffected: Callable[[], None]) -> None:
     """Open a host setting in /proc/sys for writing: directly, after remounting /proc/sys
@@ -136,6 +133,7 @@ def test_modification_remount_pseudo_fs_reaches_host(arena: Arena, mode: str, ju
 
 
 @modes()
+@pytest.mark.req("TSF Container Isolation")
 def test_modification_remount_root_shared_image(arena: Arena, mode: str, judge: Judge,
                                                 unaffected: Callable[[], None]) -> None:
     """The root and /opt are the GuestOS's images, shared by every container using it."""
@@ -148,6 +146,7 @@ TIME = ["settimeofday", "clock_settime", "clock_adjtime", "adjtimex"]
 
 @pytest.mark.parametrize("call", TIME)
 @modes()
+@pytest.mark.req("OS 05", "IAM 02")
 def test_modification_system_time(arena: Arena, mode: str, call: str, judge: Judge,
                                   unaffected: Callable[[], None]) -> None:
     """Without allow_system_time, no clock-setting call may succeed (the values given change
@@ -164,7 +163,7 @@ def test_modification_host_name(arena: Arena, mode: str, judge: Judge, unaffecte
     judge.blocked(f"{out.text} -- the host's name is unchanged")
 
 
-@modes(userns=LOGS, no_userns=LOGS)
+@modes()
 def test_modification_log_line_forged(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
     """A newline in a path the container passes to mknod(2) (which cmld's seccomp supervisor
     logs): does a complete, forged log line appear?"""

@@ -102,6 +102,22 @@ def run(d: Daemon, name: str, *argv: str, timeout: float = 30) -> CliResult:
     return cli(d.socket, "run", name, *argv, timeout=timeout)
 
 
+def own_cgroup_dirs() -> list[Path]:
+    """The cgroups this test runs in, one per hierarchy: the cmlds it starts make their containers'
+    cgroups below them, so a left-over of an earlier, killed run elsewhere is not counted."""
+    root = Path("/sys/fs/cgroup")
+    dirs = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers:
+            names = [c.removeprefix("name=") for c in controllers.split(",")]
+            mounts = [root / n for n in names if (root / n).is_dir()]
+        else:
+            mounts = [root / "unified" if (root / "unified").is_dir() else root]
+        dirs += [m / path.lstrip("/") for m in mounts[:1]]
+    return [d for d in dirs if d.is_dir()]
+
+
 def host_leaks(run_dir: Path, uuids: list[str]) -> list[str]:
     """What a container could have left on the host: mounts, loop devices, cgroups, netns, records."""
     found = []
@@ -112,8 +128,8 @@ def host_leaks(run_dir: Path, uuids: list[str]) -> list[str]:
             found.append(f"mount of {u}")
         if Path(f"/run/netns/{u}").exists():
             found.append(f"netns {u}")
-        for ctrl in Path("/sys/fs/cgroup").iterdir():
-            for p in ctrl.glob(f"**/{u}"):
+        for top in own_cgroup_dirs():
+            for p in top.glob(f"**/{u}"):
                 found.append(f"cgroup {p}")
         if (run_dir / "records" / f"{u}.json").exists():
             found.append(f"record {u}")

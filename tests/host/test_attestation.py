@@ -73,6 +73,7 @@ def fetch(t: tpm2dlib.Tpm2d, req: RemoteToTpm2d) -> Tpm2dToRemote:
 # ---------------------------------------------------------------------- success
 
 
+@pytest.mark.req("COM 04", "CR 3.4 (1)")
 def test_full_attestation_passes_every_check(device: tpm2dlib.Tpm2d, ca: tpm2dlib.Ca, tmp_path: Path) -> None:
     with device.client() as c:
         c.ml_append("/var/lib/cml/operatingsystems/busybox-1/root.img", hashlib.sha256(b"root").digest())
@@ -222,6 +223,7 @@ def test_wrong_nonce_and_replayed_quote_fail_with_their_own_messages(device: tpm
     assert lines["nonce"].startswith("FAIL")
 
 
+@pytest.mark.req("COM 04", "CR 3.4 (1)")
 def test_a_pcr_extended_after_boot_breaks_the_event_log_replay(cmld_factory: DaemonFactory, ca: tpm2dlib.Ca,
                                                                tmp_path: Path) -> None:
     with running_swtpm() as tpm:
@@ -242,6 +244,7 @@ def test_a_pcr_extended_after_boot_breaks_the_event_log_replay(cmld_factory: Dae
         t.daemon.stop()
 
 
+@pytest.mark.req("CR 1.9")
 def test_a_certificate_from_another_ca_fails(device: tpm2dlib.Tpm2d, tmp_path: Path) -> None:
     other = tpm2dlib.make_ca("Some other CA")
     r = tpm2dlib.verify(device, config(tmp_path, other))
@@ -249,6 +252,7 @@ def test_a_certificate_from_another_ca_fails(device: tpm2dlib.Tpm2d, tmp_path: P
     assert r.returncode == 1 and "does not chain to the configured CA" in line, line
 
 
+@pytest.mark.req("CR 1.9")
 def test_a_device_certificate_for_another_key_fails_the_binding(device: tpm2dlib.Tpm2d, ca: tpm2dlib.Ca,
                                                                 tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
@@ -263,6 +267,7 @@ def test_a_device_certificate_for_another_key_fails_the_binding(device: tpm2dlib
     assert "the certificate's public key is not the quoting key" in lines["ak binding"]
 
 
+@pytest.mark.req("COM 04", "CR 3.4 (1)")
 def test_guestos_images_checked_against_signed_configs_and_a_swapped_image_fails(
         cmld_factory: DaemonFactory, ca: tpm2dlib.Ca, tmp_path: Path, guestos_src: Path) -> None:
     """The measurements cmld will make (image path + SHA-256 of the real GuestOS images), attested
@@ -343,6 +348,7 @@ def test_verifier_exit_codes_for_bad_config_and_unreachable_device(tmp_path: Pat
 # ---------------------------------------------------------------------- gRPC, mutual TLS
 
 
+@pytest.mark.req("COM 02", "CR 1.2", "CR 3.8")
 def test_grpc_with_mutual_tls_and_a_fleet(cmld_factory: DaemonFactory, swtpm: Swtpm, world: dict[str, Path],
                                           ca: tpm2dlib.Ca, tmp_path: Path) -> None:
     tls_ca = tpm2dlib.make_ca("CML TLS CA")

@@ -27,6 +27,7 @@ def cap_bits(status: str) -> int:
     return int(re.search(r"CapBnd:\s*([0-9a-f]+)", status).group(1), 16)  # type: ignore[union-attr]
 
 
+@pytest.mark.req("OS 02")
 def test_c0_on_a_device(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     from cmld.linux import CAP
 
@@ -132,6 +133,7 @@ def test_c0_in_hosted_mode_is_first_but_not_essential(cmld_factory: DaemonFactor
     assert state(d, "svc") == "RUNNING" and d.proc.poll() is None
 
 
+@pytest.mark.req("OS 02")
 def test_relative_file_urls_resolve_inside_c0_only(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     """A relative file:// URL pushed from c0 is read in c0's root (the original's rule); `..` and
     symlinks in it cannot reach the host's files."""

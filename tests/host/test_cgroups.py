@@ -232,6 +232,7 @@ def test_v1_failed_create_leaves_nothing(v1: V1Driver, v1_group: Callable[..., C
         v1.create("../escape", CgroupLimits())
 
 
+@pytest.mark.req("APS 04", "CR 7.2")
 def test_v1_memory_limit_oom_kills(v1_group: Callable[..., ContainerCgroup], procs: Procs) -> None:
     cg = v1_group(CgroupLimits(memory_mb=64))
     proc = procs.held([PY, "-c", "b = bytearray(200 << 20)"])
@@ -242,6 +243,7 @@ def test_v1_memory_limit_oom_kills(v1_group: Callable[..., ContainerCgroup], pro
     assert cg.oom_killed() >= 1
 
 
+@pytest.mark.req("CR 7.1")
 def test_v1_pids_max_stops_fork_loop(v1_group: Callable[..., ContainerCgroup], procs: Procs) -> None:
     cg = v1_group(CgroupLimits(pids_max=5))
     forker = ("import os, time\nn = 0\nfor _ in range(20):\n    try:\n        pid = os.fork()\n"
@@ -259,6 +261,7 @@ def test_v1_pids_max_stops_fork_loop(v1_group: Callable[..., ContainerCgroup], p
     assert proc.wait(5) == -signal.SIGKILL
 
 
+@pytest.mark.req("APS 04", "CR 7.2")
 def test_v1_cpuset_restricts(v1_group: Callable[..., ContainerCgroup], procs: Procs) -> None:
     cpu = str((os.cpu_count() or 1) - 1)
     cg = v1_group(CgroupLimits(cpus=cpu))
@@ -272,6 +275,7 @@ def test_v1_cpuset_restricts(v1_group: Callable[..., ContainerCgroup], procs: Pr
 # ---- v2 on the unified hierarchy of this hybrid host -------------------------------------
 
 
+@pytest.mark.req("CR 7.2")
 def test_v2_limits_need_controllers(v2: V2Driver) -> None:
     available = (v2.own / "cgroup.controllers").read_text().split()
     if "memory" in available:
@@ -330,6 +334,7 @@ def group(request: pytest.FixtureRequest, procs: Procs) -> Iterator[Callable[...
     procs.cleanup()
 
 
+@pytest.mark.req("TSF Device Access Control", "CR 7.7")
 def test_devices_follow_the_policy(group: Callable[..., ContainerCgroup], procs: Procs, tmp_path: Path) -> None:
     cg = group()
     policy = DevicePolicy.generic()

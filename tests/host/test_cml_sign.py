@@ -37,6 +37,7 @@ def openssl_verify(pub_cert: Path, sig: Path, data: Path, tmp: Path, pss: bool =
     return p.returncode == 0 and "Verified OK" in p.stdout
 
 
+@pytest.mark.req("CR 1.8")
 def test_cml_sign_pki_refuses_overwrite(rsa_pki: Path) -> None:
     r = cml_sign("pki", str(rsa_pki), "--key-type", "ec256")
     assert r.returncode == 1 and "refusing to overwrite" in r.stderr
@@ -102,6 +103,7 @@ def _rootfs_tar(path: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+@pytest.mark.req("APS 01")
 def test_cml_sign_guestos(rsa_pki: Path, tmp_path: Path) -> None:
     for tool in ("mksquashfs", "veritysetup"):
         if not shutil.which(tool):

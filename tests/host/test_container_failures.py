@@ -147,6 +147,7 @@ def read_keyed(path: Path) -> dict[str, int]:
 # ---------------------------------------------------------------------- refused starts
 
 
+@pytest.mark.req("TSF Secure Container Init", "APS 02", "CR 3.4", "NDR 3.2")
 def test_tampered_root_image_is_refused(env: Env) -> None:
     d = env.cmld(*FAST)
     u = env.create(d, "c1")
@@ -244,6 +245,7 @@ def test_container_ignoring_shutdown_is_killed_after_the_stop_timeout(env: Env) 
     assert_healthy(env, d, u)
 
 
+@pytest.mark.req("CR 7.1")
 def test_fork_bomb_is_capped_by_pids_max(env: Env) -> None:
     d = env.cmld("--pids-max", "64", "--stop-timeout", "3", "--boot-timeout", "30")
     u = env.create(d, "c1")

@@ -48,6 +48,7 @@ def change_pin(d: Daemon, name: str, old: str, new: str) -> str:
     return r.out + r.err
 
 
+@pytest.mark.req("TSF Container Data Storage", "CR 1.1 (2)", "CR 1.5")
 def test_soft_token_journey(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     scd, d = daemons(cmld_factory, guestos_src)
     base = d.base
@@ -100,6 +101,7 @@ def test_soft_token_journey(cmld_factory: DaemonFactory, guestos_src: Path) -> N
     assert not (base / "containers" / uid).exists()
 
 
+@pytest.mark.req("CR 1.11")
 def test_lockout_and_damaged_key_files(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     scd, d = daemons(cmld_factory, guestos_src)
     base = d.base
@@ -183,6 +185,7 @@ def memory_contains(pid: int, needles: list[bytes]) -> bool:
     return False
 
 
+@pytest.mark.req("TSF Container Data Storage")
 def test_token_private_key_stays_in_scd(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     """The soft token's private key (which wraps the container key) is in scd's memory while it
     is unlocked, and never in cmld's, before or after a start that used it."""

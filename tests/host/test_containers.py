@@ -39,15 +39,16 @@ def out_of(d: Daemon, name: str, *argv: str) -> str:
     return r.out
 
 
-def cap_mask(names: list[str]) -> int:
-    from cmld.linux import CAP, cap_last
+def cap_mask(names: frozenset[str]) -> int:
+    from cmld.linux import CAP
 
-    full = (1 << (cap_last() + 1)) - 1
+    mask = 0
     for n in names:
-        full &= ~(1 << CAP[n])
-    return full
+        mask |= 1 << CAP[n]
+    return mask
 
 
+@pytest.mark.req("OS 01", "TSF Container Isolation")
 def test_userns_container_isolation(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     d = start_cmld(cmld_factory, guestos_src)
     create(d, cmld_factory.tmp, "iso", ram_limit=64, assign_cpus="0")
@@ -57,10 +58,11 @@ def test_userns_container_isolation(cmld_factory: DaemonFactory, guestos_src: Pa
     uuid = uuid_of(d, "iso")
     pid = init_pid(d, uuid)
 
-    # own PID 1 (busybox init), hostname from the service, an empty netns with lo up
+    # own PID 1 (busybox init), hostname from the service, an own netns with lo up and the
+    # original's default veth `host0` (tests/host/test_network.py has the rest)
     assert out_of(d, "iso", "cat", "/proc/1/comm").strip() == "init"
     assert out_of(d, "iso", "hostname").strip() == "iso"
-    assert out_of(d, "iso", "ls", "/sys/class/net").split() == ["lo"]
+    assert out_of(d, "iso", "ls", "/sys/class/net").split() == ["host0", "lo"]
     assert "UP" in out_of(d, "iso", "ip", "link", "show", "lo")
     assert Path(f"/run/netns/{uuid}").exists()
     assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
@@ -68,11 +70,17 @@ def test_userns_container_isolation(cmld_factory: DaemonFactory, guestos_src: Pa
     fields = out_of(d, "iso", "cat", "/proc/self/uid_map").split()
     assert fields[0] == "0" and int(fields[1]) % 100000 == 0 and int(fields[1]) >= 100000 and fields[2] == "65536"
     assert os.stat(f"/proc/{pid}").st_uid == int(fields[1])
-    # capability bounding set as the original's c_cap for a userns container
-    bnd = int(re.search(r"CapBnd:\s*([0-9a-f]+)", out_of(d, "iso", "cat", "/proc/1/status")).group(1), 16)  # type: ignore[union-attr]
-    from cmld.modules.capabilities import dropped_caps
+    # capability bounding set: exactly the allow list of an ordinary userns container, in init and
+    # in an exec session, and nothing effective, permitted or inheritable beyond it
+    from cmld.modules.capabilities import kept_caps
 
-    assert bnd == cap_mask(dropped_caps(userns=True, c0=False, setup=False, allow_modules=False, allow_time=False))
+    kept = cap_mask(kept_caps(userns=True, c0=False, setup=False, allow_modules=False, allow_time=False))
+    for where in ("/proc/1/status", "/proc/self/status"):
+        status = out_of(d, "iso", "cat", where)
+        for field in ("CapBnd", "CapEff", "CapPrm"):
+            assert int(re.search(rf"{field}:\s*([0-9a-f]+)", status).group(1), 16) == kept, (where, field)  # type: ignore[union-attr]
+        for field in ("CapInh", "CapAmb"):
+            assert int(re.search(rf"{field}:\s*([0-9a-f]+)", status).group(1), 16) == 0, (where, field)  # type: ignore[union-attr]
     # no fd of the daemon in init: only its stdio, all the container's own /dev/null
     fds = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
     assert set(fds) == {"0", "1", "2"} and set(fds.values()) == {"/dev/null"}, fds
@@ -130,6 +138,7 @@ def test_userns_container_isolation(cmld_factory: DaemonFactory, guestos_src: Pa
         assert f"{a} -> {b}" in log, (a, b)
 
 
+@pytest.mark.req("OS 01")
 def test_container_without_userns(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     d = start_cmld(cmld_factory, guestos_src)
     create(d, cmld_factory.tmp, "nous", userns=False, allow_dev="c 10:237 rwm")
@@ -163,6 +172,7 @@ def test_container_without_userns(cmld_factory: DaemonFactory, guestos_src: Path
     assert host_leaks(run_dir(d), [uuid]) == []
 
 
+@pytest.mark.req("CR 4.2 (2)")
 def test_reboot_setup_volumes_and_wipe(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     d = start_cmld(cmld_factory, guestos_src)
     create(d, cmld_factory.tmp, "vol")

@@ -16,6 +16,7 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cml_common.textconfig import load_text_file, to_text
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
+from ..testnet import server_in_netns
 from .containers import container_conf, wait_state
 from .scdlib import SIGNED_DEVICE_CONF, make_pki, scd_and_cmld, sign
 
@@ -29,12 +30,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A web server on loopback serving a directory (the update server)."""
+def http_root(tmp_path: Path, cmld_factory: DaemonFactory) -> Iterator[tuple[Path, str]]:
+    """A web server on the loopback of cmld's network namespace (the test's own, where cmld
+    fetches from) serving a directory: the update server."""
     root = tmp_path / "www"
     root.mkdir()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = server_in_netns(cmld_factory.cmld_netns().path,
+                             lambda: http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -78,6 +81,7 @@ def store(d: Daemon) -> set[str]:
     return {str(p.relative_to(gos)) for p in gos.rglob("*")} if gos.exists() else set()
 
 
+@pytest.mark.req("TSF Updates", "OS 03", "APS 02", "NDR 2.4 (1)", "NDR 3.10", "NDR 3.10 (1)")
 def test_push_install_and_refusals(cmld_factory: DaemonFactory, guestos_src: Path, pki: Path,
                                    http_root: tuple[Path, str]) -> None:
     _, d = daemons(cmld_factory, pki)
@@ -139,6 +143,7 @@ def test_push_install_and_refusals(cmld_factory: DaemonFactory, guestos_src: Pat
     assert store(d) == before  # nothing was written for any refused push
 
 
+@pytest.mark.req("TSF Secure Container Init", "COM 06", "OS 03", "APS 01", "APS 02", "CR 3.4", "NDR 2.4 (1)")
 def test_verification_at_load(cmld_factory: DaemonFactory, guestos_src: Path, pki: Path) -> None:
     scd, d = daemons(cmld_factory, pki)
     repo = cmld_factory.tmp / "repo"

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs 
 MEASURED = "hostedmode: true\nsigned_configs: false\ntpm_enabled: true\n"
 
 
+@pytest.mark.req("COM 04", "CR 3.4 (1)", "TSF Secure Container Init")
 def test_a_started_container_is_measured_and_attested(cmld_factory: DaemonFactory, guestos_src: Path,
                                                       tmp_path: Path) -> None:
     base = cmld_factory.tmp / "cmld-base"

@@ -304,6 +304,7 @@ def suite_provisioning(f: Flow) -> None:
 
 
 @pytest.mark.timeout(1500)
+@pytest.mark.req("APS 05", "NDR 2.4")
 def test_original_integration_flow(cmld_factory: DaemonFactory, tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = cmld_factory.tmp
     pki = make_pki(tmp / "pki", "ec256")

@@ -33,6 +33,7 @@ def scd(cmld_factory: DaemonFactory, tmp_path: Path) -> Daemon:
     return launch_scd(cmld_factory, prepare_base(tmp_path / "base", None))
 
 
+@pytest.mark.req("TSF Container Data Storage")
 def test_scd_client_container_key_journey(scd: Daemon, tmp_path: Path) -> None:
     c = ScdClient(scd.socket, timeout=10)
     uid = new_uuid()

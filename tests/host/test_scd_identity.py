@@ -21,6 +21,7 @@ pytestmark = pytest.mark.host
 ec_pki = pki_fixture("ec256")
 
 
+@pytest.mark.req("IAM 01", "CR 1.2 (1)", "CR 1.4", "CR 1.8")
 def test_scd_device_identity_and_provisioning(cmld_factory: DaemonFactory, tmp_path: Path, ec_pki: Path) -> None:
     base = prepare_base(tmp_path / "base", ec_pki)
     scd = launch_scd(cmld_factory, base)

@@ -106,6 +106,7 @@ def test_scd_soft_token_lifecycle(scd: Daemon) -> None:
         assert pin not in log, f"PIN {pin} appears in the log"
 
 
+@pytest.mark.req("CR 1.11")
 def test_scd_wrong_pin_lockout_until_restart(scd: Daemon, cmld_factory: DaemonFactory) -> None:
     uid = new_uuid()
     add(scd, uid)

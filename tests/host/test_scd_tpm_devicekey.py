@@ -42,6 +42,7 @@ def start_scd(factory: DaemonFactory, base: Path, tpm2d: tpm2dlib.Tpm2d | None, 
     return factory.launch("scd", name, "--tpm2d-socket", sock, base=base, kind=socket.SOCK_SEQPACKET)
 
 
+@pytest.mark.req("COM 02", "IAM 01", "CR 1.2", "CR 1.5 (1)", "CR 1.9 (1)", "NDR 3.12")
 def test_csr_and_certificate_are_signed_by_the_tpm_key_and_provisioning_attests(
         cmld_factory: DaemonFactory, swtpm: Swtpm, tmp_path: Path) -> None:
     base = tmp_path / "device"
@@ -75,6 +76,7 @@ def test_csr_and_certificate_are_signed_by_the_tpm_key_and_provisioning_attests(
     assert lines["ak binding"].startswith("PASS") and lines["certificate"].startswith("PASS device ")
 
 
+@pytest.mark.req("CR 1.5 (1)", "CR 1.9 (1)")
 def test_without_the_tpm_nothing_is_signed(cmld_factory: DaemonFactory, swtpm: Swtpm, tmp_path: Path) -> None:
     # tpm2d not running: scd has no identity (and says why) but keeps serving, no soft key appears.
     base = tmp_path / "no-tpm"

@@ -62,6 +62,7 @@ def q(code: int, uid: str, **kw: object) -> Q:
     return Q(code=code, token_type=USB, token_uuid=uid, usbtoken_serial=READER, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.req("TSF Container Data Storage")
 def test_scd_usb_token(scd: Daemon, pcsc: PcscNamespace) -> None:
     card = pcsc.insert_card(transport_pin="648219")
     wait_for_card(pcsc)

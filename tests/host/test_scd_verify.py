@@ -81,6 +81,7 @@ def test_scd_verify_cml_sign_and_openssl_signatures(scd: Daemon, rsa_pki: Path, 
     assert r.code == T.CRYPTO_VERIFY_GOOD
 
 
+@pytest.mark.req("COM 06", "NDR 2.4 (1)")
 def test_scd_verify_failures(scd: Daemon, rsa_pki: Path, tmp_path: Path) -> None:
     conf, sig, cert = signed(tmp_path / "a", rsa_pki)
     data = conf.read_bytes()
@@ -115,6 +116,7 @@ def test_scd_verify_failures(scd: Daemon, rsa_pki: Path, tmp_path: Path) -> None
     assert "signature does not match" in log and "no issuer of" in log
 
 
+@pytest.mark.req("OS 03", "CR 1.8", "NDR 3.13")
 def test_scd_register_ca_and_local_ca(cmld_factory: DaemonFactory, rsa_pki: Path, tmp_path: Path) -> None:
     base = prepare_base(tmp_path / "base", rsa_pki)
     scd = launch_scd(cmld_factory, base)
@@ -138,6 +140,7 @@ def test_scd_register_ca_and_local_ca(cmld_factory: DaemonFactory, rsa_pki: Path
 
 
 @pytest.mark.parametrize("pki_name", ["ec_pki", "ec384_pki"])
+@pytest.mark.req("COM 03", "CR 4.3")
 def test_scd_verify_ecdsa(cmld_factory: DaemonFactory, tmp_path: Path, pki_name: str,
                           request: pytest.FixtureRequest) -> None:
     pki: Path = request.getfixturevalue(pki_name)

@@ -33,6 +33,7 @@ def container_files(base: Path) -> set[str]:
     return {p.name for p in (base / "containers").iterdir()} if (base / "containers").exists() else set()
 
 
+@pytest.mark.req("TSF Secure Container Init", "TSF Updates", "COM 06", "APS 01", "NDR 3.2", "NDR 3.10 (1)")
 def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src: Path,
                                         pkis: tuple[Path, Path]) -> None:
     pki, other = pkis
@@ -95,6 +96,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
     assert state(d, "app-other") == "STOPPED"
 
 
+@pytest.mark.req("CR 1.2 (1)", "NDR 3.12")
 def test_provisioning_j8(cmld_factory: DaemonFactory, guestos_src: Path, pkis: tuple[Path, Path]) -> None:
     pki, other = pkis
     scd, d = daemons(cmld_factory, guestos_src, pki)

@@ -10,6 +10,7 @@ from cmld.control.access import PROVISIONED, is_allowed
 pytestmark = pytest.mark.unit
 
 
+@pytest.mark.req("CR 2.1")
 def test_provisioned_allowlist_matches_the_original() -> None:
     assert len(PROVISIONED) == 17
     for cmd in (C.SET_PROVISIONED, C.REMOVE_CONTAINER, C.CONTAINER_WIPE, C.CONTAINER_EXEC_CMD,
@@ -19,6 +20,7 @@ def test_provisioned_allowlist_matches_the_original() -> None:
     assert is_allowed(C.CONTAINER_START, privileged=True, provisioned=True)
 
 
+@pytest.mark.req("CR 2.1", "CR 2.1 (1)")
 def test_unprivileged_socket() -> None:
     assert is_allowed(C.PUSH_GUESTOS_CONFIG, privileged=False, provisioned=False)
     assert not is_allowed(C.LIST_CONTAINERS, privileged=False, provisioned=False)

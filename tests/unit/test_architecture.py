@@ -42,7 +42,7 @@ CMLD_LAYERS: list[tuple[str, ...]] = [
     ("cmld.runtime",),
     ("cmld.modules",),
     ("cmld.containers", "cmld.guestos", "cmld.device", "cmld.clients"),
-    ("cmld.cgroups", "cmld.seccomp", "cmld.launcher"),
+    ("cmld.cgroups", "cmld.seccomp", "cmld.launcher", "cmld.net"),
     ("cmld.linux",),
     ("cmld.errors",),
 ]

@@ -18,6 +18,7 @@ from tpm2d import policy_math
 pytestmark = pytest.mark.unit
 
 
+@pytest.mark.req("CR 3.4 (1)")
 def test_event_log_replay_and_every_truncation_is_reported() -> None:
     log = tpm2dlib.event_log(tpm2dlib.BOOT_EVENTS)
     rep = eventlog.replay(log)
@@ -39,6 +40,7 @@ def test_event_log_replay_and_every_truncation_is_reported() -> None:
         eventlog.replay(b"\0" * 64)
 
 
+@pytest.mark.req("CR 3.4 (1)")
 def test_ima_list_parse_replay_and_tampering() -> None:
     raw = tpm2dlib.ima_entry("/bin/a", b"a") + tpm2dlib.ima_entry("/bin/b", b"b")
     entries = ima.parse(raw)

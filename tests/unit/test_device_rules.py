@@ -78,6 +78,7 @@ def test_generic_list() -> None:
     assert not policy.allows("b", 8, 0, "r")
 
 
+@pytest.mark.req("TSF Device Access Control", "CR 7.7")
 def test_default_deny_and_access_subsets() -> None:
     policy = DevicePolicy()
     assert not policy.allows("c", 1, 3, "r")
@@ -157,6 +158,7 @@ def _insns(policy: DevicePolicy) -> list[tuple[int, int, int, int]]:
     return list(struct.iter_unpack("<BBhi", code))
 
 
+@pytest.mark.req("TSF Device Access Control")
 def test_bpf_program_shape() -> None:
     empty = _insns(DevicePolicy())
     assert empty[-2:] == [(0xB7, 0, 0, 0), (0x95, 0, 0, 0)]  # r0 = 0; exit

@@ -22,6 +22,7 @@ from scd.tokens.soft import _der_complete
 pytestmark = pytest.mark.unit
 
 
+@pytest.mark.req("CR 1.11")
 def test_scd_lockout_resets_on_success_but_not_once_locked() -> None:
     lo, k = Lockout(), (2, "u")
     lo.failed(k)
@@ -57,6 +58,7 @@ def test_scd_rsa_seal_is_the_evp_seal_layout() -> None:
             seal.rsa_unseal(key, bad)
 
 
+@pytest.mark.req("COM 03", "CR 4.3", "TSF Container Data Storage")
 def test_scd_ec_seal_binds_label_and_detects_tampering() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     data = os.urandom(96)
@@ -86,6 +88,7 @@ def _ca(name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, 
     return pki.issue(subject, key.public_key(), iname, ikey, ca=ca, path_len=path_len, days=days), key
 
 
+@pytest.mark.req("CR 1.8")
 def test_scd_chain_rules() -> None:
     root, rk = _ca("root", None)
     sub, sk = _ca("sub", (root.subject, rk), path_len=0)

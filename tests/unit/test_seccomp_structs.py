@@ -23,6 +23,8 @@ from cmld.seccomp.procfs import (
     split_target,
 )
 
+from .seccomp_bpf import ALLOW, AUDIT_ARCH_I386, KILL_PROCESS, NOTIFY, Program, bpf, run
+
 pytestmark = pytest.mark.unit
 
 
@@ -102,7 +104,8 @@ CapEff:\t000001ffffffffff
 
 def test_parse_status() -> None:
     s = parse_status(STATUS)
-    assert s == ProcStatus(cap_eff=0x1FFFFFFFFFF, umask=0o027, fsuid=100005, fsgid=100007, groups=(100010, 100011))
+    assert s == ProcStatus(cap_eff=0x1FFFFFFFFFF, umask=0o027, fsuid=100005, fsgid=100007, groups=(100010, 100011),
+                           euid=100000)
     assert s.has_cap(27)
     assert not parse_status(STATUS.replace("000001ffffffffff", "0000000000000001")).has_cap(27)
     with pytest.raises(ValueError):
@@ -157,102 +160,36 @@ def test_may_create_in() -> None:
     assert may_create_in(0o700, 0, 0, caller, True)
 
 
-# ---------------------------------------------------------------------------- the filter as BPF
+# ---------------------------------------------------------------------------- c0's filter as BPF
 
 
-AUDIT_ARCH_I386 = 0x40000003
-KILL_PROCESS, NOTIFY, ALLOW = 0x80000000, 0x7FC00000, 0x7FFF0000
 NR = {"read": 0, "mknod": 133, "mknodat": 259, "clock_settime": 227, "clock_adjtime": 305, "adjtimex": 159,
       "settimeofday": 164, "openat": 257}
 
 
-def _bpf() -> list[tuple[int, int, int, int]]:
-    with tempfile.TemporaryFile() as f:
-        sfilter.build_filter(allow_system_time=False).export_bpf(f)
-        f.seek(0)
-        raw = f.read()
-    return [struct.unpack_from("=HBBI", raw, i) for i in range(0, len(raw), 8)]
-
-
-def _run(prog: list[tuple[int, int, int, int]], nr: int, args: tuple[int, ...] = (),
-         arch: int = notify.AUDIT_ARCH_X86_64) -> int:
-    """Classic BPF as the kernel runs it on struct seccomp_data (the subset libseccomp emits)."""
-    a6 = (*args, *(0,) * (6 - len(args)))
-    data = struct.pack("=IIQ6Q", nr, arch, 0, *a6)
-    acc = x = 0
-    mem = [0] * 16
-    pc = 0
-    while True:
-        code, jt, jf, k = prog[pc]
-        pc += 1
-        cls = code & 0x07
-        if cls == 0x00:  # LD
-            mode = code & 0xE0
-            if mode == 0x20:  # ABS
-                acc = struct.unpack_from("=I", data, k)[0]
-            elif mode == 0x00:  # IMM
-                acc = k
-            elif mode == 0x60:  # MEM
-                acc = mem[k]
-            else:
-                raise AssertionError(f"LD mode {code:#x}")
-        elif cls == 0x01:  # LDX
-            x = k if code & 0xE0 == 0x00 else mem[k]
-        elif cls == 0x02:  # ST
-            mem[k] = acc
-        elif cls == 0x03:  # STX
-            mem[k] = x
-        elif cls == 0x04:  # ALU
-            src = x if code & 0x08 else k
-            op = code & 0xF0
-            if op == 0x50:
-                acc &= src
-            elif op == 0x40:
-                acc |= src
-            elif op == 0x00:
-                acc = (acc + src) & 0xFFFFFFFF
-            else:
-                raise AssertionError(f"ALU op {code:#x}")
-        elif cls == 0x05:  # JMP
-            op = code & 0xF0
-            src = x if code & 0x08 else k
-            if op == 0x00:
-                pc += k
-                continue
-            cond = {0x10: acc == src, 0x20: acc > src, 0x30: acc >= src, 0x40: bool(acc & src)}[op]
-            pc += jt if cond else jf
-        elif cls == 0x06:  # RET
-            return k
-        elif cls == 0x07:  # MISC
-            if code == 0x07:
-                x = acc
-            else:
-                acc = x
-
-
 @pytest.fixture(scope="module")
-def prog() -> list[tuple[int, int, int, int]]:
-    return _bpf()
+def prog() -> Program:
+    return bpf(sfilter.FilterKind(light=True))
 
 
-def test_filter_notifies_device_mknod_only(prog: list[tuple[int, int, int, int]]) -> None:
+def test_filter_notifies_device_mknod_only(prog: Program) -> None:
     for ftype, action in ((stat.S_IFCHR, NOTIFY), (stat.S_IFBLK, NOTIFY), (stat.S_IFREG, ALLOW),
                           (stat.S_IFIFO, ALLOW), (stat.S_IFSOCK, ALLOW), (0, ALLOW), (stat.S_IFDIR, ALLOW)):
-        assert _run(prog, NR["mknod"], (0x1000, ftype | 0o666, 0x103)) == action, oct(ftype)
-        assert _run(prog, NR["mknodat"], (2**64 - 100, 0x1000, ftype | 0o666, 0x103)) == action, oct(ftype)
+        assert run(prog, NR["mknod"], (0x1000, ftype | 0o666, 0x103)) == action, oct(ftype)
+        assert run(prog, NR["mknodat"], (2**64 - 100, 0x1000, ftype | 0o666, 0x103)) == action, oct(ftype)
     # garbage in the upper half of the mode register does not hide a device
-    assert _run(prog, NR["mknod"], (0x1000, (0xDEAD << 32) | stat.S_IFCHR | 0o666, 0)) == NOTIFY
+    assert run(prog, NR["mknod"], (0x1000, (0xDEAD << 32) | stat.S_IFCHR | 0o666, 0)) == NOTIFY
 
 
-def test_filter_time_and_other_syscalls(prog: list[tuple[int, int, int, int]]) -> None:
+def test_filter_time_and_other_syscalls(prog: Program) -> None:
     for name in ("clock_settime", "clock_adjtime", "adjtimex", "settimeofday"):
-        assert _run(prog, NR[name], (0, 0x1000)) == NOTIFY, name
+        assert run(prog, NR[name], (0, 0x1000)) == NOTIFY, name
     for name in ("read", "openat"):
-        assert _run(prog, NR[name]) == ALLOW, name
-    assert _run(prog, 2**32 - 1) == ALLOW  # nr -1 (a ptracer skipping the syscall) is the kernel's business
+        assert run(prog, NR[name]) == ALLOW, name
+    assert run(prog, 2**32 - 1) == ALLOW  # nr -1 (a ptracer skipping the syscall) is the kernel's business
 
 
-def test_filter_kills_x32_and_foreign_arches(prog: list[tuple[int, int, int, int]]) -> None:
-    assert _run(prog, sfilter.X32_SYSCALL_BIT | 39) == KILL_PROCESS  # x32 getpid
-    assert _run(prog, sfilter.X32_SYSCALL_BIT | NR["mknod"], (0, stat.S_IFREG, 0)) == KILL_PROCESS
-    assert _run(prog, 20, arch=AUDIT_ARCH_I386) == KILL_PROCESS  # i386 getpid
+def test_filter_kills_x32_and_foreign_arches(prog: Program) -> None:
+    assert run(prog, sfilter.X32_SYSCALL_BIT | 39) == KILL_PROCESS  # x32 getpid
+    assert run(prog, sfilter.X32_SYSCALL_BIT | NR["mknod"], (0, stat.S_IFREG, 0)) == KILL_PROCESS
+    assert run(prog, 20, arch=AUDIT_ARCH_I386) == KILL_PROCESS  # i386 getpid

@@ -4,13 +4,43 @@ the tier share one xdist group, so one worker runs them while the other runs the
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
 from . import harness
 from .harness import Boot, Image
 
-SYSTEM_CHECKS = ["units", "tpm", "attest", "cgroups", "dm", "container"]
+SYSTEM_CHECKS = ["units", "tpm", "attest", "cgroups", "dm", "container", "network"]
+NIC_MAC = "52:54:00:c1:00:02"  # the second NIC (qemu/guest/vmcheck/network.py)
+MARK = "hello-from-the-host"
+
+
+@pytest.fixture(scope="session")
+def host_server() -> Iterator[int]:
+    """An HTTP server on the host's loopback that only the guest's second NIC reaches (guestfwd)."""
+    import http.server
+    import threading
+
+    class Mark(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = (MARK + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mark)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 @pytest.fixture(scope="session")
@@ -24,14 +54,16 @@ def vm_image() -> Image:
 
 
 @pytest.fixture(scope="session")
-def system_boot(vm_image: Image) -> Boot:
+def system_boot(vm_image: Image, host_server: int) -> Boot:
     """The main scenario: the image as built, every system check in one boot; the host attests
     the guest over a forwarded loopback port while it runs (tests/vm/attest_agent.py)."""
     from tests.host.tpm2dlib import free_port
 
     from .attest_agent import GUEST_PORT, agent
 
-    return harness.boot(vm_image, "system", SYSTEM_CHECKS, forwards={GUEST_PORT: free_port()}, agent=agent)
+    nic = harness.runner.ExtraNic(NIC_MAC, "10.0.3.0/24", f"tcp:10.0.3.100:8080-tcp:127.0.0.1:{host_server}")
+    return harness.boot(vm_image, "system", SYSTEM_CHECKS, forwards={GUEST_PORT: free_port()}, agent=agent,
+                        extra_nics=(nic,))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ __all__ = ["Boot", "Image", "runner"]
 
 UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service")
 TOOLS = ("qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup", "mmdebstrap", "mke2fs", "cpio", "depmod")
-BOOT_TIMEOUT = 480.0
+BOOT_TIMEOUT = 720.0  # the system scenario (seven checks, two containers) on TCG, with room for a busy machine
 # Every VM test module sets `pytestmark = VM_MARKS`: one xdist group, so a single worker (under
 # `--dist loadgroup`) builds and boots, and a timeout that covers a cold build plus a boot.
 VM_MARKS = [pytest.mark.vm, pytest.mark.xdist_group("vm"), pytest.mark.timeout(1200)]
@@ -51,9 +51,10 @@ def build() -> Image:
 
 
 def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None,
-         forwards: dict[int, int] | None = None, agent: runner.Agent | None = None) -> Boot:
+         forwards: dict[int, int] | None = None, agent: runner.Agent | None = None,
+         extra_nics: tuple[runner.ExtraNic, ...] = ()) -> Boot:
     b = runner.boot(img, {"checks": checks}, ARTIFACTS / f"console-{name}.log", overlay=overlay,
-                    timeout=BOOT_TIMEOUT, forwards=forwards, agent=agent)
+                    timeout=BOOT_TIMEOUT, forwards=forwards, agent=agent, extra_nics=extra_nics)
     record_timing(f"boot_{name}", b.seconds)
     if b.results is not None:
         (ARTIFACTS / f"results-{name}.json").write_text(json.dumps(b.results, indent=1) + "\n")
