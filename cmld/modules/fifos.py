@@ -145,7 +145,10 @@ class FifoBoard:
         if self.c0_pid():
             return proc_root(self.c0_pid), FIFO_DIR, 0  # c0 has no user namespace
         if self.hosted:
-            return host_root(hosted_dir()), "", 0
+            try:
+                return host_root(hosted_dir()), "", 0
+            except OSError as e:
+                raise StartError(f"fifos: {HOSTED_FIFO_DIR}: {e.strerror or e}") from None
         raise StartError("fifos: c0 is not running, so there is no end to write to")
 
 
