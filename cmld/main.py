@@ -18,10 +18,13 @@ from cml_common.messages.container_pb2 import ContainerState
 from cmld.audit import events
 from cmld.audit.auditor import Auditor
 from cmld.audit.config import build_auditor, build_forwarder
+from cmld.clients.availability import await_services
+from cmld.clients.scd_events import ScdEventListener
 from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
 from cmld.daemon import Cmld
 from cmld.device import ab_slot, cservice_binary, shared_store
+from cmld.device.config import load_device_uuid
 from cmld.device.power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
 from cmld.modules import settings
 from cmld.runtime.registry import Runtime
@@ -71,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="once c0 is down on a device (not hosted) and the others are stopped: power off "
                          "through systemd (cmld exits where systemd is not init), or just exit "
                          "(default %(default)s)")
+    rt.add_argument("--wait-services", action="store_true",
+                    help="start no container before scd (and tpm2d with tpm_enabled) answer and the device UUID "
+                         "is known, as the original's unit stage (the systemd unit sets it)")
+    rt.add_argument("--sysfs", type=Path, default=Path("/sys"), help="where USB devices are looked up (tests)")
+    rt.add_argument("--uevent-netns", metavar="PATH",
+                    help="listen for uevents in this network namespace, from any sender there (tests); "
+                         "default: cmld's own, kernel messages only")
     rt.add_argument("--no-autostart", action="store_true", help="do not start c0 and allow_autostart containers")
     rt.add_argument("--cservice", type=Path, metavar="PATH",
                     help="the in-container service binary placed at /sbin/cservice in every container (default: "
@@ -134,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             efivars=args.efivars_dir,
         )
         state.load()
+        if args.wait_services:
+            state.device_uuid = await await_services(
+                args.scd_socket, args.tpm2d_socket if state.device.tpm_enabled else None,
+                lambda: load_device_uuid(state.layout.tokens / "device_id.conf"))
         layout = state.layout
         auditor = start_audit(state, args)
         await state.verify_guestos()
@@ -152,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             freeze_timeout=args.freeze_timeout, pids_max=args.pids_max, host_dns=state.device.host_dns,
             cservice=cservice, cservice_note=cservice_note,
             tpm2d_socket=args.tpm2d_socket if state.device.tpm_enabled else None,
+            sysfs=args.sysfs, uevent_netns=args.uevent_netns,
             nic_kinds=frozenset(k for k in args.nic_kinds.split(",") if k),
         ), state.guestos)
         runtime.setup()
@@ -165,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
                                limits=ServerLimits(args.idle_timeout, args.frame_timeout, args.max_clients))
         await server.listen(args.socket, mode=0o660 if gid is not None else 0o600, gid=gid)
 
-        async def serve_c0_control(sock: socket.socket, init_pid: int) -> ControlServer:
-            c0_server = ControlServer(dispatcher, on_close=dispatcher.connection_closed, limits=server.limits,
-                                      privileged=True, caller_root=Path(f"/proc/{init_pid}/root"))
-            await c0_server.serve_socket(sock)
-            return c0_server
+        async def serve_container_control(sock: socket.socket, init_pid: int, privileged: bool) -> ControlServer:
+            """c0's socket (privileged) or a feature_install_guest container's (unprivileged)."""
+            inside = ControlServer(dispatcher, on_close=dispatcher.connection_closed, limits=server.limits,
+                                   privileged=privileged, caller_root=Path(f"/proc/{init_pid}/root"))
+            await inside.serve_socket(sock)
+            return inside
 
         async def c0_down() -> None:
             """The device goes down: every container is stopped (c0 last, or c0 went down)."""
@@ -183,8 +199,21 @@ def main(argv: list[str] | None = None) -> int:
                             else "systemd is not init, nothing to go down through")
                 stop.set()
 
-        runtime.serve_control = serve_c0_control
+        async def token_removed(token_uuid: str) -> None:
+            """scd's TOKEN_SE_REMOVED: the container of that token is stopped (the original's token_detach)."""
+            c = state.containers.get(token_uuid)
+            if c is None or not c.is_active:
+                log.info("token %s removed: no running container of it", token_uuid)
+                return
+            await runtime.compartment(c).stop()
+
+        scd_events = ScdEventListener(state.scd, token_removed)
+        scd_events.start()
+        runtime.hotplug.stop_container = token_removed  # a pulled USB token stops its container too
+        runtime.hotplug.start()
+        runtime.serve_control = serve_container_control
         runtime.on_c0_down = c0_down
+
         async def boot() -> None:
             """Missing GuestOS images first (c0's among them), then c0 and the autostart containers;
             the control socket serves meanwhile."""
@@ -197,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         async def close() -> None:
             if autostart is not None:
                 autostart.cancel()
+            await scd_events.close()
+            runtime.hotplug.close()
             await server.close()
             await runtime.shutdown()
             await runtime.net.shutdown()

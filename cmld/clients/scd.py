@@ -240,10 +240,11 @@ class ScdClient:
     # ------------------------------------------------------------ events
 
     @contextlib.asynccontextmanager
-    async def events(self) -> AsyncIterator[asyncio.Queue[TokenToDaemon]]:
-        """Register as scd's event listener; events (TOKEN_SE_REMOVED) arrive on the queue."""
+    async def events(self) -> AsyncIterator[asyncio.Queue[TokenToDaemon | None]]:
+        """Register as scd's event listener; events (TOKEN_SE_REMOVED) arrive on the queue, and
+        None once scd closed the connection (it exited: register again when it is back)."""
         s = await self._connect()
-        queue: asyncio.Queue[TokenToDaemon] = asyncio.Queue()
+        queue: asyncio.Queue[TokenToDaemon | None] = asyncio.Queue()
         try:
             async with asyncio.timeout(self.timeout):
                 r = await self._exchange(s, Q(code=Q.REGISTER_EVENT_LISTENER))
@@ -252,8 +253,11 @@ class ScdClient:
 
             async def pump() -> None:
                 loop = asyncio.get_running_loop()
-                while (body := await aioframing.async_recv_seqpacket(loop, s)) is not None:
-                    await queue.put(framing.parse(TokenToDaemon, body))
+                try:
+                    while (body := await aioframing.async_recv_seqpacket(loop, s)) is not None:
+                        await queue.put(framing.parse(TokenToDaemon, body))
+                finally:
+                    queue.put_nowait(None)
 
             task = asyncio.create_task(pump())
             try:

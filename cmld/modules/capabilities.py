@@ -14,6 +14,7 @@ from __future__ import annotations
 from cmld.linux import CAP_NAMES, kernel_cap_last
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
+from cmld.seccomp.module_policy import module_loading
 
 # Docker's default set, minus SETFCAP (the original drops it in every container) and SYS_CHROOT
 # (the original drops it in a container without a user namespace; kept with one, below).
@@ -59,8 +60,9 @@ class CapabilitiesModule(Module):
 
     async def prepare(self, ctx: StartContext) -> None:
         cfg = ctx.container.config
+        modules_on = module_loading(list(cfg.allow_module))[0] is not None  # needs enforced signatures
         kept = kept_caps(userns=ctx.spec.uid_start is not None, c0=ctx.container.is_c0, setup=ctx.setup_mode,
-                         allow_modules=bool(cfg.allow_module), allow_time=bool(cfg.allow_system_time))
+                         allow_modules=modules_on, allow_time=bool(cfg.allow_system_time))
         ctx.spec.cap_keep = sorted(kept)
         ctx.spec.cap_drop = drop_list(kept, kernel_cap_last())
         if "SYS_NICE" not in kept:  # no real-time priority through RLIMIT_RTPRIO either

@@ -32,5 +32,7 @@ class RuntimeSettings:
     # tpm2d's socket when device.conf has tpm_enabled: every GuestOS image is measured into
     # PCR 11 before its container runs; None: no TPM, nothing measured.
     tpm2d_socket: Path | None = None
+    sysfs: Path = Path("/sys")  # where USB devices are looked up (a fixture tree in tests)
+    uevent_netns: str | None = None  # listen for uevents there instead of cmld's netns (see usb_hub)
     # Link kinds counted as physical NICs besides real hardware (tests and VMs: "veth").
     nic_kinds: frozenset[str] = frozenset()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from cml_common.messages.container_pb2 import ContainerState as S
 from cml_common.messages.guestos_pb2 import GuestOSConfig
+from cml_common.paths import C0_UUID
 from cmld import linux
 from cmld.audit.auditor import Auditor
 from cmld.cgroups.detect import detect
@@ -29,9 +30,11 @@ from cmld.guestos.select import GuestOSUnavailable, for_container
 from cmld.modules.base import Module
 from cmld.modules.control_socket import ServeControl
 from cmld.modules.devices import DeviceAssignments
+from cmld.modules.fifos import FifoBoard
 from cmld.modules.network import unbind_netns
 from cmld.modules.order import ModuleDeps, container_modules
 from cmld.modules.settings import RuntimeSettings
+from cmld.modules.usb_hub import HotplugHub
 from cmld.net.fabric import NetFabric
 from cmld.runtime.audit_observer import observe_transition
 from cmld.runtime.compartment import Compartment
@@ -50,6 +53,8 @@ class Runtime:
         self.guestos = guestos
         self.records = RecordStore(settings.run_dir)
         self.assignments = DeviceAssignments()
+        self.fifos = FifoBoard(settings.hosted, self._c0_pid)
+        self.hotplug = HotplugHub(settings.sysfs, settings.uevent_netns)
         self.net = NetFabric(settings.run_dir, settings.hosted, settings.nic_kinds)
         self.compartments: dict[str, Compartment] = {}
         self.driver: CgroupDriver | None = None
@@ -91,6 +96,13 @@ class Runtime:
             self.compartments[c.uuid] = comp
         return comp
 
+    def _c0_pid(self) -> int | None:
+        """c0's init while c0 runs (the other end of every FIFO)."""
+        comp = self.compartments.get(C0_UUID)
+        if comp is None or comp.ctx is None or not comp.container.is_active:
+            return None
+        return comp.ctx.init_pid or None
+
     def forget(self, uuid: str) -> None:
         """A removed container: its (stopped) compartment goes too."""
         comp = self.compartments.get(uuid)
@@ -122,8 +134,8 @@ class Runtime:
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
         comp = self.compartment(c)
-        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm, self.net,
-                          self.audit)
+        deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm,
+                          fifos=self.fifos, hotplug=self.hotplug, net=self.net, audit=self.audit)
         return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:

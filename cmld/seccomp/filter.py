@@ -82,9 +82,17 @@ def _syscall_nr(name: str, fallback: int | None = None) -> int | None:
     return nr
 
 
+# Answered by cmld's supervisor: sysinfo from the container's cgroup (emulate_sysinfo), the module
+# calls against `allow_module` (emulate_module; never passed to the kernel).
+EMULATED = ("sysinfo",)
+MODULE_CALLS = ("finit_module", "init_module")
+
+
 def build_light() -> pyseccomp.SyscallFilter:
     flt = _new(pyseccomp.ALLOW)
     _notify_devices(flt, allow_others=False)
+    for name in (*EMULATED, *MODULE_CALLS):
+        flt.add_rule(pyseccomp.NOTIFY, name)
     return flt
 
 
@@ -96,7 +104,9 @@ def build_strict(kept: frozenset[str]) -> pyseccomp.SyscallFilter:
         if cap in kept:
             allowed.update(names)
             newer.update(P.ALLOWED_NEWER_BY_CAPABILITY.get(cap, {}))
-    notified = {*P.MKNOD_MODE_ARG, *P.TIME_SYSCALLS}
+    notified = {*P.MKNOD_MODE_ARG, *P.TIME_SYSCALLS, *EMULATED}
+    if "SYS_MODULE" in kept:  # allow_module with enforced signatures: cmld decides each load
+        notified.update(MODULE_CALLS)
     if "SYS_BOOT" not in kept:
         notified.add(P.REBOOT)
         allowed.discard(P.REBOOT)
@@ -111,6 +121,8 @@ def build_strict(kept: frozenset[str]) -> pyseccomp.SyscallFilter:
     _notify_devices(flt, allow_others=True)
     if P.REBOOT in notified:
         flt.add_rule(pyseccomp.NOTIFY, P.REBOOT)
+    for name in sorted(notified & {*EMULATED, *MODULE_CALLS}):
+        flt.add_rule(pyseccomp.NOTIFY, name)
     _argument_rules(flt, kept)
     return flt
 

@@ -1,6 +1,7 @@
 """Answers a container's seccomp notifications inside cmld's event loop (c_seccomp emulation):
 receives each notification when the listener polls readable and dispatches it (`emulate_mknod`,
-`emulate_time`); the caller's process is read through `caller`, pure rules are in `procfs`.
+`emulate_time`, `emulate_sysinfo`, `emulate_module`); the caller's process is read through
+`caller`, pure rules are in `procfs`.
 
 mknod/mknodat of a device: created by cmld in the container, as the caller would have seen it, if
 the caller holds CAP_MKNOD and the device is allowed for the container. Time syscalls: done by
@@ -23,20 +24,27 @@ from collections.abc import Callable
 from contextlib import suppress
 
 from cml_common.logbudget import LogBudget
+from cmld.cgroups.memory import MemoryUse
 from cmld.linux import seccomp as linux_seccomp
 from cmld.seccomp import notify
 from cmld.seccomp.emulate_mknod import MknodEmulation
+from cmld.seccomp.emulate_module import ModuleEmulation
 from cmld.seccomp.emulate_reboot import RebootEmulation
+from cmld.seccomp.emulate_sysinfo import SysinfoEmulation
 from cmld.seccomp.emulate_time import TimeEmulation
+from cmld.seccomp.module_policy import ModuleAllowList
 from cmld.seccomp.notify import CallerGone, Notification, Response
 from cmld.seccomp.procfs import (
     NR_ADJTIMEX,
     NR_CLOCK_ADJTIME,
     NR_CLOCK_SETTIME,
+    NR_FINIT_MODULE,
+    NR_INIT_MODULE,
     NR_MKNOD,
     NR_MKNODAT,
     NR_REBOOT,
     NR_SETTIMEOFDAY,
+    NR_SYSINFO,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +59,10 @@ class SeccompSupervisor:
     def __init__(self, notify_fd: int, *, container_name: str, init_pid: int,
                  is_device_allowed: Callable[[str, int, int], bool], allow_system_time: bool,
                  uid_offset: int | None, log_budget: LogBudget | None = None,
-                 on_denied: Callable[[int], None] | None = None) -> None:
+                 on_denied: Callable[[int], None] | None = None,
+                 memory: Callable[[], MemoryUse | None] = lambda: None,
+                 procs: Callable[[], int | None] = lambda: None, modules: ModuleAllowList | None = None,
+                 modules_off: str = "the container has no allow_module list") -> None:
         self._fd = notify_fd
         self.on_denied = on_denied  # told the syscall number of each refusal (the audit summary)
         self._name = container_name
@@ -65,6 +76,8 @@ class SeccompSupervisor:
         self._time = TimeEmulation(notify_fd, container_name, allow_system_time, budget)
         self._reboot = RebootEmulation(notify_fd, container_name, init_pid, uid_offset or 0)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sysinfo = SysinfoEmulation(notify_fd, container_name, memory, procs)
+        self._modules = ModuleEmulation(notify_fd, container_name, modules, modules_off)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.notifications = 0  # received so far (tests, diagnostics)
 
@@ -186,4 +199,8 @@ class SeccompSupervisor:
             return self._mknod.handle(notif)
         if notif.nr in (NR_CLOCK_SETTIME, NR_CLOCK_ADJTIME, NR_ADJTIMEX, NR_SETTIMEOFDAY):
             return self._time.handle(notif)
+        if notif.nr == NR_SYSINFO:
+            return self._sysinfo.handle(notif)
+        if notif.nr in (NR_FINIT_MODULE, NR_INIT_MODULE):
+            return self._modules.handle(notif)
         return notify.continue_()
