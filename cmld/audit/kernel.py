@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from cml_common.messages.audit_pb2 import AuditRecord
+
 from . import kparse
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class Auditor(Protocol):
 
     def log_event(self, category: str, evclass: str, event: str, subject: str | None,
                   meta: dict[str, str]) -> None: ...
+
+    def store(self, record: AuditRecord, uuid: str | None) -> int: ...
 
 
 def set_status(mask: int, enabled: int, pid: int, seq: int) -> bytes:
@@ -94,6 +98,9 @@ def store(auditor: Auditor, mtype: int, payload: bytes, *, sys_block: Path = SYS
             subject = name[:36] if auditor.known(name[:36]) else None
     elif rec.pid:
         subject = container_of_pid(rec.pid, auditor, proc)
+    if rec.embedded is not None:
+        auditor.store(rec.embedded, subject)
+        return True
     auditor.log_event(rec.category, rec.evclass, rec.event, subject, rec.meta)
     return True
 

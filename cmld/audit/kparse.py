@@ -9,8 +9,9 @@ original stores it).
 
 Which records and how (the original's daemon/audit.c): device-mapper events (DM_EVENT, e.g.
 dm-integrity's checksum failures) become `CONTAINER_MGMT.dm-audit` with `op`, `label` (the dm
-device's name) and `sector`, about the container whose UUID starts that name; user-space messages
-(USER, LOGIN, 1100-1199, 2100-2999) and DM_CTRL become `KAUDIT.<name>`, a success or a failure
+device's name) and `sector`, about the container whose UUID starts that name; a TRUSTED_APP message
+(an original scd's or tpm2d's AuditRecord as protobuf text) is stored as the record it carries;
+other user-space messages (USER, LOGIN, 1100-1199, 2100-2999) and DM_CTRL become `KAUDIT.<name>`, a success or a failure
 after their `res=`; the kernel's own records (1300-1899, 2000) are stored as `KAUDIT.<name>` too
 (the original only traces them).
 """
@@ -20,6 +21,10 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
+
+from google.protobuf import text_format
+
+from cml_common.messages.audit_pb2 import AuditRecord
 
 NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 NLMSG_ERROR = 2
@@ -43,6 +48,7 @@ NAMES = {
     1801: "INTEGRITY_METADATA", 1802: "INTEGRITY_STATUS", 1803: "INTEGRITY_HASH", 1804: "INTEGRITY_PCR",
     1805: "INTEGRITY_RULE", 1806: "INTEGRITY_EVM_XATTR", 1807: "INTEGRITY_POLICY_RULE", 2000: "KERNEL",
 }
+AUDIT_TRUSTED_APP = 1121
 AUDIT_USER, AUDIT_LOGIN, AUDIT_DM_CTRL, AUDIT_DM_EVENT, AUDIT_KERNEL = 1005, 1006, 1338, 1339, 2000
 
 
@@ -119,6 +125,7 @@ class KernelRecord:
     meta: dict[str, str] = field(default_factory=dict)
     dm_name_of: str = ""  # DM_EVENT: the dev (major:minor) whose dm name names the container
     pid: int = 0  # user messages: the sender, whose cgroup names the container
+    embedded: AuditRecord | None = None  # TRUSTED_APP: the record another component sent
 
 
 def _succeeded(res: str) -> bool:
@@ -142,6 +149,21 @@ def is_kernel(t: int) -> bool:
     return t == AUDIT_KERNEL or 1300 <= t <= 1899
 
 
+def trusted_app(text: str) -> AuditRecord | None:
+    """The AuditRecord (protobuf text) an original component (scd, tpm2d) sent through the
+    kernel as AUDIT_TRUSTED_APP: everything from `msg='` to the last `'`; None when it is not one."""
+    start = text.find("msg='")
+    end = text.rfind("'")
+    if start < 0 or end <= start + 5:
+        return None
+    r = AuditRecord()
+    try:
+        text_format.Parse(text[start + 5:end], r)
+    except (text_format.ParseError, UnicodeError, ValueError):
+        return None
+    return r if r.IsInitialized() else None
+
+
 def to_record(mtype: int, payload: bytes) -> KernelRecord | None:
     """The record for one audit message; None for types that are no audit record (netlink
     control messages, replies to requests)."""
@@ -160,4 +182,5 @@ def to_record(mtype: int, payload: bytes) -> KernelRecord | None:
         return KernelRecord(category, "CONTAINER_MGMT", "dm-audit", meta, dm_name_of=fl.get("dev", ""))
     pid = fl.get("pid", "")
     return KernelRecord(category, "KAUDIT", type_name(mtype), meta,
-                        pid=int(pid) if pid.isdigit() and len(pid) < 10 else 0)
+                        pid=int(pid) if pid.isdigit() and len(pid) < 10 else 0,
+                        embedded=trusted_app(text) if mtype == AUDIT_TRUSTED_APP else None)

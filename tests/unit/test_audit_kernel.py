@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cml_common.messages.audit_pb2 import AuditRecord
 from cmld.audit import kparse
 from cmld.audit.kernel import STATUS, set_status, store
 
@@ -44,6 +45,11 @@ class Recorder:
     def __init__(self, known: set[str] | None = None) -> None:
         self.records: list[tuple[str, str, str, str | None, dict[str, str]]] = []
         self.known = (known or set()).__contains__
+        self.stored: list[tuple[AuditRecord, str | None]] = []
+
+    def store(self, record: AuditRecord, uuid: str | None) -> int:
+        self.stored.append((record, uuid))
+        return len(self.stored)
 
     def log_event(self, category: str, evclass: str, event: str, subject: str | None,
                   meta: dict[str, str]) -> None:
@@ -157,3 +163,20 @@ def test_only_audit_record_types_become_records() -> None:
     for t in (0, 2, 3, 1000, 1001, 1013, 1200, 1999, 2001, 65535):
         assert kparse.to_record(t, CONFIG_CHANGE) is None
     assert kparse.type_name(1899) == "TYPE_1899"
+
+
+def test_trusted_app_carries_an_original_components_record(tmp_path: Path) -> None:
+    """The original's scd/tpm2d send an AuditRecord as protobuf text in AUDIT_TRUSTED_APP."""
+    text = (b"audit(1796614030.000:95): pid=300 uid=0 auid=4294967295 ses=4294967295 subj=unconfined "
+            b"msg='timestamp: 1796614030 type: \"SSA.SCD.TOKEN_MGMT.unlock-successful\" "
+            b"meta { key: \"name\" value: \"c1\" }'")
+    rec = Recorder()
+    assert store(rec, kparse.AUDIT_TRUSTED_APP, text, proc=tmp_path)
+    assert not rec.records and len(rec.stored) == 1
+    r, subject = rec.stored[0]
+    assert r.type == "SSA.SCD.TOKEN_MGMT.unlock-successful" and r.meta[0].value == "c1" and subject is None
+    for bad in (b"audit(1.2:3): pid=1 uid=0 msg='not a record {'", b"audit(1.2:3): pid=1 uid=0 msg='",
+                b"audit(1.2:3): pid=1 uid=0 msg='type: \"x\"'"):  # no timestamp: not initialised
+        rec = Recorder()
+        store(rec, kparse.AUDIT_TRUSTED_APP, bad, proc=tmp_path)
+        assert not rec.stored and rec.records[0][2] == "TRUSTED_APP"
