@@ -65,8 +65,22 @@ class Frame:
 
 
 def frames(datagram: bytes) -> tuple[list[Frame], str]:
-    """The messages in one datagram and what was wrong with it ('' when nothing): a length that
-    is too short, runs past the datagram or past the kernel's message limit ends the walk there."""
+    """The messages in one datagram and what was wrong with it ('' when nothing).
+
+    The kernel sends each audit record alone in its datagram with `nlmsg_len` set to the length of
+    the text without the header (auditd reads the datagram's length instead, as we do), so an
+    audit record's text is the rest of the datagram. Netlink's own messages (the ACK, errors) have
+    true lengths and are walked; a length that is too short, runs past the datagram or past the
+    kernel's message limit ends the walk there."""
+    if len(datagram) >= NLMSG_HDR.size:
+        length, mtype, _flags, seq, _pid = NLMSG_HDR.unpack_from(datagram)
+        if is_user(mtype) or is_kernel(mtype):
+            text = datagram[NLMSG_HDR.size:]
+            if len(text) > MAX_MESSAGE + 64:
+                return [], f"an audit message of {len(text)} bytes, more than the kernel sends"
+            if length > len(datagram):
+                return [], f"an audit message claims {length} bytes, {len(datagram)} there"
+            return [Frame(mtype, seq, text)], ""
     out: list[Frame] = []
     off = 0
     while off < len(datagram):

@@ -108,19 +108,30 @@ def test_store_names_the_container_by_dm_name_or_sender_cgroup(tmp_path: Path) -
     assert not store(other, 1000, b"\0" * 40)  # AUDIT_GET reply: no record
 
 
+def kernel_datagram(mtype: int, text: bytes) -> bytes:
+    """As the kernel sends a record: nlmsg_len is the text's length alone (seen in the VM tier)."""
+    return kparse.NLMSG_HDR.pack(len(text), mtype, 0, 0, 0) + text
+
+
 def test_frames_of_a_datagram_and_hostile_ones() -> None:
-    two = nl(1305, CONFIG_CHANGE) + nl(1305, CONFIG_PID)
-    got, problem = kparse.frames(two)
-    assert problem == "" and [f.type for f in got] == [1305, 1305]
-    assert kparse.text_of(got[1].payload) == CONFIG_PID.decode()
-    for bad in (two[:10], nl(1305, CONFIG_CHANGE) + b"\x01\x02",
+    got, problem = kparse.frames(kernel_datagram(1339, DM_EVENT))
+    assert problem == "" and len(got) == 1 and kparse.text_of(got[0].payload) == DM_EVENT.decode()
+    got, problem = kparse.frames(nl(1305, CONFIG_PID))  # a true nlmsg_len works as well
+    assert problem == "" and kparse.text_of(got[0].payload) == CONFIG_PID.decode()
+    ack = kparse.NLMSG_HDR.pack(36, kparse.NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", 0) + b"\0" * 16
+    got, problem = kparse.frames(ack + ack)
+    assert problem == "" and [f.type for f in got] == [2, 2]
+    for bad in (ack[:10], ack + b"\x01\x02",
                 struct.pack("=IHHII", 0xFFFFFFFF, 1305, 0, 0, 0) + b"x" * 32,
-                struct.pack("=IHHII", 4, 1305, 0, 0, 0) + b"x" * 32,
-                struct.pack("=IHHII", 100000, 1305, 0, 0, 0) + b"x" * 100000):
+                struct.pack("=IHHII", 0xFFFFFFFF, 2, 0, 0, 0) + b"x" * 32,
+                struct.pack("=IHHII", 4, 2, 0, 0, 0) + b"x" * 32,
+                struct.pack("=IHHII", 100000, 1305, 0, 0, 0) + b"x" * 100000,
+                struct.pack("=IHHII", 100, 1305, 0, 0, 0) + b"x" * 100000):
         got, problem = kparse.frames(bad)
         assert problem, bad[:20]
         assert all(isinstance(f.payload, bytes) for f in got)
     assert kparse.frames(b"") == ([], "")
+    assert kparse.frames(b"\x01" * 15)[1]
 
 
 def test_error_frames() -> None:
@@ -180,3 +191,19 @@ def test_trusted_app_carries_an_original_components_record(tmp_path: Path) -> No
         rec = Recorder()
         store(rec, kparse.AUDIT_TRUSTED_APP, bad, proc=tmp_path)
         assert not rec.stored and rec.records[0][2] == "TRUSTED_APP"
+
+
+def test_kernel_audit_is_off_unless_device_conf_asks() -> None:
+    """Registering is global to the machine: off by default (every host test, hosted mode)."""
+    from google.protobuf import text_format
+
+    from cml_common.messages.device_pb2 import DeviceConfig
+    from cmld.audit.config import start_kernel_audit
+
+    default = DeviceConfig()
+    assert not default.audit_kernel
+    rec = Recorder()
+    assert start_kernel_audit(default, rec) is None  # type: ignore[arg-type]  # no socket touched
+    guest = Path(__file__).resolve().parents[2] / "qemu/guest/image/var/lib/cml/device.conf"
+    conf = text_format.Parse(guest.read_text(), DeviceConfig())
+    assert conf.audit_kernel and conf.audit_size > 0  # the VM guest's cmld is the audit daemon
