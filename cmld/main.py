@@ -17,7 +17,7 @@ from cml_common.daemon_args import common_parser
 from cml_common.messages.container_pb2 import ContainerState
 from cmld.audit import events
 from cmld.audit.auditor import Auditor
-from cmld.audit.config import build_auditor, build_forwarder
+from cmld.audit.config import build_auditor, build_forwarder, start_kernel_audit
 from cmld.clients.availability import await_services
 from cmld.clients.scd_events import ScdEventListener
 from cmld.control.dispatcher import Dispatcher
@@ -113,6 +113,7 @@ def start_audit(state: Cmld, args: argparse.Namespace) -> Auditor | None:
     log.info("auditing to %s: %d bytes per queue, journal at seq %d", auditor.dir, auditor.policy.capacity,
              auditor.journal.last_seq)
     events.emit("SSA", "GENERIC", "cmld-start", None, pid=str(os.getpid()))
+    start_kernel_audit(state.device, auditor)
     return auditor
 
 

@@ -75,6 +75,7 @@ class Auditor:
         self.changed = asyncio.Event()
         self.listeners: list[Callable[[], None]] = []  # e.g. the forwarder's wake-up
         self.closers: list[Callable[[], Awaitable[None]]] = []  # run after the last checkpoint
+        self.stoppers: list[Callable[[], None]] = []  # run before it (sources of records, e.g. the kernel)
         self.write_failures = 0
 
     def open(self) -> None:
@@ -93,6 +94,8 @@ class Auditor:
         self.checkpoints.start()
 
     async def close(self) -> None:
+        for stop in self.stoppers:
+            stop()
         await self.checkpoints.close()
         await self.syncer.close()
         for close in self.closers:

@@ -14,6 +14,7 @@ from cml_common.messages.device_pb2 import DeviceConfig
 from .auditor import Auditor, Policy, capacity_bytes
 from .checkpoints import Signer
 from .forwarder import ForwardConfig, Forwarder
+from .kernel import KernelAudit, KernelAuditError
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +94,20 @@ def build_forwarder(device: DeviceConfig, auditor: Auditor, hostname: str) -> Fo
     fwd = Forwarder(auditor.journal, cfg, auditor.dir / "forward.json", hostname)
     auditor.listeners.append(fwd.notify)
     return fwd
+
+
+def start_kernel_audit(device: DeviceConfig, auditor: Auditor) -> KernelAudit | None:
+    """cmld as the kernel's audit daemon with device.conf `audit_kernel: true` (global to the
+    machine: never on a shared host); a refusal by the kernel is logged and recorded."""
+    if not device.audit_kernel:
+        return None
+    kernel = KernelAudit(auditor)
+    try:
+        kernel.register()
+    except KernelAuditError as e:
+        log.error("kernel audit off: %s", e)
+        auditor.log_event("FSA", "KAUDIT", "kernel-audit-unavailable", None, {"error": str(e)})
+        return None
+    kernel.start()
+    auditor.stoppers.append(kernel.close)
+    return kernel

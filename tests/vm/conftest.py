@@ -11,7 +11,7 @@ import pytest
 from . import harness
 from .harness import Boot, Image
 
-SYSTEM_CHECKS = ["units", "tpm", "attest", "cgroups", "dm", "container", "network"]
+SYSTEM_CHECKS = ["units", "tpm", "attest", "cgroups", "dm", "container", "network", "kaudit"]
 NIC_MAC = "52:54:00:c1:00:02"  # the second NIC (qemu/guest/vmcheck/network.py)
 MARK = "hello-from-the-host"
 
