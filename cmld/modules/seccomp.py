@@ -1,7 +1,12 @@
 """Seccomp (the original's c_seccomp): cmld compiles the container's filter (c0's light one, the
 strict one for every other container, shaped by the capabilities it keeps), the child loads it
 right before exec and hands the listener fd to cmld, whose supervisor emulates mknod of allowed
-devices, with `allow_system_time` the clock-setting calls, and the PID-namespace reboot."""
+devices, with `allow_system_time` the clock-setting calls, and the PID-namespace reboot.
+
+A container without a user namespace also gets an inotify broker (`cmld.seccomp.inotify_broker`):
+its inotify instances and watches are charged to its own host UID (the base of the ID range cmld
+reserves for it, as for a user-namespaced container) within a budget of `USER_LIMIT_SHARE` of
+the host's per-user limits, instead of to host root."""
 
 from __future__ import annotations
 
@@ -9,16 +14,24 @@ import asyncio
 import base64
 import logging
 
-from cmld.modules.base import Module
+from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
+from cmld.modules.userns import allocate_offset, uid_start, userns_limits
 from cmld.seccomp.filter import FilterKind, compiled
+from cmld.seccomp.inotify_broker import InotifyBroker, budget
 from cmld.seccomp.supervisor import SeccompSupervisor
 
 log = logging.getLogger(__name__)
 
 
+def needs_inotify_broker(ctx: StartContext) -> bool:
+    """Not c0 (host root's by design) and no user namespace (the userns module ran before)."""
+    return not ctx.container.is_c0 and ctx.spec.uid_start is None
+
+
 def filter_kind(ctx: StartContext) -> FilterKind:
-    return FilterKind(light=ctx.container.is_c0, kept=frozenset(ctx.spec.cap_keep))
+    return FilterKind(light=ctx.container.is_c0, kept=frozenset(ctx.spec.cap_keep),
+                      inotify_broker=needs_inotify_broker(ctx))
 
 
 class SeccompModule(Module):
@@ -27,12 +40,28 @@ class SeccompModule(Module):
     def __init__(self) -> None:
         self.supervisor: SeccompSupervisor | None = None
         self.ctx: StartContext | None = None
+        self.inotify_broker: InotifyBroker | None = None
 
     async def prepare(self, ctx: StartContext) -> None:
         # libseccomp compiles each kind once per cmld (tens of ms): off the event loop
         bpf = await asyncio.to_thread(compiled, filter_kind(ctx))
         ctx.spec.seccomp_bpf = base64.b64encode(bpf).decode()
         ctx.spec.allow_system_time = bool(ctx.container.config.allow_system_time)
+        if needs_inotify_broker(ctx):
+            await self._start_inotify_broker(ctx)
+
+    async def _start_inotify_broker(self, ctx: StartContext) -> None:
+        try:
+            uid = uid_start(allocate_offset(ctx.settings.containers_dir, ctx.uuid))
+        except OSError as e:
+            raise StartError(f"inotify broker: cannot persist the uid offset: {e.strerror}") from None
+        instances, watches = budget(userns_limits())
+        try:
+            self.inotify_broker = await InotifyBroker.start(uid, instances, watches)
+        except OSError as e:
+            raise StartError(str(e.strerror or e)) from None
+        log.debug("container %s: inotify broker %d (uid %d, %d instances, %d watches)", ctx.container.name,
+                  self.inotify_broker.pid, uid, instances, watches)
 
     def _supervisor(self, ctx: StartContext, fd: int) -> SeccompSupervisor:
         def allowed(dev_type: str, major: int, minor: int) -> bool:
@@ -40,7 +69,8 @@ class SeccompModule(Module):
 
         sup = SeccompSupervisor(fd, container_name=ctx.container.name, init_pid=ctx.init_pid,
                                 is_device_allowed=allowed, allow_system_time=ctx.spec.allow_system_time,
-                                uid_offset=ctx.spec.uid_start, log_budget=ctx.log_budget)
+                                uid_offset=ctx.spec.uid_start, log_budget=ctx.log_budget,
+                                inotify_broker=self.inotify_broker)
         sup.start(asyncio.get_running_loop())
         return sup
 
@@ -64,3 +94,6 @@ class SeccompModule(Module):
             self.supervisor = None
         self.ctx = None
         ctx.seccomp = None
+        broker, self.inotify_broker = self.inotify_broker, None
+        if broker is not None:
+            await broker.close()
