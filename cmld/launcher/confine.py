@@ -51,7 +51,10 @@ def apply_rlimits(limits: dict[str, int]) -> None:
 def own_session() -> None:
     """A new session (no controlling terminal) and a new session keyring. Call it as the
     container's root: the keyring belongs to the caller's user."""
-    os.setsid()  # the launcher's child and the exec helper are never group leaders: this cannot fail
+    # The launcher's child is never a group leader; the exec helper already leads a session cmld
+    # started for it (so that a kill of the session reaches its whole process group): keep that one.
+    if os.getsid(0) != os.getpid():
+        os.setsid()
     linux.join_new_session_keyring()
 
 
