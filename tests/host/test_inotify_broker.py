@@ -20,8 +20,12 @@ from typing import Any
 
 import pytest
 
+from cmld.modules.userns import uid_start
 from cmld.seccomp.inotify_broker import InotifyBroker
 from cmld.seccomp.supervisor import SeccompSupervisor
+
+from ..conftest import DaemonFactory, cli
+from .containers import create, install_guestos, run, start, uuid_of, wait_state
 
 pytestmark = [pytest.mark.host,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (seccomp filters, user namespaces)")]
@@ -195,3 +199,49 @@ def test_container_inotify_through_the_supervisor(tmp_path: Path) -> None:
             ours.close()
             await broker.close()
     _run(body)
+
+
+def _brokers_of(pid: int) -> dict[int, int]:
+    """{broker pid: its UID} among the children of `pid`."""
+    found = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            status = (p / "status").read_text()
+            cmdline = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields["PPid"]) == pid and b"cmld.launcher.inotify_broker" in cmdline:
+            found[int(p.name)] = int(fields["Uid"].split()[1])
+    return found
+
+
+def test_cmld_runs_a_broker_per_container_without_userns(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """Real cmld: a container without a user namespace gets a broker running as its reserved UID
+    (the base of the range in its `.uid` file), one with a user namespace none; the broker ends
+    with the container and a restart gets a new one; sessions in the container keep working."""
+    base = cmld_factory.tmp / "cmld-base"
+    base.mkdir(exist_ok=True)
+    install_guestos(guestos_src, base)
+    d = cmld_factory.start("--stop-timeout", "10", base=base)
+    create(d, cmld_factory.tmp, "plain", ram_limit=64, userns=False)
+    create(d, cmld_factory.tmp, "mapped", ram_limit=64, userns=True)
+    for name in ("plain", "mapped"):
+        assert start(d, name).rc == 0
+        wait_state(d, name, "RUNNING")
+    brokers = _brokers_of(d.proc.pid)
+    offsets = {p.stem: int(p.read_text()) for p in base.rglob("*.uid")}
+    plain, mapped = uuid_of(d, "plain"), uuid_of(d, "mapped")
+    assert set(offsets) == {plain, mapped}, offsets
+    assert list(brokers.values()) == [uid_start(offsets[plain])], (brokers, offsets)
+    assert run(d, "plain", "nopty", "true").rc == 0
+    assert _root_can_inotify()
+    assert cli(d.socket, "stop", "plain", timeout=60).rc == 0
+    wait_state(d, "plain", "STOPPED")
+    assert not _brokers_of(d.proc.pid)
+    assert start(d, "plain").rc == 0
+    wait_state(d, "plain", "RUNNING")
+    again = _brokers_of(d.proc.pid)
+    assert list(again.values()) == [uid_start(offsets[plain])] and set(again) != set(brokers)
