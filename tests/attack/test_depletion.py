@@ -161,8 +161,7 @@ def _root_inotify_watches() -> int:
 
 
 def _owner(mode: str) -> str:
-    return ("its inotify broker's own account (the container's reserved UID)" if mode == "no-userns"
-            else "its user namespace's limits")
+    return "the container's UID (broker)" if mode == "no-userns" else "its user namespace"
 
 
 @modes()
