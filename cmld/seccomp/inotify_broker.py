@@ -16,9 +16,11 @@ import errno
 import logging
 import os
 import socket
+import subprocess
 import sys
 
 from cmld.launcher.inotify_broker import READY, REPLY, REQUEST
+from cmld.runtime.reaper import REAPER
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def budget(host_limits: dict[str, int]) -> tuple[int, int]:
 class InotifyBroker:
     """A running broker: `create` hands out instances charged to the container."""
 
-    def __init__(self, sock: socket.socket, proc: asyncio.subprocess.Process, uid: int,
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes], uid: int,
                  instances: int, watches: int) -> None:
         self._sock = sock
         self._proc = proc
@@ -52,18 +54,23 @@ class InotifyBroker:
     @classmethod
     async def start(cls, uid: int, instances: int, watches: int) -> InotifyBroker:
         """A broker for host UID `uid` with the given budget; OSError with the broker's own
-        message if it cannot set itself up."""
+        message if it cannot set itself up.
+
+        Started with Popen and waited for through a pidfd, not with asyncio's subprocess: its
+        child watcher keeps a thread per live child, one per running container here. The pid is
+        claimed from cmld's orphan reaper until `close` has reaped it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cmld.launcher.inotify_broker", str(theirs.fileno()), str(uid),
-                str(instances), str(watches), pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cmld.launcher.inotify_broker", str(theirs.fileno()), str(uid),
+                 str(instances), str(watches)], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
+        REAPER.claim(proc.pid)
         ours.setblocking(False)
         try:
             first = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(ours, 64), START_TIMEOUT)
@@ -74,12 +81,16 @@ class InotifyBroker:
             why = "ended"
         if first != READY:
             ours.close()
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            _, err = await proc.communicate()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            try:
+                _, err = await asyncio.to_thread(proc.communicate, timeout=STOP_TIMEOUT)
+            finally:
+                REAPER.release(proc.pid)
             message = err.decode(errors="replace").strip().splitlines()
             raise OSError(errno.EIO, f"inotify broker: {message[-1] if message else why}")
+        assert proc.stderr is not None
+        proc.stderr.close()  # it writes nothing once ready; a full pipe must never block it
         ours.settimeout(REPLY_TIMEOUT)
         return cls(ours, proc, uid, instances, watches)
 
@@ -115,12 +126,46 @@ class InotifyBroker:
         except ConnectionError:  # reset, broken pipe: the broker left
             raise OSError(errno.EIO, "inotify broker ended") from None
 
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
     async def close(self) -> None:
-        """Stop the broker: it leaves when its socket closes; SIGKILL after STOP_TIMEOUT."""
+        """Stop the broker: it leaves when its socket closes; SIGKILL after STOP_TIMEOUT. Reaped
+        here (its exit awaited through a pidfd in the event loop)."""
         self._sock.close()
+        if self._proc.returncode is not None:
+            return
         try:
-            await asyncio.wait_for(self._proc.communicate(), STOP_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            await self._proc.wait()
+            pidfd = os.pidfd_open(self._proc.pid)
+        except OSError:  # already reaped by someone
+            self._proc.poll()
+            REAPER.release(self._proc.pid)
+            return
+        try:
+            if not await _exited(pidfd, STOP_TIMEOUT):
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                await _exited(pidfd, STOP_TIMEOUT)
+            self._proc.poll()
+        finally:
+            os.close(pidfd)
+            REAPER.release(self._proc.pid)
+
+
+async def _exited(pidfd: int, timeout: float) -> bool:
+    """Wait until the process of `pidfd` has exited (the pidfd polls readable); False on timeout."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await asyncio.wait_for(done, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
