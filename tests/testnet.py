@@ -13,9 +13,14 @@ import itertools
 import os
 import signal
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 _COUNTER = itertools.count()
+
+T = TypeVar("T")
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -78,3 +83,31 @@ def root_snapshot() -> tuple[frozenset[str], str]:
     from cmld.linux import nftables
 
     return links, nftables.run("list tables")
+
+
+def server_in_netns(netns: Path, make: Callable[[], T]) -> T:
+    """`make()` (which binds a listening socket) run in a thread that joined `netns` first: the
+    socket lives in that namespace, and serving it works from any thread. setns(2) changes only
+    the calling thread's namespace, and that thread ends here."""
+    from cmld import linux
+
+    made: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setns(fd, linux.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            made.append(make())
+        except BaseException as e:  # handed to the caller
+            failed.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
+    return made[0]

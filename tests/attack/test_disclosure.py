@@ -204,7 +204,9 @@ def test_disclosure_device(arena: Arena, mode: str, device: str, judge: Judge,
 @pytest.mark.req("CR 5.1", "NDR 5.2", "CR 7.7")
 def test_disclosure_network_interfaces_only_lo(arena: Arena, mode: str, judge: Judge,
                                                unaffected: Callable[[], None]) -> None:
-    judge(arena.attack(mode, "net_ifaces"))
+    """Only lo and the container's own veth (the original's default `host0`): no interface of the
+    host or of another container."""
+    judge(arena.attack(mode, "net_ifaces", "host0"))
     unaffected()
 
 
@@ -212,8 +214,9 @@ def test_disclosure_network_interfaces_only_lo(arena: Arena, mode: str, judge: J
 @pytest.mark.req("CR 5.1", "NDR 5.2")
 def test_disclosure_network_host_services(arena: Arena, mode: str, judge: Judge,
                                           unaffected: Callable[[], None]) -> None:
-    """A TCP listener of the host (on every address) and the usual ways out: no route, nothing
-    reachable."""
+    """A TCP listener of the host (on every address) and the usual ways out: nothing reachable.
+    The container has a route (its `host0` to the router); the firewall and the router's
+    namespace, not a missing route, keep the host and the outside away."""
     import socket
 
     with socket.socket() as listener:

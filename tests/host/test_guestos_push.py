@@ -16,6 +16,7 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cml_common.textconfig import load_text_file, to_text
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
+from ..testnet import server_in_netns
 from .containers import container_conf, wait_state
 from .scdlib import SIGNED_DEVICE_CONF, make_pki, scd_and_cmld, sign
 
@@ -29,12 +30,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A web server on loopback serving a directory (the update server)."""
+def http_root(tmp_path: Path, cmld_factory: DaemonFactory) -> Iterator[tuple[Path, str]]:
+    """A web server on the loopback of cmld's network namespace (the test's own, where cmld
+    fetches from) serving a directory: the update server."""
     root = tmp_path / "www"
     root.mkdir()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = server_in_netns(cmld_factory.cmld_netns().path,
+                             lambda: http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1812,10 +1812,10 @@ static void atk_chroot_escape(int argc, char **argv)
 
 /* ------------------------------------------------------------------ network */
 
-/* `net_ifaces`: the network interfaces we see */
+/* `net_ifaces [NAME...]`: the network interfaces we see; any besides lo and the NAMEs given (the
+ * container's own veths) is a host's or another container's */
 static void atk_net_ifaces(int argc, char **argv)
 {
-	(void)argc; (void)argv;
 	DIR *d = opendir("/sys/class/net");
 	char names[300] = "";
 	int others = 0;
@@ -1823,23 +1823,30 @@ static void atk_net_ifaces(int argc, char **argv)
 	while (d && (de = readdir(d))) {
 		if (de->d_name[0] == '.')
 			continue;
-		strcat(names, de->d_name);
-		strcat(names, " ");
-		if (strcmp(de->d_name, "lo"))
+		if (strlen(names) + strlen(de->d_name) + 2 < sizeof names) {
+			strcat(names, de->d_name);
+			strcat(names, " ");
+		}
+		int own = !strcmp(de->d_name, "lo");
+		for (int i = 1; i < argc; i++)
+			own |= !strcmp(de->d_name, argv[i]);
+		if (!own)
 			others++;
 	}
 	if (d)
 		closedir(d);
 	if (others)
-		SUCCEEDED("network interfaces besides lo: %s", names);
+		SUCCEEDED("network interfaces besides lo and the container's own: %s", names);
 	BLOCKED("only %s", names);
 }
 
-/* `net_connect IP:PORT...`: TCP connections (1 s each) and whether a route exists */
+/* `net_connect IP:PORT...`: TCP connections (1 s each). With `noroute` first, a route to any
+ * target but 127.0.0.1 counts as a success too (a container without a veth) */
 static void atk_net_connect(int argc, char **argv)
 {
 	char steps[800] = "";
-	for (int i = 1; i < argc; i++) {
+	int noroute = argc > 1 && !strcmp(argv[1], "noroute");
+	for (int i = 1 + noroute; i < argc; i++) {
 		char host[64];
 		strncpy(host, argv[i], sizeof host - 1);
 		host[sizeof host - 1] = 0;
@@ -1870,7 +1877,7 @@ static void atk_net_connect(int argc, char **argv)
 			SUCCEEDED("TCP connection to %s (the host's listener) established", argv[i]);
 		snprintf(steps + strlen(steps), sizeof steps - strlen(steps), "%s: route %s, tcp %s; ", argv[i],
 			 route == 0 ? "exists" : en(re), en(ce));
-		if (route == 0 && strcmp(host, "127.0.0.1"))
+		if (noroute && route == 0 && strcmp(host, "127.0.0.1"))
 			SUCCEEDED("a route to %s exists (%s)", host, steps);
 	}
 	BLOCKED("%s", steps);
