@@ -15,12 +15,13 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 
+from cmld import linux
 from cmld.launcher.inotify_broker import READY, REPLY, REQUEST
-from cmld.runtime.reaper import REAPER
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,11 @@ def budget(host_limits: dict[str, int]) -> tuple[int, int]:
 class InotifyBroker:
     """A running broker: `create` hands out instances charged to the container."""
 
-    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes], uid: int,
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes], pidfd: int, uid: int,
                  instances: int, watches: int) -> None:
         self._sock = sock
         self._proc = proc
+        self._pidfd = pidfd
         self._seq = 0
         self.uid = uid
         self.instances = instances
@@ -56,9 +58,11 @@ class InotifyBroker:
         """A broker for host UID `uid` with the given budget; OSError with the broker's own
         message if it cannot set itself up.
 
-        Started with Popen and waited for through a pidfd, not with asyncio's subprocess: its
-        child watcher keeps a thread per live child, one per running container here. The pid is
-        claimed from cmld's orphan reaper until `close` has reaped it."""
+        Started with Popen and waited for, signalled and reaped through a pidfd opened at once,
+        not with asyncio's subprocess: its child watcher keeps a thread per live child, one per
+        running container here. The pidfd names this process and no other, so even if cmld's
+        orphan reaper took a broker that died early (a zombie for its grace time), `close` can
+        never signal a process that reused the PID."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = subprocess.Popen(
@@ -70,7 +74,7 @@ class InotifyBroker:
             raise
         finally:
             theirs.close()
-        REAPER.claim(proc.pid)
+        pidfd = os.pidfd_open(proc.pid)  # before it can exit and be reaped: the PID is still ours
         ours.setblocking(False)
         try:
             first = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(ours, 64), START_TIMEOUT)
@@ -81,18 +85,21 @@ class InotifyBroker:
             why = "ended"
         if first != READY:
             ours.close()
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
             try:
-                _, err = await asyncio.to_thread(proc.communicate, timeout=STOP_TIMEOUT)
+                _kill(pidfd)
+                await _exited(pidfd, STOP_TIMEOUT)
+                assert proc.stderr is not None
+                err = proc.stderr.read()  # the pipe's writer is gone: EOF after what it wrote
+                proc.stderr.close()
+                proc.returncode = _reap(pidfd)
             finally:
-                REAPER.release(proc.pid)
+                os.close(pidfd)
             message = err.decode(errors="replace").strip().splitlines()
             raise OSError(errno.EIO, f"inotify broker: {message[-1] if message else why}")
         assert proc.stderr is not None
         proc.stderr.close()  # it writes nothing once ready; a full pipe must never block it
         ours.settimeout(REPLY_TIMEOUT)
-        return cls(ours, proc, uid, instances, watches)
+        return cls(ours, proc, pidfd, uid, instances, watches)
 
     def create(self, nonblock: bool) -> int:
         """A new inotify instance (our fd, close-on-exec; the caller closes it). OSError with the
@@ -132,25 +139,35 @@ class InotifyBroker:
 
     async def close(self) -> None:
         """Stop the broker: it leaves when its socket closes; SIGKILL after STOP_TIMEOUT. Reaped
-        here (its exit awaited through a pidfd in the event loop)."""
+        here (its exit awaited through the pidfd in the event loop)."""
         self._sock.close()
-        if self._proc.returncode is not None:
+        if self._pidfd < 0:
             return
         try:
-            pidfd = os.pidfd_open(self._proc.pid)
-        except OSError:  # already reaped by someone
-            self._proc.poll()
-            REAPER.release(self._proc.pid)
-            return
-        try:
-            if not await _exited(pidfd, STOP_TIMEOUT):
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
-                await _exited(pidfd, STOP_TIMEOUT)
-            self._proc.poll()
+            if not await _exited(self._pidfd, STOP_TIMEOUT):
+                _kill(self._pidfd)
+                await _exited(self._pidfd, STOP_TIMEOUT)
+            self._proc.returncode = _reap(self._pidfd)
         finally:
-            os.close(pidfd)
-            REAPER.release(self._proc.pid)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+def _kill(pidfd: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        linux.pidfd_send_signal(pidfd, signal.SIGKILL)
+
+
+def _reap(pidfd: int) -> int:
+    """The exit status of the exited process of `pidfd` as Popen gives it (-signal for a signal;
+    -1 if someone else reaped it already, or it has not exited)."""
+    try:
+        res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return -1
+    if res is None:
+        return -1
+    return res.si_status if res.si_code == os.CLD_EXITED else -res.si_status
 
 
 async def _exited(pidfd: int, timeout: float) -> bool:

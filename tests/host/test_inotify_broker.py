@@ -245,3 +245,21 @@ def test_cmld_runs_a_broker_per_container_without_userns(cmld_factory: DaemonFac
     wait_state(d, "plain", "RUNNING")
     again = _brokers_of(d.proc.pid)
     assert list(again.values()) == [uid_start(offsets[plain])] and set(again) != set(brokers)
+
+
+def test_broker_killed_midway_fails_cleanly() -> None:
+    """A broker that dies (OOM killer, say): the next instance is refused with EIO (the
+    supervisor answers ENOMEM), close still reaps it, and nothing is left."""
+    async def body() -> None:
+        broker = await InotifyBroker.start(TEST_UID, 2, 5)
+        try:
+            os.close(broker.create(nonblock=False))
+            os.kill(broker.pid, 9)
+            with pytest.raises(OSError) as e:
+                broker.create(nonblock=False)
+            assert e.value.errno == errno.EIO
+        finally:
+            await broker.close()
+        assert broker.returncode == -9
+        assert not Path(f"/proc/{broker.pid}").exists() or "Z" not in Path(f"/proc/{broker.pid}/stat").read_text()
+    _run(body)

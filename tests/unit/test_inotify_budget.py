@@ -53,7 +53,7 @@ def test_budget_is_the_userns_share_of_the_host_limits(tmp_path: Path) -> None:
 def peer() -> Iterator[tuple[InotifyBroker, socket.socket]]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.settimeout(0.5)
-    broker = InotifyBroker(ours, cast(Any, None), 1234, 16, 100)
+    broker = InotifyBroker(ours, cast(Any, None), -1, 1234, 16, 100)
     try:
         yield broker, theirs
     finally:
