@@ -81,6 +81,11 @@ class InotifyBroker:
         except (TimeoutError, OSError) as e:
             first = b""
             why = "no answer" if isinstance(e, TimeoutError) else str(e)
+        except BaseException:  # the start was cancelled: leave nothing running (the reaper takes the zombie)
+            ours.close()
+            _kill(pidfd)
+            os.close(pidfd)
+            raise
         else:
             why = "ended"
         if first != READY:

@@ -263,3 +263,24 @@ def test_broker_killed_midway_fails_cleanly() -> None:
         assert broker.returncode == -9
         assert not Path(f"/proc/{broker.pid}").exists() or "Z" not in Path(f"/proc/{broker.pid}/stat").read_text()
     _run(body)
+
+
+def test_broker_start_cancelled_leaves_nothing_running() -> None:
+    """A container start aborted while its broker starts: the broker is killed, not left behind."""
+    async def body() -> None:
+        before = set(_brokers_of(os.getpid()))
+        task = asyncio.ensure_future(InotifyBroker.start(TEST_UID, 2, 5))
+        new: set[int] = set()
+        for _ in range(2000):  # until the broker process exists, before it is ready
+            await asyncio.sleep(0.001)
+            new = set(_brokers_of(os.getpid())) - before
+            if new:
+                break
+        assert len(new) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        pid = new.pop()
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)  # cmld's reaper does this there
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+    _run(body)
