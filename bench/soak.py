@@ -283,6 +283,13 @@ def soak(tmp: Path, stack: contextlib.ExitStack, cycles: int, parallel: int, par
     if cycles:
         phases.append(one)
 
+    # cmld disconnects a control connection that sent nothing for 10 minutes (framed_server's
+    # idle_timeout): phase 1 uses only the first, so the others are opened anew for phase 2.
+    for c in ctls[1:]:
+        c.close()
+    ctls[1:] = [Controller(cmld.sock) for _ in ctls[1:]]
+    for c in ctls[1:]:
+        stack.callback(c.close)
     many = Phase(f"{parallel_cycles} cycles of {parallel} containers at once")
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
         for i in range(parallel_cycles):

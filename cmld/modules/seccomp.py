@@ -2,7 +2,12 @@
 strict one for every other container, shaped by the capabilities it keeps), the child loads it
 right before exec and hands the listener fd to cmld, whose supervisor emulates mknod of allowed
 devices, sysinfo (from the container's cgroup), finit_module under `allow_module`, with
-`allow_system_time` the clock-setting calls, and the PID-namespace reboot."""
+`allow_system_time` the clock-setting calls, and the PID-namespace reboot.
+
+A container without a user namespace also gets an inotify broker (`cmld.seccomp.inotify_broker`):
+its inotify instances and watches are charged to its own host UID (the base of the ID range cmld
+reserves for it, as for a user-namespaced container) within a budget of `USER_LIMIT_SHARE` of
+the host's per-user limits, instead of to host root."""
 
 from __future__ import annotations
 
@@ -13,18 +18,27 @@ import logging
 from cmld.audit import events
 from cmld.audit.denials import summary_for
 from cmld.cgroups.memory import MemoryUse
+from cmld.containers.uid_offsets import allocate, uid_start
 from cmld.launcher.spec import MountOp
-from cmld.modules.base import Module
+from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
+from cmld.modules.userns import userns_limits
 from cmld.seccomp.filter import FilterKind, compiled
+from cmld.seccomp.inotify_broker import InotifyBroker, budget
 from cmld.seccomp.module_policy import ModuleAllowList, module_loading
 from cmld.seccomp.supervisor import SeccompSupervisor
 
 log = logging.getLogger(__name__)
 
 
+def needs_inotify_broker(ctx: StartContext) -> bool:
+    """Not c0 (host root's by design) and no user namespace (the userns module ran before)."""
+    return not ctx.container.is_c0 and ctx.spec.uid_start is None
+
+
 def filter_kind(ctx: StartContext) -> FilterKind:
-    return FilterKind(light=ctx.container.is_c0, kept=frozenset(ctx.spec.cap_keep))
+    return FilterKind(light=ctx.container.is_c0, kept=frozenset(ctx.spec.cap_keep),
+                      inotify_broker=needs_inotify_broker(ctx))
 
 
 class SeccompModule(Module):
@@ -35,6 +49,7 @@ class SeccompModule(Module):
         self.ctx: StartContext | None = None
         self.modules: ModuleAllowList | None = None
         self.modules_off = ""
+        self.inotify_broker: InotifyBroker | None = None
 
     async def prepare(self, ctx: StartContext) -> None:
         # libseccomp compiles each kind once per cmld (tens of ms): off the event loop
@@ -47,6 +62,21 @@ class SeccompModule(Module):
         elif self.modules is not None:
             # the host's module tree, read-only, as the original binds it for modprobe
             ctx.spec.mounts.append(MountOp("bind", "/lib/modules", source="/lib/modules", readonly=True))
+        if needs_inotify_broker(ctx):
+            await self._start_inotify_broker(ctx)
+
+    async def _start_inotify_broker(self, ctx: StartContext) -> None:
+        try:
+            uid = uid_start(allocate(ctx.settings.containers_dir, ctx.uuid))
+        except OSError as e:
+            raise StartError(f"inotify broker: cannot persist the uid offset: {e.strerror}") from None
+        instances, watches = budget(userns_limits())
+        try:
+            self.inotify_broker = await InotifyBroker.start(uid, instances, watches)
+        except OSError as e:
+            raise StartError(str(e.strerror or e)) from None
+        log.debug("container %s: inotify broker %d (uid %d, %d instances, %d watches)", ctx.container.name,
+                  self.inotify_broker.pid, uid, instances, watches)
 
     def _supervisor(self, ctx: StartContext, fd: int) -> SeccompSupervisor:
         def allowed(dev_type: str, major: int, minor: int) -> bool:
@@ -63,7 +93,8 @@ class SeccompModule(Module):
                                 uid_offset=ctx.spec.uid_start, log_budget=ctx.log_budget, memory=memory,
                                 procs=procs, modules=self.modules, modules_off=self.modules_off,
                                 on_denied=summary_for(ctx.container.uuid, ctx.container.name)
-                                if events.enabled() else None)
+                                if events.enabled() else None,
+                                inotify_broker=self.inotify_broker)
         sup.start(asyncio.get_running_loop())
         return sup
 
@@ -87,3 +118,6 @@ class SeccompModule(Module):
             self.supervisor = None
         self.ctx = None
         ctx.seccomp = None
+        broker, self.inotify_broker = self.inotify_broker, None
+        if broker is not None:
+            await broker.close()

@@ -6,7 +6,9 @@ receives each notification when the listener polls readable and dispatches it (`
 mknod/mknodat of a device: created by cmld in the container, as the caller would have seen it, if
 the caller holds CAP_MKNOD and the device is allowed for the container. Time syscalls: done by
 cmld on CLOCK_REALTIME if the container may set the system time and the caller holds CAP_SYS_TIME.
-reboot: the PID-namespace reboot, for the container's root (`emulate_reboot`). Everything else
+reboot: the PID-namespace reboot, for the container's root (`emulate_reboot`). inotify_init and
+inotify_init1 of a container without a user namespace: an instance made by the container's
+inotify broker, charged to the container's own account (`emulate_inotify`). Everything else
 continues in the kernel as if there were no filter.
 
 Every path from the caller is resolved with openat2 RESOLVE_IN_ROOT against the caller's root, so
@@ -27,11 +29,13 @@ from cml_common.logbudget import LogBudget
 from cmld.cgroups.memory import MemoryUse
 from cmld.linux import seccomp as linux_seccomp
 from cmld.seccomp import notify
+from cmld.seccomp.emulate_inotify import InotifyEmulation
 from cmld.seccomp.emulate_mknod import MknodEmulation
 from cmld.seccomp.emulate_module import ModuleEmulation
 from cmld.seccomp.emulate_reboot import RebootEmulation
 from cmld.seccomp.emulate_sysinfo import SysinfoEmulation
 from cmld.seccomp.emulate_time import TimeEmulation
+from cmld.seccomp.inotify_broker import InotifyBroker
 from cmld.seccomp.module_policy import ModuleAllowList
 from cmld.seccomp.notify import CallerGone, Notification, Response
 from cmld.seccomp.procfs import (
@@ -40,6 +44,8 @@ from cmld.seccomp.procfs import (
     NR_CLOCK_SETTIME,
     NR_FINIT_MODULE,
     NR_INIT_MODULE,
+    NR_INOTIFY_INIT,
+    NR_INOTIFY_INIT1,
     NR_MKNOD,
     NR_MKNODAT,
     NR_REBOOT,
@@ -62,7 +68,8 @@ class SeccompSupervisor:
                  on_denied: Callable[[int], None] | None = None,
                  memory: Callable[[], MemoryUse | None] = lambda: None,
                  procs: Callable[[], int | None] = lambda: None, modules: ModuleAllowList | None = None,
-                 modules_off: str = "the container has no allow_module list") -> None:
+                 modules_off: str = "the container has no allow_module list",
+                 inotify_broker: InotifyBroker | None = None) -> None:
         self._fd = notify_fd
         self.on_denied = on_denied  # told the syscall number of each refusal (the audit summary)
         self._name = container_name
@@ -75,6 +82,8 @@ class SeccompSupervisor:
         self._mknod = MknodEmulation(notify_fd, container_name, is_device_allowed, uid_offset, budget)
         self._time = TimeEmulation(notify_fd, container_name, allow_system_time, budget)
         self._reboot = RebootEmulation(notify_fd, container_name, init_pid, uid_offset or 0)
+        self._inotify = (InotifyEmulation(notify_fd, container_name, inotify_broker, budget)
+                         if inotify_broker is not None else None)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sysinfo = SysinfoEmulation(notify_fd, container_name, memory, procs)
         self._modules = ModuleEmulation(notify_fd, container_name, modules, modules_off)
@@ -140,6 +149,8 @@ class SeccompSupervisor:
             return
         try:
             resp = self.handle(notif)
+            if resp is None:  # answered already (an fd installed as the syscall's result)
+                return
         except CallerGone:
             log.debug("container %s: caller %d of syscall %d went away", self._name, notif.pid, notif.nr)
             return
@@ -191,8 +202,9 @@ class SeccompSupervisor:
 
     # -- dispatch
 
-    def handle(self, notif: Notification) -> Response:
-        """The response to one notification; raises CallerGone if none is due."""
+    def handle(self, notif: Notification) -> Response | None:
+        """The response to one notification (None: answered already); raises CallerGone if none
+        is due."""
         if notif.arch != notify.AUDIT_ARCH_X86_64:  # the filter kills other ABIs; never emulate them
             return notify.error(errno.EPERM)
         if notif.nr in (NR_MKNOD, NR_MKNODAT):
@@ -203,4 +215,6 @@ class SeccompSupervisor:
             return self._sysinfo.handle(notif)
         if notif.nr in (NR_FINIT_MODULE, NR_INIT_MODULE):
             return self._modules.handle(notif)
+        if notif.nr in (NR_INOTIFY_INIT, NR_INOTIFY_INIT1) and self._inotify is not None:
+            return self._inotify.handle(notif)
         return notify.continue_()

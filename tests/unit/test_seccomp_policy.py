@@ -136,6 +136,27 @@ def test_notifications(plain: Program) -> None:
     assert run(setup, nr("kexec_load")) == EPERM
 
 
+def test_inotify_init_notified_only_without_a_user_namespace(plain: Program, userns: Program) -> None:
+    """A container without a user namespace gets its inotify instances from its broker (every
+    flag value goes to cmld, which checks it as the kernel would); everything else is unchanged."""
+    brokered = bpf(sfilter.FilterKind(kept=NO_USERNS, inotify_broker=True))
+    for name in policy.INOTIFY_INIT:
+        for flags in (0, 0o2000000, 0o4000, HI | 0o2004000, 0xFFFFFFFF):
+            assert run(brokered, nr(name), (flags,)) == NOTIFY, (name, flags)
+            assert run(plain, nr(name), (flags,)) == ALLOW, (name, flags)
+            assert run(userns, nr(name), (flags,)) == ALLOW, (name, flags)
+    for name in policy.ALLOWED:
+        if nr(name) >= 0 and name not in policy.INOTIFY_INIT:
+            assert run(brokered, nr(name)) == ALLOW, name
+    for name in ("inotify_add_watch", "inotify_rm_watch"):
+        assert run(brokered, nr(name)) == ALLOW, name
+    assert run(brokered, nr("fanotify_init")) == EPERM  # no fanotify group at all
+    assert run(brokered, nr("reboot")) == NOTIFY
+    assert run(brokered, nr("mknod"), (0, stat.S_IFCHR | 0o600)) == NOTIFY
+    light = bpf(sfilter.FilterKind(light=True, inotify_broker=True))  # c0: host root's by design
+    assert run(light, nr("inotify_init1")) == ALLOW
+
+
 def test_other_abis_are_killed(plain: Program) -> None:
     assert run(plain, sfilter.X32_SYSCALL_BIT | 39) == KILL_PROCESS
     assert run(plain, sfilter.X32_SYSCALL_BIT | nr("keyctl")) == KILL_PROCESS
