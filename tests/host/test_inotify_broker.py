@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from cmld.modules.userns import uid_start
+from cmld.containers import uid_offsets
+from cmld.containers.uid_offsets import uid_start
 from cmld.seccomp.inotify_broker import InotifyBroker
 from cmld.seccomp.supervisor import SeccompSupervisor
 
@@ -233,7 +234,7 @@ def test_cmld_runs_a_broker_per_container_without_userns(cmld_factory: DaemonFac
         assert start(d, name).rc == 0
         wait_state(d, name, "RUNNING")
     brokers = _brokers_of(d.proc.pid)
-    offsets = {p.stem: int(p.read_text()) for p in base.rglob("*.uid")}
+    offsets = {p.stem: uid_offsets.read(p) for p in base.rglob("*.uid")}
     plain, mapped = uuid_of(d, "plain"), uuid_of(d, "mapped")
     assert set(offsets) == {plain, mapped}, offsets
     assert list(brokers.values()) == [uid_start(offsets[plain])], (brokers, offsets)
