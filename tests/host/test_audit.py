@@ -114,6 +114,7 @@ def meta(e: dict[str, object]) -> dict[str, str]:
     return m
 
 
+@pytest.mark.req("TSF Audit", "CR 2.8", "CR 6.1")
 def test_event_classes_with_client_identity(audited: Audited) -> None:
     es = audited.entries
     (wrong_pin,) = of_type(es, "FUA.CMLD.TOKEN_MGMT.unlock-wrong-pin")
@@ -193,6 +194,7 @@ def _tamper(audited: Audited, tmp_path: Path, how: str) -> Path:
     ("removed-at-start", "does not start at seq 1"),
     ("garbage-line", "not a journal entry"),
 ])
+@pytest.mark.req("CR 3.9")
 def test_tampering_is_detected(audited: Audited, tmp_path: Path, how: str, expect: str) -> None:
     d = _tamper(audited, tmp_path, how)
     r = verify(d, audited.cert)
@@ -213,6 +215,7 @@ def _foreign_signer() -> tuple[object, bytes]:
     return key, cert.public_bytes(serialization.Encoding.PEM)
 
 
+@pytest.mark.req("CR 3.9")
 def test_resealed_with_another_key_is_detected(audited: Audited, tmp_path: Path) -> None:
     """An attacker edits a record and re-signs every checkpoint and the head with a key of their
     own (journald FSS CVE-2023-31439): the signatures match, but not the device's key."""

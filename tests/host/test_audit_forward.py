@@ -53,6 +53,7 @@ def head(d: Daemon) -> int:
     return int(journal_entries(d)[-1]["seq"])
 
 
+@pytest.mark.req("TSF Audit", "CR 6.2", "CR 3.4 (2)")
 def test_forwarded_once_in_order_across_an_outage(cmld_factory: DaemonFactory,
                                                   collector: tuple[Collector, Path]) -> None:
     c, ca = collector

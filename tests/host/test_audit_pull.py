@@ -50,6 +50,7 @@ def queue_file(d: Daemon, uuid: str) -> Path:
     return d.base / "audit" / f"{uuid}.log"
 
 
+@pytest.mark.req("TSF Audit", "CR 6.1")
 def test_pull_drains_the_queue_in_order(running: tuple[Daemon, str, ServiceReader]) -> None:
     d, uuid, reader = running
     text = queue_file(d, uuid).read_text()
@@ -96,6 +97,7 @@ def test_wrong_ack_resends_and_bad_frames_are_survived(running: tuple[Daemon, st
     assert d.alive()
 
 
+@pytest.mark.req("CR 2.9", "CR 2.9 (1)")
 def test_capacity_threshold_full_and_nothing_lost(running: tuple[Daemon, str, ServiceReader]) -> None:
     d, uuid, reader = running
     reader.pull_all()
@@ -151,6 +153,7 @@ def test_audit_read_is_refused_on_bad_input(cmld_factory: DaemonFactory) -> None
     assert not json.dumps(r.out).count("seq")
 
 
+@pytest.mark.req("CR 3.4 (2)")
 def test_a_tampered_journal_is_reported_at_start(cmld_factory: DaemonFactory) -> None:
     """CR 3.4(2): cmld verifies the journal it finds and records what is wrong with it."""
     from .auditlib import edit_record_time
@@ -172,6 +175,7 @@ def test_a_tampered_journal_is_reported_at_start(cmld_factory: DaemonFactory) ->
     assert "journal-integrity" in (d.base / "audit" / f"{C0_UUID}.log").read_text()  # c0's reader gets it
 
 
+@pytest.mark.req("CR 2.8")
 def test_seccomp_denials_are_recorded(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     """A refused mknod of /dev/mem in a container: recorded once, at once, with the syscall."""
     from .containers import run

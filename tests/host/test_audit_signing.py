@@ -54,6 +54,7 @@ def test_soft_device_key_signs_and_bad_requests_are_refused(cmld_factory: Daemon
     assert scd.alive()
 
 
+@pytest.mark.req("CR 3.9")
 def test_checkpoints_are_signed_in_the_tpm(cmld_factory: DaemonFactory, swtpm: Swtpm) -> None:
     base = cmld_factory.tmp / "device"
     base.mkdir()

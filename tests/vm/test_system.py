@@ -112,6 +112,7 @@ def test_container_reaches_a_host_server_through_its_assigned_nic(system_boot: B
 
 
 @pytest.mark.req("CR 2.8", "CR 3.4 (2)")
+@pytest.mark.req("TSF Audit", "CR 3.4 (2)")
 def test_kernel_audit_records_and_a_dm_integrity_failure_arrive_as_audit_records(system_boot: Boot) -> None:
     """Issue 17: cmld is the guest kernel's audit daemon; the kernel's record of that
     registration, a user message sent over NETLINK_AUDIT and dm-integrity's checksum failure
