@@ -5,13 +5,9 @@ and checked before they are used; STORE_ONLY images are fetched and stored, neve
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import shutil
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +16,6 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import load_text_file, to_text
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
-from ..testnet import server_in_netns
 from .containers import container_conf, start, wait_state
 from .scdlib import SIGNED_DEVICE_CONF, launch_scd, make_pki, prepare_base, sign
 
@@ -32,25 +27,6 @@ EXTRA = bytes(range(256)) * 64  # a 16 KiB STORE_ONLY image
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_pki(tmp_path_factory.mktemp("pki") / "pki", "ec256")
-
-
-@pytest.fixture
-def http_root(tmp_path: Path, cmld_factory: DaemonFactory) -> Iterator[tuple[Path, str]]:
-    """A web server on the loopback of cmld's network namespace (the test's own, where cmld
-    fetches from) serving a directory: the update server."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = server_in_netns(cmld_factory.cmld_netns().path,
-                             lambda: http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def install_version(src: Path, base: Path, version: int, *, store_only: bool = False, pki: Path | None = None) -> Path:
