@@ -414,7 +414,8 @@ def test_depletion_reboot_syscall(arena: Arena, mode: str, judge: Judge, unaffec
         state = ""
         while time.monotonic() < deadline:
             state = control_status(arena.d.socket).get(name, "")
-            if state == "RUNNING" and arena.init_pid(arena.uuid(name)) != pid:
+            now = arena.init_pid_now(arena.uuid(name))
+            if state == "RUNNING" and now is not None and now != pid:
                 break
             time.sleep(0.1)
         unaffected()

@@ -198,5 +198,6 @@ def test_fde_key_released_only_in_the_same_pcr7_state(system_boot: Boot) -> None
     data = guest_check(system_boot, "attest")
     first, second, after = data["fde_first"], data["fde_second"], data["fde_after_tamper"]
     assert first["rc"] == 0 and "FDE_OK" in first["out"] and first["mapped"], first
+    assert first.get("unmapped", {}).get("rc") == 0, first  # the mapping went away before the second boot's map
     assert second["rc"] == 0 and second["read_marker"], second  # the same key from NV, real dm-crypt
     assert after["rc"] == 1 and "FDE_AUTH_FAILED" in after["out"], after
