@@ -67,6 +67,7 @@ ZERO = ("mounts", "cgroups", "loops", "netns", "children", "zombies")
 BOUNDED = ("fds", "threads")
 RSS_SLOPE_MAX = 1024  # KiB per 100 cycles
 RSS_NOISE_KB = 1024
+RSS_MIN_CYCLES = 20  # fewer samples: a warm-up step extrapolated to 100 cycles, not a trend
 # cmld's threads: the main one, and asyncio's default executor, which starts its workers lazily (as
 # concurrent to_thread calls need them) up to min(32, CPUs + 4). Reaching that cap late is no leak.
 THREAD_CAP = 1 + min(32, (os.cpu_count() or 1) + 4)
@@ -202,6 +203,8 @@ def judge(samples: list[Sample]) -> list[Figure]:
             hi_last = max(getattr(s, name) for s in last)
             if hi_last > hi_mid and (name != "threads" or hi_last > THREAD_CAP):
                 grows, why = True, f"last third reaches {hi_last}, middle third {hi_mid}"
+        elif name == "rss_kb" and len(samples) < RSS_MIN_CYCLES:
+            why = f"not judged: {len(samples)} cycles < {RSS_MIN_CYCLES}"
         elif name == "rss_kb":
             rise = statistics.fmean(s.rss_kb for s in last) - statistics.fmean(s.rss_kb for s in middle)
             if fit > RSS_SLOPE_MAX and rise > RSS_NOISE_KB:
@@ -215,7 +218,7 @@ def table(title: str, figures: list[Figure]) -> str:
     lines = [title, head]
     for f in figures:
         lines.append(f"  {f.name:<9} {f.first:>9g} {f.last:>9g} {f.lo:>9g} {f.hi:>9g} {f.slope_per_100:>17.2f}  "
-                     + (f"GROWS: {f.why}" if f.grows else "flat"))
+                     + (f"GROWS: {f.why}" if f.grows else f.why or "flat"))
     return "\n".join(lines)
 
 
@@ -283,6 +286,13 @@ def soak(tmp: Path, stack: contextlib.ExitStack, cycles: int, parallel: int, par
     if cycles:
         phases.append(one)
 
+    # cmld disconnects a control connection that sent nothing for 10 minutes (framed_server's
+    # idle_timeout): phase 1 uses only the first, so the others are opened anew for phase 2.
+    for c in ctls[1:]:
+        c.close()
+    ctls[1:] = [Controller(cmld.sock) for _ in ctls[1:]]
+    for c in ctls[1:]:
+        stack.callback(c.close)
     many = Phase(f"{parallel_cycles} cycles of {parallel} containers at once")
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
         for i in range(parallel_cycles):

@@ -56,6 +56,19 @@ class CmlConsole(Console):
             raise Fatal(str(e)) from None
 
 
+def _audit(argv: list[str]) -> int | None:
+    """`audit` (extension) has its own small grammar; None when the command is another."""
+    try:
+        inv, rest = grammar.parse_global(argv, PROG)
+    except grammar.UsageError:
+        return None
+    if inv.help or rest[:1] != ["audit"]:
+        return None
+    from .audit_cli import run as run_audit
+
+    return run_audit(inv.socket, rest[1:], inv.json, inv.timeout)
+
+
 def usage_error(reason: str) -> int:
     info(reason)
     info(f"'{PROG} --help' lists the commands")
@@ -73,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str]) -> int:
+    if "audit" in argv:
+        audit = _audit(argv)
+        if audit is not None:
+            return audit
     try:
         inv = grammar.parse(argv, PROG)
     except grammar.UsageError as e:

@@ -93,13 +93,13 @@ COMMAND = {
     109: "CONTAINER_DENYAUDIO", 110: "CONTAINER_ASSIGNIFACE", 111: "CONTAINER_UNASSIGNIFACE",
     112: "CONTAINER_LIST_IFACES", 113: "CONTAINER_EXEC_CMD", 114: "CONTAINER_EXEC_INPUT",
     115: "CONTAINER_UPDATE_CONFIG", 116: "CONTAINER_CHANGE_TOKEN_PIN", 117: "CONTAINER_CMLD_HANDLES_PIN",
-    118: "CONTAINER_DEV_ACCESS",
+    118: "CONTAINER_DEV_ACCESS", 1000: "AUDIT_READ",
 }
 CODE = {
     1: "GUESTOS_CONFIGS_LIST", 2: "CONTAINERS_LIST", 3: "CONTAINER_STATUS", 4: "CONTAINER_CONFIG",
     5: "CONTAINER_IFACES", 7: "CONTAINER_CMLD_HANDLES_PIN", 11: "LOG_MESSAGE_FRAGMENT", 12: "LOG_MESSAGE_FINAL",
     13: "RESPONSE", 14: "EXEC_END", 15: "EXEC_OUTPUT", 30: "DEVICE_STATS", 40: "DEVICE_CSR",
-    41: "DEVICE_PROVISIONED_STATE", 200: "LOGON_DEVICE",
+    41: "DEVICE_PROVISIONED_STATE", 200: "LOGON_DEVICE", 1000: "AUDIT_ENTRIES",
 }
 RESPONSE = {
     1: "CONTAINER_START_OK", 2: "CONTAINER_START_LOCK_FAILED", 3: "CONTAINER_START_UNLOCK_FAILED",
@@ -163,6 +163,7 @@ DAEMON_TO_CONTROLLER = Schema("cml.control.DaemonToController", [
     Field(204, "logon_mac_address", STRING, default=""), Field(205, "logon_phone_number", STRING, default=""),
     Field(206, "exec_end_reason", STRING, default=""), Field(207, "exec_output", BYTES, default=b""),
     Field(300, "error_message", STRING, default=""),
+    Field(1000, "audit_entries", STRING, repeated=True), Field(1001, "audit_head_seq", UINT64, default=0),
 ])
 UNSUPPORTED_REPLY_FIELDS = frozenset({5, 8})
 
@@ -183,4 +184,5 @@ CONTROLLER_TO_DAEMON = Schema("cml.control.ControllerToDaemon", [
     Field(24, "guestos_name", STRING), Field(41, "device_cert", BYTES), Field(42, "device_pin", STRING),
     Field(43, "device_newpin", STRING), Field(44, "dev_rule", STRING), Field(45, "remove_logs", BOOL),
     Field(46, "system_services", BOOL),
+    Field(1000, "audit_after_seq", UINT64), Field(1001, "audit_wait", UINT64), Field(1002, "audit_limit", UINT64),
 ])

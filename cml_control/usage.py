@@ -70,6 +70,11 @@ def help_text(prog: str) -> str:
         "   --wait                wait until the container is RUNNING (SETUP with --setup) / STOPPED\n"
         "   --wait-timeout S      how long --wait waits (default 60 s; implies --wait)\n\n"
         f"commands:\n{_commands()}"
+        "commands of cml-control only (the original client has none of these):\n"
+        "   audit [<container>] [--json] [--follow]\n"
+        "        cmld's audit records (all, or one container's), oldest first; --follow keeps printing new ones.\n\n"
+        "   audit verify [--dir DIR] [--cert PEM] [--anchor FILE]... [--sealed] [--json]\n"
+        "        Check an audit journal (default /var/lib/cml/audit) against the trusted device certificate.\n\n"
         "exit status: 0 success, 1 cmld refused or failed, 2 usage error, 3 cmld unreachable or a protocol\n"
         "error, 4 --wait: the container settled in another state, 5 --wait: timed out; run: the command's.\n"
     )

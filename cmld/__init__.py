@@ -11,6 +11,7 @@ Read it top down; imports only point down this list (tests/unit/test_architectur
 | `modules/` | the lifecycle contract, the module order, one file per container aspect (c_user, c_vol, ...) |
 | `containers/`, `guestos/` | container configs and keys; GuestOS store, install, CAs |
 | `device/`, `clients/` | device.conf, stats, logs, power, the cservice binary; the scd client |
+| `audit/` | audit records: journal (hash chain, signed checkpoints), queues and the ACK pull, forwarding |
 | `cgroups/`, `seccomp/`, `launcher/` | cgroup v1/v2 drivers, seccomp filter and supervisor, the exec'd launcher |
 | `linux/` | the one ctypes layer |
 | `errors` | `CmldError`, the base of every refusal, carrying its reply code |

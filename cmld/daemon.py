@@ -24,9 +24,12 @@ from cmld.containers.container import Container
 from cmld.containers.keys import ContainerKeys
 from cmld.containers.store import ContainerStore
 from cmld.crypt import mode as crypt_mode
+from cmld.device import ab_slot
 from cmld.device.config import load_device_config, load_device_uuid
+from cmld.errors import InstallError
 from cmld.guestos.install import GuestOSInstaller, TrustPolicy, verify_store
-from cmld.guestos.store import GuestOSStore
+from cmld.guestos.select import GuestOSUnavailable, for_container, in_use, obsolete
+from cmld.guestos.store import GuestOS, GuestOSStore
 
 if TYPE_CHECKING:
     from cmld.runtime.registry import Runtime
@@ -67,10 +70,10 @@ class Unit:
 class Cmld:
     def __init__(self, layout: Layout, *, log_dir: Path, device_conf: Path | None = None,
                  hosted_override: bool | None = None, scd_socket: Path | None = None,
-                 tpm2d_socket: Path | None = None) -> None:
+                 tpm2d_socket: Path | None = None, efivars: Path = ab_slot.EFIVARS) -> None:
         self.layout = layout
         self.log_dir = log_dir
-        self.device_conf_path = device_conf or layout.device_conf
+        self.device_conf_path = device_conf or ab_slot.device_conf_path(layout.device_conf, efivars)
         self.hosted_override = hosted_override
         self.device = DeviceConfig()
         self.device_uuid = ""
@@ -112,8 +115,9 @@ class Cmld:
         its GuestOS to have passed."""
         await verify_store(self.guestos, self.scd, self.trust_policy())
         if not self.hosted and self.containers.get(C0_UUID) is None:
-            if self.guestos.latest(self.device.c0os) is not None:
-                self.containers.add_implicit_c0(self.device.c0os)
+            c0os = self.guestos.latest(self.device.c0os, complete=True) or self.guestos.latest(self.device.c0os)
+            if c0os is not None:
+                self.containers.add_implicit_c0(c0os.name, c0os.version)
             else:
                 log.error("no c0 config and no usable GuestOS %r (device.conf c0os) to make one from: this "
                           "device has no management container", self.device.c0os)
@@ -155,8 +159,40 @@ class Cmld:
 
     # ------------------------------------------------------------------ containers
 
+    def guestos_of(self, c: Container) -> GuestOS | None:
+        """The GuestOS the container runs (pinned by its config with signed configs), if any."""
+        try:
+            return for_container(self.guestos, c.config, self.signed_configs)
+        except GuestOSUnavailable:
+            return None
+
+    def purge_obsolete_guestos(self) -> None:
+        """At start, as the original: versions older than the newest complete one that no container
+        uses are deleted."""
+        used = in_use(self.guestos, (c.config for c in self.containers.all()), self.signed_configs)
+        for gos in obsolete(self.guestos, used):
+            log.info("GuestOS %s-%d is obsolete (no container uses it); purged", gos.name, gos.version)
+            self.guestos.purge(gos)
+
+    async def fetch_missing_guestos_images(self) -> None:
+        """At start: the images missing from every GuestOS version a container runs, and from the
+        newest version of each GuestOS a container uses, are fetched from its update server (the
+        original's guestos_mgr_update_images). Failures are logged; the container's start then
+        names the missing image."""
+        wanted = {(g.name, g.version) for c in self.containers.all() if (g := self.guestos_of(c)) is not None}
+        wanted |= {(g.name, g.version) for c in self.containers.all()
+                   if (g := self.guestos.latest(c.config.guest_os)) is not None}
+        for name, version in sorted(wanted):
+            gos = self.guestos.get(name, version)
+            if gos is None or gos.complete:
+                continue
+            try:
+                await self.installer.fetch_missing(gos, self.device.update_base_url)
+            except (InstallError, OSError) as e:
+                log.error("GuestOS %s-%d stays incomplete: %s", name, version, e)
+
     def container_status(self, c: Container) -> ContainerStatus:
-        gos = self.guestos.latest(c.config.guest_os)
+        gos = self.guestos_of(c)
         trust = gos.trust if gos is not None else ContainerTrust.UNSIGNED
         return c.status(c.config.guest_os, trust, self.cryptfs_mode(c))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from cml_common.fsutil import write_atomic
@@ -32,6 +32,11 @@ class DeviceKey(abc.ABC):
 
     @abc.abstractmethod
     def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate: ...
+
+    @abc.abstractmethod
+    def sign_data(self, data: bytes) -> bytes:
+        """SHA-256 signature over `data` (ECDSA for EC keys, PKCS#1 v1.5 for RSA): cmld's audit
+        checkpoints (CRYPTO_SIGN_DEVICE)."""
 
 
 class FileDeviceKey(DeviceKey):
@@ -63,3 +68,8 @@ class FileDeviceKey(DeviceKey):
 
     def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         return builder.sign(self._key, hashes.SHA256())
+
+    def sign_data(self, data: bytes) -> bytes:
+        if isinstance(self._key, ec.EllipticCurvePrivateKey):
+            return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())

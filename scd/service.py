@@ -9,6 +9,7 @@ from cml_common.messages.scd_pb2 import DaemonToToken, TokenToDaemon
 from cml_common.paths import Layout
 
 from .crypto_commands import CryptoCommands
+from .errors import ScdError
 from .identity import DeviceIdentity, IdentityError
 from .token_commands import TokenCommands
 from .tokenmgr import TokenManager
@@ -16,6 +17,7 @@ from .tokenmgr import TokenManager
 log = logging.getLogger(__name__)
 T = TokenToDaemon
 Q = DaemonToToken
+MAX_SIGN_BUF = 64 * 1024  # checkpoint statements are ~250 bytes
 TOKEN_CODES = {Q.TOKEN_ADD, Q.TOKEN_REMOVE, Q.LOCK, Q.UNLOCK, Q.CHANGE_PIN, Q.PROVISION_PIN, Q.WRAP_KEY, Q.UNWRAP_KEY}
 
 
@@ -38,6 +40,8 @@ class Scd:
             return await self.pull_csr()
         if code == Q.PUSH_DEVICE_CERT:
             return await self.push_cert(req)
+        if code == Q.CRYPTO_SIGN_DEVICE:
+            return await self.sign_device(req)
         # DERIVE_KEY and TOKEN_QUERY_PAIR_STATE are unimplemented in the original too.
         log.warning("scd: %s is not implemented; answering CMD_UNKNOWN", Q.Code.Name(code))
         return T(code=T.CMD_UNKNOWN)
@@ -62,6 +66,24 @@ class Scd:
             log.warning("PULL_DEVICE_CSR: %s", e)
             return T(code=T.DEVICE_CSR_ERROR)
         return T(code=T.DEVICE_CSR, device_csr=csr)
+
+    async def sign_device(self, req: DaemonToToken) -> TokenToDaemon:
+        """Extension: the device key signs cmld's audit checkpoints; the reply carries the device
+        certificate so a verifier can tell whose key it was."""
+        if self.identity is None:
+            log.warning("CRYPTO_SIGN_DEVICE: no device identity (see the start-up log)")
+            return T(code=T.CRYPTO_SIGN_ERROR)
+        if not req.HasField("sign_buf") or len(req.sign_buf) > MAX_SIGN_BUF:
+            log.warning("CRYPTO_SIGN_DEVICE: no data, or more than %d bytes", MAX_SIGN_BUF)
+            return T(code=T.CRYPTO_SIGN_ERROR)
+        identity = self.identity
+        try:
+            sig = await asyncio.to_thread(identity.key.sign_data, req.sign_buf)
+            cert = await asyncio.to_thread(identity.cert_path.read_bytes)
+        except (ScdError, OSError) as e:
+            log.warning("CRYPTO_SIGN_DEVICE: %s", e)
+            return T(code=T.CRYPTO_SIGN_ERROR)
+        return T(code=T.CRYPTO_SIGN_OK, signature=sig, signer_cert=cert)
 
     async def push_cert(self, req: DaemonToToken) -> TokenToDaemon:
         if (refusal := self._provisioning_refusal("PUSH_DEVICE_CERT", T.DEVICE_CERT_ERROR)) is not None:

@@ -109,6 +109,9 @@ class TpmDeviceKey(DeviceKey):
     def public_key(self) -> PublicKeyTypes:
         return self._pub
 
+    def sign_data(self, data: bytes) -> bytes:
+        return self._sign(data)
+
     def _sign(self, data: bytes) -> bytes:
         try:
             return self.client.device_key_sign(data)

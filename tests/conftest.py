@@ -152,6 +152,10 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+# Test files whose cmlds run c0 (device mode): see pytest_xdist_make_scheduler.
+C0_TEST_FILES = ("tests/host/test_c0.py", "tests/host/test_c0_network.py", "tests/host/test_device_operations.py")
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """Under `--dist loadgroup`, every test in tests/vm/ goes to one worker: the VM tier builds
     and boots once per session and takes both cores' worth of TCG, so it must not run twice.
@@ -164,10 +168,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     class VmGroupScheduling(LoadGroupScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             # c0 has one fixed UUID, so two cmlds running c0 at once would share its cgroup
-            # name: every test that starts c0 lives in test_c0.py and runs on one worker.
-            for group in ("tests/vm/", "tests/host/test_c0"):  # test_c0.py, test_c0_network.py
-                if nodeid.startswith(group):
-                    return group
+            # name: every test file that starts c0 runs on one worker.
+            if nodeid.startswith("tests/vm/"):
+                return "tests/vm/"
+            if nodeid.startswith(C0_TEST_FILES):
+                return "c0"
             return super()._split_scope(nodeid)
 
     return VmGroupScheduling(config, log)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tpm2_pytss import ESAPI, TSS2_Exception
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE, TPMA_SESSION
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_HT, TPM2_SE, TPMA_SESSION
 from tpm2_pytss.types import (
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
@@ -109,6 +109,8 @@ class Tpm:
             self.esys.self_test(True)
         except TSS2_Exception as e:
             raise TpmError.wrap("TPM self-test failed", e) from e
+        if not self.has_resource_manager:
+            self.flush_leftovers()
         try:
             tmpl = TPM2B_PUBLIC.parse(
                 "rsa2048:aes128cfb",
@@ -117,6 +119,33 @@ class Tpm:
             self.salt = self.esys.create_primary(TPM2B_SENSITIVE_CREATE(), tmpl, ESYS_TR.NULL)[0]
         except TSS2_Exception as e:
             raise TpmError.wrap("cannot create the session salt key in the NULL hierarchy", e) from e
+
+    @property
+    def has_resource_manager(self) -> bool:
+        """/dev/tpmrm* and tpm2-abrmd flush what a dead client left in the TPM; a raw device or a
+        simulator (swtpm) do not."""
+        return "tpmrm" in self.tcti or self.tcti.startswith("tabrmd")
+
+    def flush_leftovers(self) -> None:
+        """Flush the transient objects and sessions a killed tpm2d left behind (SIGKILL skips its
+        own flush): without it, every restart would leak and a few restarts fill the TPM's object
+        slots ("out of memory for object contexts"). Only without a resource manager, where tpm2d
+        is the TPM's only user."""
+        flushed = 0
+        for first in (TPM2_HT.TRANSIENT << 24, TPM2_HT.LOADED_SESSION << 24, TPM2_HT.SAVED_SESSION << 24):
+            try:
+                _more, data = self.esys.get_capability(TPM2_CAP.HANDLES, first, 64)
+            except TSS2_Exception as e:
+                log.warning("listing leftover TPM handles: %s", e)
+                continue
+            for handle in data.data.handles:
+                try:
+                    self.esys.flush_context(self.esys.tr_from_tpmpublic(handle))
+                    flushed += 1
+                except TSS2_Exception as e:
+                    log.warning("flushing leftover TPM handle 0x%08x: %s", handle, e)
+        if flushed:
+            log.info("flushed %d transient object(s)/session(s) left in the TPM by an earlier tpm2d", flushed)
 
     def close(self) -> None:
         try:

@@ -29,7 +29,7 @@ class AssignInterfaceParams(_message.Message):
     def __init__(self, iface_name: _Optional[str] = ..., persistent: _Optional[bool] = ...) -> None: ...
 
 class ControllerToDaemon(_message.Message):
-    __slots__ = ("command", "container_uuids", "container_start_params", "assign_iface_params", "container_config_file", "container_config_signature", "container_config_certificate", "exec_command", "exec_args", "exec_pty", "exec_input", "device_pin", "device_newpin", "dev_rule", "system_services", "guestos_config_file", "guestos_config_signature", "guestos_config_certificate", "guestos_rootcert", "guestos_name", "device_cert", "remove_logs")
+    __slots__ = ("command", "container_uuids", "container_start_params", "assign_iface_params", "container_config_file", "container_config_signature", "container_config_certificate", "exec_command", "exec_args", "exec_pty", "exec_input", "device_pin", "device_newpin", "dev_rule", "system_services", "guestos_config_file", "guestos_config_signature", "guestos_config_certificate", "guestos_rootcert", "guestos_name", "device_cert", "remove_logs", "audit_after_seq", "audit_wait", "audit_limit")
     class Command(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         LIST_GUESTOS_CONFIGS: _ClassVar[ControllerToDaemon.Command]
@@ -71,6 +71,7 @@ class ControllerToDaemon(_message.Message):
         CONTAINER_CHANGE_TOKEN_PIN: _ClassVar[ControllerToDaemon.Command]
         CONTAINER_CMLD_HANDLES_PIN: _ClassVar[ControllerToDaemon.Command]
         CONTAINER_DEV_ACCESS: _ClassVar[ControllerToDaemon.Command]
+        AUDIT_READ: _ClassVar[ControllerToDaemon.Command]
     LIST_GUESTOS_CONFIGS: ControllerToDaemon.Command
     LIST_CONTAINERS: ControllerToDaemon.Command
     GET_CONTAINER_STATUS: ControllerToDaemon.Command
@@ -110,6 +111,7 @@ class ControllerToDaemon(_message.Message):
     CONTAINER_CHANGE_TOKEN_PIN: ControllerToDaemon.Command
     CONTAINER_CMLD_HANDLES_PIN: ControllerToDaemon.Command
     CONTAINER_DEV_ACCESS: ControllerToDaemon.Command
+    AUDIT_READ: ControllerToDaemon.Command
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_UUIDS_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_START_PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +134,9 @@ class ControllerToDaemon(_message.Message):
     GUESTOS_NAME_FIELD_NUMBER: _ClassVar[int]
     DEVICE_CERT_FIELD_NUMBER: _ClassVar[int]
     REMOVE_LOGS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_WAIT_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_LIMIT_FIELD_NUMBER: _ClassVar[int]
     command: ControllerToDaemon.Command
     container_uuids: _containers.RepeatedScalarFieldContainer[str]
     container_start_params: ContainerStartParams
@@ -154,7 +159,10 @@ class ControllerToDaemon(_message.Message):
     guestos_name: str
     device_cert: bytes
     remove_logs: bool
-    def __init__(self, command: _Optional[_Union[ControllerToDaemon.Command, str]] = ..., container_uuids: _Optional[_Iterable[str]] = ..., container_start_params: _Optional[_Union[ContainerStartParams, _Mapping]] = ..., assign_iface_params: _Optional[_Union[AssignInterfaceParams, _Mapping]] = ..., container_config_file: _Optional[bytes] = ..., container_config_signature: _Optional[bytes] = ..., container_config_certificate: _Optional[bytes] = ..., exec_command: _Optional[str] = ..., exec_args: _Optional[_Iterable[str]] = ..., exec_pty: _Optional[bool] = ..., exec_input: _Optional[str] = ..., device_pin: _Optional[str] = ..., device_newpin: _Optional[str] = ..., dev_rule: _Optional[str] = ..., system_services: _Optional[bool] = ..., guestos_config_file: _Optional[bytes] = ..., guestos_config_signature: _Optional[bytes] = ..., guestos_config_certificate: _Optional[bytes] = ..., guestos_rootcert: _Optional[bytes] = ..., guestos_name: _Optional[str] = ..., device_cert: _Optional[bytes] = ..., remove_logs: _Optional[bool] = ...) -> None: ...
+    audit_after_seq: int
+    audit_wait: int
+    audit_limit: int
+    def __init__(self, command: _Optional[_Union[ControllerToDaemon.Command, str]] = ..., container_uuids: _Optional[_Iterable[str]] = ..., container_start_params: _Optional[_Union[ContainerStartParams, _Mapping]] = ..., assign_iface_params: _Optional[_Union[AssignInterfaceParams, _Mapping]] = ..., container_config_file: _Optional[bytes] = ..., container_config_signature: _Optional[bytes] = ..., container_config_certificate: _Optional[bytes] = ..., exec_command: _Optional[str] = ..., exec_args: _Optional[_Iterable[str]] = ..., exec_pty: _Optional[bool] = ..., exec_input: _Optional[str] = ..., device_pin: _Optional[str] = ..., device_newpin: _Optional[str] = ..., dev_rule: _Optional[str] = ..., system_services: _Optional[bool] = ..., guestos_config_file: _Optional[bytes] = ..., guestos_config_signature: _Optional[bytes] = ..., guestos_config_certificate: _Optional[bytes] = ..., guestos_rootcert: _Optional[bytes] = ..., guestos_name: _Optional[str] = ..., device_cert: _Optional[bytes] = ..., remove_logs: _Optional[bool] = ..., audit_after_seq: _Optional[int] = ..., audit_wait: _Optional[int] = ..., audit_limit: _Optional[int] = ...) -> None: ...
 
 class LogMessage(_message.Message):
     __slots__ = ("name", "msg")
@@ -187,7 +195,7 @@ class DeviceStats(_message.Message):
     def __init__(self, disk_system: _Optional[int] = ..., disk_system_free: _Optional[int] = ..., disk_system_used: _Optional[int] = ..., disk_containers: _Optional[int] = ..., disk_containers_free: _Optional[int] = ..., disk_containers_used: _Optional[int] = ..., mem_total: _Optional[int] = ..., mem_free: _Optional[int] = ..., mem_available: _Optional[int] = ...) -> None: ...
 
 class DaemonToController(_message.Message):
-    __slots__ = ("code", "guestos_configs", "container_uuids", "container_status", "container_configs", "container_ifaces", "container_cmld_handles_pin", "log_message", "response", "device_stats", "device_csr", "device_is_provisioned", "device_uuid", "logon_hardware_name", "logon_hardware_serial", "logon_imei", "logon_mac_address", "logon_phone_number", "exec_end_reason", "exec_output", "error_message")
+    __slots__ = ("code", "guestos_configs", "container_uuids", "container_status", "container_configs", "container_ifaces", "container_cmld_handles_pin", "log_message", "response", "device_stats", "device_csr", "device_is_provisioned", "device_uuid", "logon_hardware_name", "logon_hardware_serial", "logon_imei", "logon_mac_address", "logon_phone_number", "exec_end_reason", "exec_output", "error_message", "audit_entries", "audit_head_seq")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         GUESTOS_CONFIGS_LIST: _ClassVar[DaemonToController.Code]
@@ -205,6 +213,7 @@ class DaemonToController(_message.Message):
         DEVICE_CSR: _ClassVar[DaemonToController.Code]
         DEVICE_PROVISIONED_STATE: _ClassVar[DaemonToController.Code]
         LOGON_DEVICE: _ClassVar[DaemonToController.Code]
+        AUDIT_ENTRIES: _ClassVar[DaemonToController.Code]
     GUESTOS_CONFIGS_LIST: DaemonToController.Code
     CONTAINERS_LIST: DaemonToController.Code
     CONTAINER_STATUS: DaemonToController.Code
@@ -220,6 +229,7 @@ class DaemonToController(_message.Message):
     DEVICE_CSR: DaemonToController.Code
     DEVICE_PROVISIONED_STATE: DaemonToController.Code
     LOGON_DEVICE: DaemonToController.Code
+    AUDIT_ENTRIES: DaemonToController.Code
     class Response(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         CONTAINER_START_OK: _ClassVar[DaemonToController.Response]
@@ -303,6 +313,8 @@ class DaemonToController(_message.Message):
     EXEC_END_REASON_FIELD_NUMBER: _ClassVar[int]
     EXEC_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     code: DaemonToController.Code
     guestos_configs: _containers.RepeatedCompositeFieldContainer[_guestos_pb2.GuestOSConfig]
     container_uuids: _containers.RepeatedScalarFieldContainer[str]
@@ -324,4 +336,6 @@ class DaemonToController(_message.Message):
     exec_end_reason: str
     exec_output: bytes
     error_message: str
-    def __init__(self, code: _Optional[_Union[DaemonToController.Code, str]] = ..., guestos_configs: _Optional[_Iterable[_Union[_guestos_pb2.GuestOSConfig, _Mapping]]] = ..., container_uuids: _Optional[_Iterable[str]] = ..., container_status: _Optional[_Iterable[_Union[_container_pb2.ContainerStatus, _Mapping]]] = ..., container_configs: _Optional[_Iterable[_Union[_container_pb2.ContainerConfig, _Mapping]]] = ..., container_ifaces: _Optional[_Iterable[str]] = ..., container_cmld_handles_pin: _Optional[bool] = ..., log_message: _Optional[_Union[LogMessage, _Mapping]] = ..., response: _Optional[_Union[DaemonToController.Response, str]] = ..., device_stats: _Optional[_Union[DeviceStats, _Mapping]] = ..., device_csr: _Optional[bytes] = ..., device_is_provisioned: _Optional[bool] = ..., device_uuid: _Optional[str] = ..., logon_hardware_name: _Optional[str] = ..., logon_hardware_serial: _Optional[str] = ..., logon_imei: _Optional[str] = ..., logon_mac_address: _Optional[str] = ..., logon_phone_number: _Optional[str] = ..., exec_end_reason: _Optional[str] = ..., exec_output: _Optional[bytes] = ..., error_message: _Optional[str] = ...) -> None: ...
+    audit_entries: _containers.RepeatedScalarFieldContainer[str]
+    audit_head_seq: int
+    def __init__(self, code: _Optional[_Union[DaemonToController.Code, str]] = ..., guestos_configs: _Optional[_Iterable[_Union[_guestos_pb2.GuestOSConfig, _Mapping]]] = ..., container_uuids: _Optional[_Iterable[str]] = ..., container_status: _Optional[_Iterable[_Union[_container_pb2.ContainerStatus, _Mapping]]] = ..., container_configs: _Optional[_Iterable[_Union[_container_pb2.ContainerConfig, _Mapping]]] = ..., container_ifaces: _Optional[_Iterable[str]] = ..., container_cmld_handles_pin: _Optional[bool] = ..., log_message: _Optional[_Union[LogMessage, _Mapping]] = ..., response: _Optional[_Union[DaemonToController.Response, str]] = ..., device_stats: _Optional[_Union[DeviceStats, _Mapping]] = ..., device_csr: _Optional[bytes] = ..., device_is_provisioned: _Optional[bool] = ..., device_uuid: _Optional[str] = ..., logon_hardware_name: _Optional[str] = ..., logon_hardware_serial: _Optional[str] = ..., logon_imei: _Optional[str] = ..., logon_mac_address: _Optional[str] = ..., logon_phone_number: _Optional[str] = ..., exec_end_reason: _Optional[str] = ..., exec_output: _Optional[bytes] = ..., error_message: _Optional[str] = ..., audit_entries: _Optional[_Iterable[str]] = ..., audit_head_seq: _Optional[int] = ...) -> None: ...

@@ -6,7 +6,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DeviceConfig(_message.Message):
-    __slots__ = ("update_base_url", "c0os", "host_addr", "host_subnet", "host_if", "host_gateway", "host_dns", "locally_signed_images", "hostedmode", "signed_configs", "audit_size", "tpm_enabled")
+    __slots__ = ("update_base_url", "c0os", "host_addr", "host_subnet", "host_if", "host_gateway", "host_dns", "locally_signed_images", "hostedmode", "signed_configs", "audit_size", "tpm_enabled", "audit_warn_percent", "audit_checkpoint_records", "audit_checkpoint_seconds", "audit_forward_host", "audit_forward_port", "audit_forward_ca", "audit_forward_cert", "audit_forward_key", "audit_forward_server_name", "audit_kernel")
     UPDATE_BASE_URL_FIELD_NUMBER: _ClassVar[int]
     C0OS_FIELD_NUMBER: _ClassVar[int]
     HOST_ADDR_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,16 @@ class DeviceConfig(_message.Message):
     SIGNED_CONFIGS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_SIZE_FIELD_NUMBER: _ClassVar[int]
     TPM_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_WARN_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_CHECKPOINT_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_CHECKPOINT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FORWARD_HOST_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FORWARD_PORT_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FORWARD_CA_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FORWARD_CERT_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FORWARD_KEY_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FORWARD_SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_KERNEL_FIELD_NUMBER: _ClassVar[int]
     update_base_url: str
     c0os: str
     host_addr: str
@@ -31,7 +41,17 @@ class DeviceConfig(_message.Message):
     signed_configs: bool
     audit_size: int
     tpm_enabled: bool
-    def __init__(self, update_base_url: _Optional[str] = ..., c0os: _Optional[str] = ..., host_addr: _Optional[str] = ..., host_subnet: _Optional[int] = ..., host_if: _Optional[str] = ..., host_gateway: _Optional[str] = ..., host_dns: _Optional[str] = ..., locally_signed_images: _Optional[bool] = ..., hostedmode: _Optional[bool] = ..., signed_configs: _Optional[bool] = ..., audit_size: _Optional[int] = ..., tpm_enabled: _Optional[bool] = ...) -> None: ...
+    audit_warn_percent: int
+    audit_checkpoint_records: int
+    audit_checkpoint_seconds: int
+    audit_forward_host: str
+    audit_forward_port: int
+    audit_forward_ca: str
+    audit_forward_cert: str
+    audit_forward_key: str
+    audit_forward_server_name: str
+    audit_kernel: bool
+    def __init__(self, update_base_url: _Optional[str] = ..., c0os: _Optional[str] = ..., host_addr: _Optional[str] = ..., host_subnet: _Optional[int] = ..., host_if: _Optional[str] = ..., host_gateway: _Optional[str] = ..., host_dns: _Optional[str] = ..., locally_signed_images: _Optional[bool] = ..., hostedmode: _Optional[bool] = ..., signed_configs: _Optional[bool] = ..., audit_size: _Optional[int] = ..., tpm_enabled: _Optional[bool] = ..., audit_warn_percent: _Optional[int] = ..., audit_checkpoint_records: _Optional[int] = ..., audit_checkpoint_seconds: _Optional[int] = ..., audit_forward_host: _Optional[str] = ..., audit_forward_port: _Optional[int] = ..., audit_forward_ca: _Optional[str] = ..., audit_forward_cert: _Optional[str] = ..., audit_forward_key: _Optional[str] = ..., audit_forward_server_name: _Optional[str] = ..., audit_kernel: _Optional[bool] = ...) -> None: ...
 
 class DeviceId(_message.Message):
     __slots__ = ("uuid",)

@@ -27,7 +27,7 @@ USB: TokenType
 PKCS11: TokenType
 
 class DaemonToToken(_message.Message):
-    __slots__ = ("code", "token_pin", "token_newpin", "token_type", "token_uuid", "container_uuid", "pairing_secret", "usbtoken_serial", "unwrapped_key", "wrapped_key", "pbkdf_pass", "pbkdf_salt", "device_cert", "hash_algo", "hash_file", "hash_buf", "verify_data_file", "verify_sig_file", "verify_cert_file", "verify_data_buf", "verify_sig_buf", "verify_cert_buf", "verify_ignore_time")
+    __slots__ = ("code", "token_pin", "token_newpin", "token_type", "token_uuid", "container_uuid", "pairing_secret", "usbtoken_serial", "unwrapped_key", "wrapped_key", "pbkdf_pass", "pbkdf_salt", "device_cert", "hash_algo", "hash_file", "hash_buf", "verify_data_file", "verify_sig_file", "verify_cert_file", "verify_data_buf", "verify_sig_buf", "verify_cert_buf", "verify_ignore_time", "sign_buf")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         LOCK: _ClassVar[DaemonToToken.Code]
@@ -47,6 +47,7 @@ class DaemonToToken(_message.Message):
         TOKEN_REMOVE: _ClassVar[DaemonToToken.Code]
         TOKEN_QUERY_PAIR_STATE: _ClassVar[DaemonToToken.Code]
         REGISTER_EVENT_LISTENER: _ClassVar[DaemonToToken.Code]
+        CRYPTO_SIGN_DEVICE: _ClassVar[DaemonToToken.Code]
     LOCK: DaemonToToken.Code
     UNLOCK: DaemonToToken.Code
     CHANGE_PIN: DaemonToToken.Code
@@ -64,6 +65,7 @@ class DaemonToToken(_message.Message):
     TOKEN_REMOVE: DaemonToToken.Code
     TOKEN_QUERY_PAIR_STATE: DaemonToToken.Code
     REGISTER_EVENT_LISTENER: DaemonToToken.Code
+    CRYPTO_SIGN_DEVICE: DaemonToToken.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_PIN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_NEWPIN_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +89,7 @@ class DaemonToToken(_message.Message):
     VERIFY_SIG_BUF_FIELD_NUMBER: _ClassVar[int]
     VERIFY_CERT_BUF_FIELD_NUMBER: _ClassVar[int]
     VERIFY_IGNORE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SIGN_BUF_FIELD_NUMBER: _ClassVar[int]
     code: DaemonToToken.Code
     token_pin: str
     token_newpin: str
@@ -110,10 +113,11 @@ class DaemonToToken(_message.Message):
     verify_sig_buf: bytes
     verify_cert_buf: bytes
     verify_ignore_time: bool
-    def __init__(self, code: _Optional[_Union[DaemonToToken.Code, str]] = ..., token_pin: _Optional[str] = ..., token_newpin: _Optional[str] = ..., token_type: _Optional[_Union[TokenType, str]] = ..., token_uuid: _Optional[str] = ..., container_uuid: _Optional[str] = ..., pairing_secret: _Optional[bytes] = ..., usbtoken_serial: _Optional[str] = ..., unwrapped_key: _Optional[bytes] = ..., wrapped_key: _Optional[bytes] = ..., pbkdf_pass: _Optional[str] = ..., pbkdf_salt: _Optional[bytes] = ..., device_cert: _Optional[bytes] = ..., hash_algo: _Optional[_Union[HashAlgo, str]] = ..., hash_file: _Optional[str] = ..., hash_buf: _Optional[bytes] = ..., verify_data_file: _Optional[str] = ..., verify_sig_file: _Optional[str] = ..., verify_cert_file: _Optional[str] = ..., verify_data_buf: _Optional[bytes] = ..., verify_sig_buf: _Optional[bytes] = ..., verify_cert_buf: _Optional[bytes] = ..., verify_ignore_time: _Optional[bool] = ...) -> None: ...
+    sign_buf: bytes
+    def __init__(self, code: _Optional[_Union[DaemonToToken.Code, str]] = ..., token_pin: _Optional[str] = ..., token_newpin: _Optional[str] = ..., token_type: _Optional[_Union[TokenType, str]] = ..., token_uuid: _Optional[str] = ..., container_uuid: _Optional[str] = ..., pairing_secret: _Optional[bytes] = ..., usbtoken_serial: _Optional[str] = ..., unwrapped_key: _Optional[bytes] = ..., wrapped_key: _Optional[bytes] = ..., pbkdf_pass: _Optional[str] = ..., pbkdf_salt: _Optional[bytes] = ..., device_cert: _Optional[bytes] = ..., hash_algo: _Optional[_Union[HashAlgo, str]] = ..., hash_file: _Optional[str] = ..., hash_buf: _Optional[bytes] = ..., verify_data_file: _Optional[str] = ..., verify_sig_file: _Optional[str] = ..., verify_cert_file: _Optional[str] = ..., verify_data_buf: _Optional[bytes] = ..., verify_sig_buf: _Optional[bytes] = ..., verify_cert_buf: _Optional[bytes] = ..., verify_ignore_time: _Optional[bool] = ..., sign_buf: _Optional[bytes] = ...) -> None: ...
 
 class TokenToDaemon(_message.Message):
-    __slots__ = ("code", "token_uuid", "unwrapped_key", "wrapped_key", "derived_key", "device_csr", "hash_value")
+    __slots__ = ("code", "token_uuid", "unwrapped_key", "wrapped_key", "derived_key", "device_csr", "hash_value", "signature", "signer_cert")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         DERIVED_KEY: _ClassVar[TokenToDaemon.Code]
@@ -149,6 +153,8 @@ class TokenToDaemon(_message.Message):
         TOKEN_REMOVE_FAILED: _ClassVar[TokenToDaemon.Code]
         TOKEN_SE_REMOVED: _ClassVar[TokenToDaemon.Code]
         CMD_UNKNOWN: _ClassVar[TokenToDaemon.Code]
+        CRYPTO_SIGN_OK: _ClassVar[TokenToDaemon.Code]
+        CRYPTO_SIGN_ERROR: _ClassVar[TokenToDaemon.Code]
     DERIVED_KEY: TokenToDaemon.Code
     UNLOCK_FAILED: TokenToDaemon.Code
     UNLOCK_SUCCESSFUL: TokenToDaemon.Code
@@ -182,6 +188,8 @@ class TokenToDaemon(_message.Message):
     TOKEN_REMOVE_FAILED: TokenToDaemon.Code
     TOKEN_SE_REMOVED: TokenToDaemon.Code
     CMD_UNKNOWN: TokenToDaemon.Code
+    CRYPTO_SIGN_OK: TokenToDaemon.Code
+    CRYPTO_SIGN_ERROR: TokenToDaemon.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_UUID_FIELD_NUMBER: _ClassVar[int]
     UNWRAPPED_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +197,8 @@ class TokenToDaemon(_message.Message):
     DERIVED_KEY_FIELD_NUMBER: _ClassVar[int]
     DEVICE_CSR_FIELD_NUMBER: _ClassVar[int]
     HASH_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_CERT_FIELD_NUMBER: _ClassVar[int]
     code: TokenToDaemon.Code
     token_uuid: str
     unwrapped_key: bytes
@@ -196,4 +206,6 @@ class TokenToDaemon(_message.Message):
     derived_key: bytes
     device_csr: bytes
     hash_value: bytes
-    def __init__(self, code: _Optional[_Union[TokenToDaemon.Code, str]] = ..., token_uuid: _Optional[str] = ..., unwrapped_key: _Optional[bytes] = ..., wrapped_key: _Optional[bytes] = ..., derived_key: _Optional[bytes] = ..., device_csr: _Optional[bytes] = ..., hash_value: _Optional[bytes] = ...) -> None: ...
+    signature: bytes
+    signer_cert: bytes
+    def __init__(self, code: _Optional[_Union[TokenToDaemon.Code, str]] = ..., token_uuid: _Optional[str] = ..., unwrapped_key: _Optional[bytes] = ..., wrapped_key: _Optional[bytes] = ..., derived_key: _Optional[bytes] = ..., device_csr: _Optional[bytes] = ..., hash_value: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., signer_cert: _Optional[bytes] = ...) -> None: ...

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmld.cgroups.device_rules import DevicePolicy
+from cmld.cgroups.memory import MemoryUse
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
@@ -96,6 +97,10 @@ class ContainerCgroup(ABC):
 
     def pids_current(self) -> int | None:
         """Tasks counted by the pids controller, or None without one."""
+        return None
+
+    def memory_use(self) -> MemoryUse | None:
+        """Limit and usage of the memory controller (None without one, or once the group is gone)."""
         return None
 
 

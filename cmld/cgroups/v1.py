@@ -35,6 +35,7 @@ from cmld.cgroups.fs import (
     walk_bottom_up,
     write_file,
 )
+from cmld.cgroups.memory import MemoryUse, read_v1
 
 REQUIRED = ("memory", "devices", "freezer")
 UNIFIED = frozenset({"(unified)"})  # the key of the cgroup2 group among the v1 hierarchies
@@ -155,6 +156,13 @@ class V1Cgroup(ContainerCgroup):
     def pids_current(self) -> int | None:
         d = self._dir("pids")
         return None if d is None else int(read_file(d / "pids.current"))
+
+    def memory_use(self) -> MemoryUse | None:
+        d = self._dir("memory")
+        try:
+            return None if d is None else read_v1(d)
+        except (OSError, ValueError):
+            return None
 
     def kill_all(self) -> None:
         """Freeze so nothing forks between listing and killing, SIGKILL each pid, thaw so the

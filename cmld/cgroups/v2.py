@@ -38,6 +38,7 @@ from cmld.cgroups.fs import (
     wait_until,
     write_file,
 )
+from cmld.cgroups.memory import MemoryUse, read_v2
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,12 @@ class V2Cgroup(ContainerCgroup):
     def pids_current(self) -> int | None:
         f = self._path / "pids.current"
         return int(read_file(f)) if f.exists() else None
+
+    def memory_use(self) -> MemoryUse | None:
+        try:
+            return read_v2(self._path)
+        except (OSError, ValueError):
+            return None
 
     def kill_all(self) -> None:
         """cgroup.kill (5.14+) kills the subtree atomically, also tasks forked meanwhile;

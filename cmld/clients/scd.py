@@ -225,6 +225,12 @@ class ScdClient:
 
     # ------------------------------------------------------------ device identity and trust
 
+    async def sign_device(self, data: bytes) -> tuple[bytes, bytes]:
+        """(signature, device certificate PEM): the device key signs `data` (extension)."""
+        r = await self._expect(DaemonToToken(code=DaemonToToken.CRYPTO_SIGN_DEVICE, sign_buf=data),
+                               TokenToDaemon.CRYPTO_SIGN_OK)
+        return r.signature, r.signer_cert
+
     async def pull_device_csr(self) -> bytes:
         return (await self._expect(Q(code=Q.PULL_DEVICE_CSR), T.DEVICE_CSR)).device_csr
 
@@ -234,10 +240,11 @@ class ScdClient:
     # ------------------------------------------------------------ events
 
     @contextlib.asynccontextmanager
-    async def events(self) -> AsyncIterator[asyncio.Queue[TokenToDaemon]]:
-        """Register as scd's event listener; events (TOKEN_SE_REMOVED) arrive on the queue."""
+    async def events(self) -> AsyncIterator[asyncio.Queue[TokenToDaemon | None]]:
+        """Register as scd's event listener; events (TOKEN_SE_REMOVED) arrive on the queue, and
+        None once scd closed the connection (it exited: register again when it is back)."""
         s = await self._connect()
-        queue: asyncio.Queue[TokenToDaemon] = asyncio.Queue()
+        queue: asyncio.Queue[TokenToDaemon | None] = asyncio.Queue()
         try:
             async with asyncio.timeout(self.timeout):
                 r = await self._exchange(s, Q(code=Q.REGISTER_EVENT_LISTENER))
@@ -246,8 +253,11 @@ class ScdClient:
 
             async def pump() -> None:
                 loop = asyncio.get_running_loop()
-                while (body := await aioframing.async_recv_seqpacket(loop, s)) is not None:
-                    await queue.put(framing.parse(TokenToDaemon, body))
+                try:
+                    while (body := await aioframing.async_recv_seqpacket(loop, s)) is not None:
+                        await queue.put(framing.parse(TokenToDaemon, body))
+                finally:
+                    queue.put_nowait(None)
 
             task = asyncio.create_task(pump())
             try:

@@ -5,6 +5,8 @@ the original. Nothing is written before this has passed."""
 from __future__ import annotations
 
 from cml_common.messages.control_pb2 import DaemonToController as D
+from cmld.audit import events
+from cmld.audit.signer import signer_of
 from cmld.clients.scd import ScdClient, ScdError, VerifyResult
 from cmld.errors import CmldError
 
@@ -37,5 +39,7 @@ async def trusted_config(raw: bytes, sig: bytes, cert: bytes, *, signed_configs:
     except ScdError as e:
         raise ConfigRefused(f"its signature cannot be checked: {e}") from e
     if result != VerifyResult.GOOD:
+        events.emit("FSA", "CONTAINER_MGMT", "verify-failed", None, what="container config", result=result.name,
+                    signer=signer_of(cert))
         raise ConfigRefused(f"signature check {result.name} ({WHY[result]})")
     return raw

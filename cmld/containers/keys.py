@@ -18,6 +18,7 @@ from cml_common.messages.container_pb2 import ContainerTokenType, ContainerUsbTy
 from cml_common.messages.control_pb2 import DaemonToController
 from cml_common.messages.scd_pb2 import TokenType
 from cml_common.paths import Layout
+from cmld.audit import events
 from cmld.clients.scd import (
     PAIRED_MARKER,
     CorruptKeyFile,
@@ -123,12 +124,16 @@ class ContainerKeys:
         try:
             await self.scd.unlock(c.uuid, pin, self.pairing_secret(), self._type(c))
         except PinRejected as e:
+            events.emit("FUA", "TOKEN_MGMT", "unlock-wrong-pin", c.uuid, name=c.name)
             raise TokenFailure(codes["wrong"], f"wrong PIN for the token of {c.name}") from e
         except LockedTillReboot as e:
+            events.emit("FUA", "TOKEN_MGMT", "locked-until-reboot", c.uuid, name=c.name)
             raise TokenFailure(D.CONTAINER_LOCKED_TILL_REBOOT,
                                f"the token of {c.name} is locked after three wrong PINs until scd restarts") from e
         except ScdError as e:
+            events.emit("FSA", "TOKEN_MGMT", "unlock", c.uuid, name=c.name, error=str(e))
             raise TokenFailure(codes["failed"], f"unlocking the token of {c.name} failed: {e}") from e
+        events.emit("SUA", "TOKEN_MGMT", "unlock-successful", c.uuid, name=c.name)
 
     async def _lock(self, c: Container, code: int) -> None:
         try:
@@ -204,9 +209,11 @@ class ContainerKeys:
             return await self.scd.pair_or_change_pin(self.container_dir(c), c.uuid, old, new,
                                                      self.pairing_secret(), self._type(c))
         except LockedTillReboot as e:
+            events.emit("FUA", "TOKEN_MGMT", "locked-until-reboot", c.uuid, name=c.name)
             raise TokenFailure(D.CONTAINER_LOCKED_TILL_REBOOT, f"the token of {c.name} is locked until scd "
                                                                "restarts") from e
         except (ScdCommandFailed, TokenUnpaired) as e:
+            events.emit("FUA", "TOKEN_MGMT", "container-change-pin", c.uuid, name=c.name, error=str(e))
             raise TokenFailure(D.CONTAINER_CHANGE_PIN_FAILED, f"PIN change for {c.name} refused: {e}") from e
         except (ScdError, OSError) as e:
             raise TokenFailure(D.CONTAINER_CHANGE_PIN_FAILED, f"PIN change for {c.name} failed: {e}") from e

@@ -30,7 +30,7 @@ from cmld.crypt import scrub
 
 log = logging.getLogger(__name__)
 _OWNED = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(\.created|\.sig|\.cert|\.uid|"
-                    r"-oci\.key|\.key|)$")
+                    r"\.uid\.bad|-oci\.key|\.key|)$")
 
 
 def sweep(layout: Layout) -> list[str]:

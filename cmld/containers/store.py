@@ -142,15 +142,16 @@ class ContainerStore:
                 del self._containers[uuid]
         return sorted(seen)
 
-    def add_implicit_c0(self, guestos: str) -> Container:
+    def add_implicit_c0(self, guestos: str, version: int) -> Container:
         """The management container the original builds when no c0 config exists: name c0,
-        1024 MB, its own netns, no userns, no token; kept in memory only."""
-        cfg = ContainerConfig(name="c0", guest_os=guestos, ram_limit=1024, color=0xFFFFFF00,
+        1024 MB, its own netns, no userns, no token, the newest complete version of its GuestOS
+        (pinned, so that it runs that version with signed configs too); kept in memory only."""
+        cfg = ContainerConfig(name="c0", guest_os=guestos, guestos_version=version, ram_limit=1024, color=0xFFFFFF00,
                               type=ContainerType.CONTAINER, token_type=ContainerTokenType.NONE,
                               userns=False, netns=True)
         c0 = Container(uuid=C0_UUID, config=cfg, created=0, implicit=True)
         self._containers[C0_UUID] = c0
-        log.info("implicit c0 from GuestOS %s", guestos)
+        log.info("implicit c0 from GuestOS %s version %d", guestos, version)
         return c0
 
     # ------------------------------------------------------------------ changes
@@ -201,7 +202,7 @@ class ContainerStore:
         crash_point("remove.config")
         remove_quietly(
             conf.with_suffix(".sig"), conf.with_suffix(".cert"), conf.with_suffix(".created"),
-            conf.with_suffix(".uid"),
+            conf.with_suffix(".uid"), conf.with_suffix(".uid.bad"),
         )
         # The data must not be recoverable from what stays on the disk: keys and headers zeroed first.
         for key in (self.layout.container_key(uuid), self.layout.containers / f"{uuid}-oci.key"):

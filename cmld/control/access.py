@@ -19,9 +19,14 @@ PROVISIONED = frozenset({
 })
 
 
+# AUDIT_READ (extension) is for privileged clients only (the host socket and c0's), also once
+# provisioned: reading the audit trail is what an operator of a provisioned device needs.
+EXTENSIONS_PROVISIONED = frozenset({C.AUDIT_READ})
+
+
 def is_allowed(command: int, *, privileged: bool, provisioned: bool) -> bool:
     if not privileged:
         return command in UNPRIVILEGED
     if provisioned:
-        return command in PROVISIONED
+        return command in PROVISIONED or command in EXTENSIONS_PROVISIONED
     return True

@@ -9,15 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from cml_common.messages.container_pb2 import ContainerConfig, ContainerState
 from cml_common.messages.control_pb2 import ControllerToDaemon
 from cml_common.messages.control_pb2 import DaemonToController as D
 from cml_common.textconfig import ConfigError
+from cmld.clients.scd import PAIRED_MARKER
+from cmld.containers import disk_space
 from cmld.containers.config_trust import trusted_config
+from cmld.containers.container import Container
 from cmld.containers.store import parse_container_config
+from cmld.containers.token_change import token_changed
 from cmld.control.family import CommandFamily
+from cmld.control.lifecycle_commands import TERMINATE_TIMEOUT
 from cmld.control.replies import container_configs, response
 from cmld.control.server import ControlConnection
 from cmld.errors import CmldError, TokenFailure
+from cmld.guestos.select import GuestOSUnavailable, for_container
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +62,18 @@ class ConfigCommands(CommandFamily):
         if st.containers.name_taken(cfg.name):
             await self._refused(conn, "CREATE_CONTAINER", f"a container named {cfg.name!r} exists")
             return
-        if st.guestos.latest(cfg.guest_os) is None:
-            log.warning("%s: container %r uses GuestOS %r, which is not installed (yet)", conn, cfg.name,
-                        cfg.guest_os)
+        try:
+            gos = for_container(st.guestos, cfg, st.signed_configs)
+        except GuestOSUnavailable as e:
+            log.warning("%s: container %r cannot start yet (and its disk space is not checked): %s", conn,
+                        cfg.name, e)
+        else:
+            try:
+                await asyncio.to_thread(disk_space.check, st.layout.containers,
+                                        disk_space.required_bytes(gos.config, cfg), f"container {cfg.name!r}")
+            except (CmldError, OSError) as e:
+                await self._refused(conn, "CREATE_CONTAINER", str(e))
+                return
         try:
             c = await asyncio.to_thread(st.containers.create, raw, cfg, *self._sig_and_cert(req))
         except OSError as e:
@@ -83,14 +99,53 @@ class ConfigCommands(CommandFamily):
         if st.containers.name_taken(cfg.name, except_uuid=c.uuid):
             await self._refused(conn, "CONTAINER_UPDATE_CONFIG", f"another container is named {cfg.name!r}")
             return
+        current = c.pending_config or c.config
+        try:
+            await asyncio.to_thread(self._check_extra_space, c.config, cfg)
+        except (CmldError, OSError) as e:
+            await self._refused(conn, "CONTAINER_UPDATE_CONFIG", str(e))
+            return
         try:
             await asyncio.to_thread(st.containers.update, c, raw, cfg, *self._sig_and_cert(req))
         except OSError as e:
             await self._refused(conn, "CONTAINER_UPDATE_CONFIG", f"the config cannot be stored: {e}")
             return
+        changed = token_changed(current, cfg)
+        if changed is not None:
+            await self._wipe_for_new_token(c, changed, conn)
         when = "at its next stop" if c.is_active else "now"
         log.info("%s: config of %s updated; applied %s", conn, c.uuid, when)
         await conn.send(container_configs([(c.uuid, cfg)]))
+
+    def _check_extra_space(self, old: ContainerConfig, new: ContainerConfig) -> None:
+        """Only what the new config needs on top of the current one must fit (the original)."""
+        try:
+            gos = for_container(self.cmld.guestos, new, self.cmld.signed_configs).config
+        except GuestOSUnavailable:
+            return
+        extra = disk_space.required_bytes(gos, new) - disk_space.required_bytes(gos, old)
+        if extra > 0:
+            disk_space.check(self.cmld.layout.containers, extra, f"the new config of {new.name!r}")
+
+    async def _wipe_for_new_token(self, c: Container, why: str, conn: ControlConnection) -> None:
+        """Another token cannot unwrap the key of the data: as the original, the container is killed
+        if it runs and wiped, and its pairing released (here: with the key file, which the new token
+        could not unwrap, and whatever the old token was); a failure leaves it ZOMBIE."""
+        log.warning("%s: %s: %s; wiping the container and releasing its pairing", conn, c.name, why)
+        comp = self.runtime().compartment(c) if self.cmld.runtime is not None else None
+        try:
+            if c.is_active and comp is not None and not await comp.terminate(TERMINATE_TIMEOUT):
+                raise CmldError("the container did not stop")
+            removed = await asyncio.to_thread(self.cmld.containers.wipe, c)
+            (self.cmld.keys.container_dir(c) / PAIRED_MARKER).unlink(missing_ok=True)
+        except (CmldError, OSError, RuntimeError) as e:
+            log.error("%s: wiping %s for its new token failed: %s; it is ZOMBIE until wiped", conn, c.name, e)
+            if comp is not None:
+                comp.set_state(ContainerState.ZOMBIE)
+            return
+        if comp is not None and c.state == ContainerState.ZOMBIE:
+            comp.set_state(ContainerState.STOPPED)
+        log.info("%s: %s wiped for its new token: %d file(s) removed", conn, c.name, len(removed))
 
     async def reload(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         try:

@@ -10,7 +10,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
+from cmld.audit import events
+from cmld.audit.auditor import Auditor
 from cmld.control.access import is_allowed
+from cmld.control.audit_commands import AuditCommands, bind_client, record_command
 from cmld.control.config_commands import ConfigCommands
 from cmld.control.device_access_commands import DeviceAccessCommands
 from cmld.control.exec_commands import ExecCommands
@@ -36,8 +39,9 @@ QUIET = frozenset({C.LIST_CONTAINERS, C.GET_CONTAINER_STATUS, C.GET_CONTAINER_CO
 
 
 class Dispatcher:
-    def __init__(self, cmld: Cmld) -> None:
+    def __init__(self, cmld: Cmld, auditor: Auditor | None = None) -> None:
         self.cmld = cmld
+        audit = AuditCommands(auditor)
         query, config, life = QueryCommands(cmld), ConfigCommands(cmld), LifecycleCommands(cmld)
         guestos, prov, system = GuestOSCommands(cmld), ProvisioningCommands(cmld), SystemCommands(cmld)
         exe, token, dev = ExecCommands(cmld), TokenCommands(cmld), DeviceAccessCommands(cmld)
@@ -83,9 +87,23 @@ class Dispatcher:
             C.CONTAINER_CHANGE_TOKEN_PIN: token.change_token_pin,
             C.CONTAINER_CMLD_HANDLES_PIN: token.cmld_handles_pin,
             C.CONTAINER_DEV_ACCESS: dev.dev_access,
+            C.AUDIT_READ: audit.read,
         }
 
     async def __call__(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        conn.first_reply = None
+        token = bind_client(conn)
+        try:
+            await self._dispatch(req, conn)
+        except Exception:
+            if conn.first_reply is None:  # the server answers CMD_FAILED after this
+                conn.first_reply = response(DaemonToController.CMD_FAILED, "internal error")
+            raise
+        finally:
+            record_command(req, conn, conn.first_reply)
+            events.client.reset(token)
+
+    async def _dispatch(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         name = C.Command.Name(req.command)
         if not is_allowed(req.command, privileged=conn.privileged, provisioned=self.cmld.provisioned):
             why = "the device is provisioned" if conn.privileged else "this socket is unprivileged"

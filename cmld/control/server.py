@@ -32,6 +32,13 @@ class ControlConnection(Connection):
         self.privileged = privileged
         # "/" on the host socket, c0's root for the socket inside c0.
         self.caller_root = caller_root
+        # The first reply of the command being handled (its audit record names the result).
+        self.first_reply: DaemonToController | None = None
+
+    async def send(self, msg: Message) -> None:
+        if self.first_reply is None and isinstance(msg, DaemonToController):
+            self.first_reply = msg
+        await super().send(msg)
 
 
 Handler = Callable[[ControllerToDaemon, ControlConnection], Awaitable[None]]

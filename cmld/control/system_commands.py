@@ -15,7 +15,7 @@ from cmld.control.family import CommandFamily
 from cmld.control.replies import response
 from cmld.control.server import ControlConnection
 from cmld.device import logs as log_export
-from cmld.device.power import HOST_FORCED_REBOOT, HOST_POWEROFF, systemd_is_init
+from cmld.device.power import HOST_FORCED_REBOOT, systemd_is_init
 from cmld.sysdata import config as sysdata_config
 from cmld.sysdata import volume as sysdata_volume
 
@@ -35,11 +35,19 @@ class SystemCommands(CommandFamily):
             await rt.reboot_device()
 
     async def wipe_device(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
+        """As the original: operatingsystems/, containers/, keys/, tokens/ and the old logs are
+        deleted, CMD_OK is sent once that is done, and a device goes down (power off) the way it
+        does when c0 stops: c0 first, then the others, then systemd powers off (or cmld exits, per
+        --c0-down). On a device c0 runs while its files go, as in the original. In hosted mode
+        nothing goes down, so the running containers are stopped before their files go."""
         st = self.cmld
-        if any(c.is_active for c in st.containers.all()):
-            log.error("%s: WIPE_DEVICE refused: containers are still active", conn)
-            await conn.send(response(D.CMD_FAILED))
-            return
+        rt = st.runtime
+        if st.hosted and rt is not None:
+            await rt.stop_all()
+            if any(c.is_active for c in st.containers.all()):
+                log.error("%s: WIPE_DEVICE refused: containers did not stop", conn)
+                await conn.send(response(D.CMD_FAILED))
+                return
 
         def wipe() -> None:
             for d in (st.layout.guestos, st.layout.containers, st.layout.keys, st.layout.tokens):
@@ -52,12 +60,21 @@ class SystemCommands(CommandFamily):
                 d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
         await asyncio.to_thread(wipe)
-        st.containers.forget_all()
         st.guestos.clear()
         log.warning("%s: device wiped (GuestOSes, containers, keys, tokens, old logs)", conn)
         await conn.send(response(D.CMD_OK))
-        if not st.hosted and systemd_is_init():
-            await asyncio.create_subprocess_exec(*HOST_POWEROFF)
+        if st.hosted or rt is None:
+            st.containers.forget_all()
+            return
+        rt.device_reboot = False
+        c0 = [comp for comp in rt.compartments.values() if comp.container.is_c0 and comp.container.is_active]
+        log.warning("WIPE_DEVICE: the device goes down")
+        if c0:
+            await rt.stop_all(only=c0)  # c0 down: the others are stopped, then the device goes down
+        else:
+            await rt.stop_all()
+            if rt.on_c0_down is not None:
+                await rt.on_c0_down()
 
     async def destroy_system(self, req: ControllerToDaemon, conn: ControlConnection) -> None:
         """As the original: CMD_OK first, then tpm2d clears the TPM (lockout auth empty), which takes

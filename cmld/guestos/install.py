@@ -27,15 +27,15 @@ from cml_common.messages.container_pb2 import ContainerTrust
 from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
 from cml_common.textconfig import ConfigError, parse_text
 from cmld import linux
+from cmld.audit import events
+from cmld.audit.signer import signer_of
 from cmld.clients.scd import ScdClient, ScdError, VerifyResult
 from cmld.errors import InstallError
+from cmld.guestos import flash, images
 from cmld.guestos.commit import commit, stage_config
 from cmld.guestos.store import GuestOS, GuestOSStore
 
 log = logging.getLogger(__name__)
-M = GuestOSMount
-# Images that belong to the GuestOS (the others are made per container or not images at all).
-DOWNLOADED = frozenset({M.SHARED, M.SHARED_RW, M.OVERLAY_RO, M.FLASH})
 ATTEMPTS = 3
 CHUNK = 1 << 20
 ZERO_CHUNK = bytes(CHUNK)
@@ -78,6 +78,8 @@ async def verify_store(store: GuestOSStore, scd: ScdClient, policy: TrustPolicy)
         else:
             why = "no .sig/.cert"
         if policy.signed_configs:
+            events.emit("FSA", "GUESTOS_MGMT", "verify-failed", None, what="installed GuestOS config",
+                        name=gos.name, version=str(gos.version), reason=why)
             log.error("GuestOS %s-%d not used: %s", gos.name, gos.version, why)
             store.drop(gos)
         else:
@@ -168,7 +170,11 @@ class GuestOSInstaller:
                 raise InstallError(f"the signature cannot be checked: {e}") from e
             trust = trust_of(result, policy)
             if trust is None:
+                events.emit("FSA", "GUESTOS_MGMT", "verify-failed", None, what="pushed GuestOS config",
+                            result=result.name, signer=signer_of(cert))
                 raise InstallError(f"signature check {result.name}")
+            good = "verify-good" if result == VerifyResult.GOOD else "verify-locally-signed"
+            events.emit("SSA", "GUESTOS_MGMT", good, None, what="pushed GuestOS config", signer=signer_of(cert))
         elif policy.signed_configs:
             raise InstallError("device.conf requires signed configs and the push has no signature and certificate")
         else:
@@ -189,39 +195,41 @@ class GuestOSInstaller:
         """`device_base_url` (device.conf) is used when the GuestOS config names no update URL;
         a relative file:// URL is resolved in `caller_root` (the pushing container's root)."""
         async with self._lock:
-            return await asyncio.to_thread(self._install, raw, sig, cert, cfg, trust,
-                                           cfg.update_base_url or device_base_url, caller_root)
+            gos = await asyncio.to_thread(self._install, raw, sig, cert, cfg, trust,
+                                          cfg.update_base_url or device_base_url, caller_root)
+        events.emit("SSA", "GUESTOS_MGMT", "push-os", None, name=cfg.name, version=str(cfg.version),
+                    trust=ContainerTrust.Name(trust))
+        return gos
 
     def _install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int, base: str,
                  caller_root: Path) -> GuestOS:
-        images = [m for m in cfg.mounts if m.mount_type in DOWNLOADED]
+        files = images.image_files(cfg)
         directory = self.store.directory
         directory.mkdir(parents=True, exist_ok=True)
         final_dir = directory / f"{cfg.name}-{cfg.version}"
-        need = sum(m.image_size for m in images)
+        flash.targets(cfg, final_dir, directory.parent)  # a FLASH target that must not be written: refused now
+        need = sum(f.mount.image_size for f in files if not f.is_hash_tree)
         free = shutil.disk_usage(directory).free
         if need > free:
             raise InstallError(f"not enough space: {need >> 20} MiB of images, {free >> 20} MiB free")
         staging = Path(tempfile.mkdtemp(prefix=f".{cfg.name}-{cfg.version}.", dir=directory))
         try:
-            for m in images:
-                files = [f"{m.image_file}.img"] + ([f"{m.image_file}.hash.img"] if m.image_verity_sha256 else [])
-                for fname in files:
-                    existing = final_dir / fname
-                    target = staging / fname
-                    if existing.exists() and not fname.endswith(".hash.img"):
-                        try:
-                            check_download(existing, m, fname)
-                            os.link(existing, target)
-                            crash_point("install.image")
-                            continue
-                        except (InstallError, OSError):
-                            pass
-                    if not base:
-                        raise InstallError(f"{fname}: no update_base_url in the GuestOS config or device.conf")
-                    self._download(image_url(base, cfg, fname), target,
-                                   m if not fname.endswith(".hash.img") else None, fname, caller_root)
-                    crash_point("install.image")
+            for f in files:
+                existing = final_dir / f.name
+                target = staging / f.name
+                if existing.exists() and not f.is_hash_tree:
+                    try:
+                        check_download(existing, f.mount, f.name)
+                        os.link(existing, target)
+                        crash_point("install.image")
+                        continue
+                    except (InstallError, OSError):
+                        pass
+                if not base:
+                    raise InstallError(f"{f.name}: no update_base_url in the GuestOS config or device.conf")
+                self._download(image_url(base, cfg, f.name), target, None if f.is_hash_tree else f.mount,
+                               f.name, caller_root)
+                crash_point("install.image")
             conf = directory / f"{cfg.name}-{cfg.version}.conf"
             stage_config(staging, raw, sig, cert)
             crash_point("install.staged")
@@ -231,7 +239,49 @@ class GuestOSInstaller:
             raise
         gos = GuestOS(cfg, conf, trust)
         self.store.add(gos)
+        self._flash(gos)
         return gos
+
+    def _flash(self, gos: GuestOS) -> None:
+        """FLASH images once everything is there (the original's download_complete_cb): a failed
+        `kernel` update is deleted again, any other GuestOS stays installed; both answer FAILED."""
+        try:
+            n = flash.flash(gos, self.store.directory.parent)
+        except InstallError as e:
+            if gos.name == flash.KERNEL:
+                log.error("update %s-%d failed: %s; the update is deleted", gos.name, gos.version, e)
+                self.store.purge(gos)
+            raise
+        if n:
+            log.warning("GuestOS %s-%d: %d partition(s) flashed", gos.name, gos.version, n)
+
+    async def fetch_missing(self, gos: GuestOS, device_base_url: str) -> None:
+        """Fetch the images of an installed GuestOS that are missing or of the wrong size (at
+        start: the original's guestos_mgr_update_images). Each file is checked before it replaces
+        anything; a failure leaves the GuestOS as it was."""
+        async with self._lock:
+            await asyncio.to_thread(self._fetch_missing, gos, gos.config.update_base_url or device_base_url)
+
+    def _fetch_missing(self, gos: GuestOS, base: str) -> None:
+        todo = images.missing(gos.image_dir, gos.config)
+        if not todo:
+            return
+        what = ", ".join(f.name for f in todo)
+        if not base:
+            raise InstallError(f"{what}: no update_base_url in the GuestOS config or device.conf")
+        if relative_file_path(base) is not None:
+            raise InstallError(f"{what}: {base} is relative to the container that pushes the GuestOS; "
+                               "there is none at start")
+        log.warning("GuestOS %s-%d is incomplete (%s); fetching from %s", gos.name, gos.version, what, base)
+        gos.image_dir.mkdir(parents=True, exist_ok=True)
+        for stale in gos.image_dir.glob(".*.img.part"):  # a fetch a crash interrupted
+            stale.unlink(missing_ok=True)
+        for f in todo:
+            part = gos.image_dir / f".{f.name}.part"
+            self._download(image_url(base, gos.config, f.name), part, None if f.is_hash_tree else f.mount,
+                           f.name, Path("/"))
+            os.replace(part, gos.image_dir / f.name)
+        log.info("GuestOS %s-%d is complete", gos.name, gos.version)
 
     @staticmethod
     def _download(url: str, target: Path, m: GuestOSMount | None, name: str, caller_root: Path) -> None:
@@ -248,4 +298,5 @@ class GuestOSInstaller:
                 last = e
                 target.unlink(missing_ok=True)
                 log.warning("GuestOS image %s from %s: attempt %d of %d failed: %s", name, url, attempt, ATTEMPTS, e)
-        raise InstallError(f"{name}: {last}")
+        why = str(last)
+        raise InstallError(why if why.startswith(f"{name}:") else f"{name}: {why}")

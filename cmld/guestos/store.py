@@ -11,6 +11,7 @@ from cml_common.fsutil import remove_quietly
 from cml_common.messages.container_pb2 import ContainerTrust
 from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cml_common.textconfig import ConfigError, load_text_file
+from cmld.guestos import images
 from cmld.guestos.commit import recover
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,12 @@ class GuestOS:
     @property
     def image_dir(self) -> Path:
         return self.conf_path.with_suffix("")
+
+    @property
+    def complete(self) -> bool:
+        """Every image is there with its stated size (the original's quick check, not cached:
+        images can be fetched or lost while cmld runs)."""
+        return images.is_complete(self.image_dir, self.config)
 
 
 class GuestOSStore:
@@ -64,11 +71,19 @@ class GuestOSStore:
             self._by_name.setdefault(cfg.name, {})[cfg.version] = GuestOS(cfg, path)
             log.info("loaded GuestOS %s version %d", cfg.name, cfg.version)
 
-    def latest(self, name: str) -> GuestOS | None:
-        versions = self._by_name.get(name)
-        if not versions:
-            return None
-        return versions[max(versions)]
+    def latest(self, name: str, *, complete: bool = False) -> GuestOS | None:
+        """The newest version, or with `complete` the newest whose images are all there."""
+        versions = self._by_name.get(name, {})
+        for v in sorted(versions, reverse=True):
+            if not complete or versions[v].complete:
+                return versions[v]
+        return None
+
+    def get(self, name: str, version: int) -> GuestOS | None:
+        return self._by_name.get(name, {}).get(version)
+
+    def versions(self, name: str) -> list[int]:
+        return sorted(self._by_name.get(name, {}))
 
     def latest_all(self) -> list[GuestOS]:
         return [self._by_name[n][max(self._by_name[n])] for n in sorted(self._by_name)]
@@ -100,6 +115,20 @@ class GuestOSStore:
         if not self._by_name[name]:
             del self._by_name[name]
         return gos
+
+    def purge(self, gos: GuestOS) -> None:
+        """Delete one version as the original's guestos_purge: its image files (and hash trees),
+        its config, signature and certificate, then its directory if nothing else is left in it."""
+        for m in gos.config.mounts:
+            remove_quietly(gos.image_dir / f"{m.image_file}.img", gos.image_dir / f"{m.image_file}.hash.img")
+        remove_quietly(gos.conf_path, gos.conf_path.with_suffix(".sig"), gos.conf_path.with_suffix(".cert"))
+        try:
+            gos.image_dir.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("GuestOS %s-%d: %s is not removed: %s", gos.name, gos.version, gos.image_dir, e.strerror)
+        self.drop(gos)
 
     def clear(self) -> None:
         self._by_name.clear()

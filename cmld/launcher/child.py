@@ -14,7 +14,7 @@ from cmld import linux
 from cmld.errors import CmldError
 from cmld.launcher import confine, netdev
 from cmld.launcher.channel import Channel
-from cmld.launcher.early import EarlyMounts, fd_path
+from cmld.launcher.early import MEMINFO_STAGING, EarlyMounts, fd_path
 from cmld.launcher.spec import ERR_GENERIC, ERR_SERVICE, ERR_TIME, ERR_USER, ERR_VOL, MSG_GO, MSG_SUCCESS, LaunchSpec
 
 SERVICE_SOCKET = "/run/socket/cml-service"
@@ -53,6 +53,26 @@ def _mount_proc_sys(spec: LaunchSpec, early: EarlyMounts) -> None:
             linux.bind_tree("/sys", fd, readonly=True)
     finally:
         os.close(fd)
+
+
+def _bind_meminfo(early: EarlyMounts) -> None:
+    """The container's view of /proc/meminfo (a file on its /run tmpfs, written by cmld; never a
+    procfs of the host) bound read-only over the kernel's, locked like the masks; the staging
+    name goes away."""
+    src = linux.open_in_root(early.root_fd, f"/run/{MEMINFO_STAGING}", os.O_PATH)
+    try:
+        target = linux.open_in_root(early.root_fd, "/proc/meminfo", os.O_PATH)
+        try:
+            linux.bind_tree(src, target, readonly=True, recursive=False)
+        finally:
+            os.close(target)
+    finally:
+        os.close(src)
+    run = linux.open_in_root(early.root_fd, "/run", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.unlink(MEMINFO_STAGING, dir_fd=run)
+    finally:
+        os.close(run)
 
 
 def _mask_proc(early: EarlyMounts) -> None:
@@ -187,6 +207,8 @@ def _kernel_file_systems(spec: LaunchSpec, early: EarlyMounts) -> None:
     _mount_proc_sys(spec, early)
     if spec.mask_proc:
         _mask_proc(early)
+    if spec.meminfo:
+        _bind_meminfo(early)
 
 
 def _enter_container(spec: LaunchSpec, early: EarlyMounts) -> None:
@@ -256,6 +278,9 @@ def run(spec: LaunchSpec, early: EarlyMounts, chan: Channel) -> None:
                 raise ChildError(ERR_SERVICE, f"{name} socket {path}: {e}") from None
             fds.append(sockets[-1].fileno())
             names.append(name)
+        if early.meminfo_fd >= 0:
+            fds.append(early.meminfo_fd)
+            names.append("meminfo")
         confine.drop_bounding(spec.cap_drop)
         seccomp_fd = -1
         if spec.seccomp_bpf:

@@ -20,6 +20,16 @@ from cmld.launcher import cservice
 from cmld.launcher.spec import DevNode, LaunchSpec, MountOp
 
 
+def console_tty(names: list[str]) -> str | None:
+    """What /dev/console links to: as the original (c_vol_start_pre_exec, "for systemd
+    containers"), the first node of the container's /dev whose name has at least 4 characters
+    and contains "tty" (the original takes readdir order, which is arbitrary; sorted here)."""
+    return next((n for n in sorted(names) if len(n) >= 4 and "tty" in n), None)
+
+
+MEMINFO_STAGING = ".cml-meminfo"  # in the container's /run until bound over /proc/meminfo
+
+
 class MountError(CmldError):
     """A mount the container needs could not be made; the message names it. `corrupted`: the
     volume gave EIO (a dm-integrity or dm-verity error: the container becomes ZOMBIE)."""
@@ -42,6 +52,7 @@ class EarlyMounts:
         self.base_flags = linux.MS_NOATIME | (0 if spec.setup_mode else linux.MS_NODEV)
         self.idmap_supported = True
         self.cservice_problem = ""  # why /sbin/cservice is not cmld's (empty: it is)
+        self.meminfo_fd = -1  # the /proc/meminfo view, opened writable for cmld before it is bound read-only
 
     # ------------------------------------------------------------------ helpers
 
@@ -272,6 +283,9 @@ class EarlyMounts:
                     os.chown(name, uid, uid, dir_fd=sub)
                 finally:
                     os.close(sub)
+            tty = console_tty([n.path for n in nodes if "/" not in n.path])
+            if tty is not None:
+                os.symlink(tty, "console", dir_fd=dev)
             for name, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                                ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
                                ("ptmx", "pts/ptmx")):
@@ -295,6 +309,12 @@ class EarlyMounts:
             os.mkdir("socket", 0o755, dir_fd=run)
             uid = self.spec.uid_start or 0
             os.chown("socket", uid, uid, dir_fd=run)
+            if self.spec.meminfo:
+                # owned by the host's root (unmapped in a user namespace: the container cannot
+                # write it); the child binds it over /proc/meminfo and unlinks this name
+                fd = os.open(MEMINFO_STAGING, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444, dir_fd=run)
+                os.write(fd, self.spec.meminfo.encode())
+                self.meminfo_fd = fd  # handed to cmld with the child's other fds
         finally:
             os.close(run)
 

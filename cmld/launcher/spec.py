@@ -85,6 +85,9 @@ class LaunchSpec:
     seccomp_bpf: str = ""  # the compiled filter (base64 of raw BPF); empty: no filter
     allow_system_time: bool = False
     service_socket: bool = True
+    # /proc/meminfo as the container sees it (its cgroup's limit as total), first content; cmld
+    # keeps it current (modules/meminfo.py). Empty: the kernel's /proc/meminfo.
+    meminfo: str = ""
     control_socket: bool = False  # c0 only: cmld's privileged control socket inside
     # argv of init: [GuestOS init_path, *init_param]; if init_path is not an executable file in
     # the container, /sbin/cservice is executed with this same argv (the original's fallback)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from cmld.linux import CAP_NAMES, kernel_cap_last
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
+from cmld.seccomp.module_policy import module_loading
 
 # Docker's default set, minus SETFCAP (the original drops it in every container) and SYS_CHROOT
 # (the original drops it in a container without a user namespace; kept with one, below).
@@ -29,8 +30,11 @@ ORIGINAL_ALWAYS_DROPPED = frozenset({"LINUX_IMMUTABLE", "IPC_OWNER", "SYS_MODULE
 ORIGINAL_DROPPED_WITHOUT_USERNS = frozenset({"SYS_ADMIN", "IPC_LOCK"})
 
 
-def kept_caps(*, userns: bool, c0: bool, setup: bool, allow_modules: bool, allow_time: bool) -> frozenset[str]:
-    """The capability names a container keeps."""
+def kept_caps(*, userns: bool, c0: bool, setup: bool, allow_modules: bool, allow_time: bool,
+              own_nics: bool = False) -> frozenset[str]:
+    """The capability names a container keeps. `own_nics`: physical NICs are assigned to it
+    (`net_ifaces`) in its own network namespace, which nobody but the container configures (cmld
+    configures only its veths), so it keeps NET_ADMIN there."""
     if c0 or setup:
         dropped = set(ORIGINAL_ALWAYS_DROPPED)
         if allow_modules:
@@ -45,6 +49,8 @@ def kept_caps(*, userns: bool, c0: bool, setup: bool, allow_modules: bool, allow
         kept.add("SYS_TIME")
     if allow_modules:
         kept.add("SYS_MODULE")
+    if own_nics:
+        kept.add("NET_ADMIN")
     return frozenset(kept)
 
 
@@ -59,8 +65,10 @@ class CapabilitiesModule(Module):
 
     async def prepare(self, ctx: StartContext) -> None:
         cfg = ctx.container.config
+        modules_on = module_loading(list(cfg.allow_module))[0] is not None  # needs enforced signatures
         kept = kept_caps(userns=ctx.spec.uid_start is not None, c0=ctx.container.is_c0, setup=ctx.setup_mode,
-                         allow_modules=bool(cfg.allow_module), allow_time=bool(cfg.allow_system_time))
+                         allow_modules=modules_on, allow_time=bool(cfg.allow_system_time),
+                         own_nics=bool(cfg.net_ifaces) and bool(cfg.netns))
         ctx.spec.cap_keep = sorted(kept)
         ctx.spec.cap_drop = drop_list(kept, kernel_cap_last())
         if "SYS_NICE" not in kept:  # no real-time priority through RLIMIT_RTPRIO either

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from cml_common.logbudget import LogBudget
 from cml_common.messages.guestos_pb2 import GuestOSConfig
-from cmld.launcher.spec import LaunchSpec
+from cmld.launcher.spec import DevNode, LaunchSpec
 
 if TYPE_CHECKING:
     from cmld.cgroups.driver import ContainerCgroup
@@ -19,9 +19,14 @@ if TYPE_CHECKING:
 
 
 class DeviceAccess(Protocol):
-    """The container's current device policy (the devices module; dev_access changes it)."""
+    """The container's current device policy (the devices module; dev_access and USB hotplug
+    change it)."""
 
     def is_allowed(self, dev_type: str, major: int, minor: int) -> bool: ...
+
+    def grant(self, ctx: StartContext, rule_text: str, assign: bool) -> None: ...
+
+    def withdraw(self, ctx: StartContext, rule_text: str) -> None: ...
 
 
 class Closeable(Protocol):
@@ -47,6 +52,9 @@ class StartContext:
     cgroup: ContainerCgroup | None = None  # cgroups module
     netns_path: str = ""  # network module: where the netns is bound
     devices: DeviceAccess | None = None  # devices module
+    # usb module -> devices module at start: (rule, exclusive) and the nodes for them
+    extra_device_rules: list[tuple[str, bool]] = field(default_factory=list)
+    extra_nodes: list[DevNode] = field(default_factory=list)
     seccomp: SessionSupervision | None = None  # seccomp module
     image_digests: list[tuple[str, bytes]] = field(default_factory=list)  # volumes: (image path, SHA-256)
     # The container key unwrapped by its token (None without a token): for the modules that set

@@ -93,6 +93,8 @@ class DevicesModule(Module):
                     log.info("container %s: allow_dev %s skipped: assigned to %s", cfg.name, text, other)
                     continue
                 policy.allow(rule)
+            for text, exclusive in ctx.extra_device_rules:  # USB devices (modules/usb.py)
+                self._add(policy, ctx.uuid, parse_rule(text), exclusive)
             for text in cfg.assign_dev:
                 rule = parse_rule(text)
                 if rule.major is None or rule.minor is None:
@@ -113,8 +115,37 @@ class DevicesModule(Module):
             cgroup.apply_devices(policy)
         except OSError as e:
             raise StartError(f"device control: {e}") from None
-        ctx.spec.devices = host_nodes(policy)
+        ctx.spec.devices = host_nodes(policy) + ctx.extra_nodes
         ctx.devices = self
+
+    def _add(self, policy: DevicePolicy, uuid: str, rule: DeviceRule, exclusive: bool) -> None:
+        """Allow `rule`; exclusively (as assign_dev) if asked. ValueError if another container has it."""
+        other = self.assignments.assigned_elsewhere(rule, uuid)
+        if other is not None:
+            raise ValueError(f"{rule} is assigned exclusively to container {other}")
+        if exclusive and rule.major is not None and rule.minor is not None:
+            for o, rules in self.assignments.allowed_by.items():
+                if o != uuid and any(r.matches_device(rule.type, rule.major, rule.minor) for r in rules):
+                    raise ValueError(f"{rule} is allowed to container {o}: it cannot be assigned")
+            self.assignments.owner[(rule.type, rule.major, rule.minor)] = uuid
+        policy.allow(rule)
+
+    def grant(self, ctx: StartContext, rule_text: str, assign: bool) -> None:
+        """A hotplugged device for the running container (USB)."""
+        self._add(self.policy, ctx.uuid, parse_rule(rule_text), assign)
+        if ctx.cgroup is not None:
+            ctx.cgroup.apply_devices(self.policy)
+        self.assignments.allowed_by[ctx.uuid] = list(self.policy.allow_rules)
+
+    def withdraw(self, ctx: StartContext, rule_text: str) -> None:
+        rule = parse_rule(rule_text)
+        self.policy.deny(rule)
+        key = (rule.type, rule.major, rule.minor)
+        if rule.major is not None and rule.minor is not None and self.assignments.owner.get(key) == ctx.uuid:  # type: ignore[arg-type]
+            del self.assignments.owner[key]  # type: ignore[arg-type]
+        if ctx.cgroup is not None:
+            ctx.cgroup.apply_devices(self.policy)
+        self.assignments.allowed_by[ctx.uuid] = list(self.policy.allow_rules)
 
     def dev_access(self, ctx: StartContext, rule_text: str) -> str:
         """CONTAINER_DEV_ACCESS: an access list with `m` allows the device (as the original's

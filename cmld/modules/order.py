@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from cmld.audit.auditor import Auditor
 from cmld.cgroups.driver import CgroupDriver
 from cmld.clients.tpm2d import Tpm2dMeasurements
 from cmld.containers.container import Container
@@ -16,13 +17,17 @@ from cmld.modules.cgroups import CgroupsModule
 from cmld.modules.control_socket import ControlSocketModule, ServeControl
 from cmld.modules.crypt_volumes import CorruptionSink
 from cmld.modules.devices import DeviceAssignments, DevicesModule
+from cmld.modules.fifos import FifoBoard, FifoModule
 from cmld.modules.halt import HaltModule
 from cmld.modules.measurement import MeasurementModule
+from cmld.modules.meminfo import MeminfoModule
 from cmld.modules.network import NetworkModule
 from cmld.modules.seccomp import SeccompModule
 from cmld.modules.service import ServiceModule
 from cmld.modules.settings import RuntimeSettings
 from cmld.modules.timens import TimeModule
+from cmld.modules.usb import UsbModule
+from cmld.modules.usb_hub import HotplugHub
 from cmld.modules.userns import UserNamespaceModule
 from cmld.modules.volumes import VolumesModule
 from cmld.net.fabric import NetFabric
@@ -35,10 +40,13 @@ class ModuleDeps:
     settings: RuntimeSettings
     driver: CgroupDriver
     assignments: DeviceAssignments
-    serve_control: ServeControl | None = None  # c0's control socket (cmld's main provides it)
+    serve_control: ServeControl | None = None  # control sockets in c0 / install_guest containers (cmld's main)
     tpm: Tpm2dMeasurements | None = None  # with tpm_enabled: measured GuestOS images
     corruption: CorruptionSink | None = None  # where a tampered volume is reported (the runtime's monitor)
+    fifos: FifoBoard | None = None  # which FIFO goes to which container (one for the device)
+    hotplug: HotplugHub | None = None  # the uevent listener (one for the device)
     net: NetFabric | None = None  # the network every container shares (None: namespaces only)
+    audit: Auditor | None = None  # with audit_size > 0: the record pull over the service channel
 
 
 def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callable[[], None],
@@ -47,15 +55,18 @@ def container_modules(c: Container, deps: ModuleDeps, on_boot_completed: Callabl
     that received SHUTDOWN left without ending the container (the stop goes on with halt)."""
     s = deps.settings
     return [
+        *([UsbModule(deps.hotplug)] if deps.hotplug is not None else []),  # before devices: its grants
         UserNamespaceModule(),
         CgroupsModule(deps.driver),
         DevicesModule(deps.assignments),
         NetworkModule(deps.net),
         VolumesModule(s.guestos_dir, s.shared_files_dir, tpm=deps.tpm, corruption=deps.corruption),
+        MeminfoModule(),
         *([MeasurementModule(deps.tpm)] if deps.tpm is not None else []),
-        ServiceModule(on_boot_completed, s.host_dns, continue_stop),
-        *([ControlSocketModule(deps.serve_control)] if c.is_c0 and deps.serve_control else []),
+        ServiceModule(on_boot_completed, s.host_dns, continue_stop, deps.audit),
+        *([ControlSocketModule(deps.serve_control)] if deps.serve_control else []),
         HaltModule(),
+        *([FifoModule(deps.fifos)] if deps.fifos is not None else []),
         TimeModule(),
         CapabilitiesModule(),
         SeccompModule(),

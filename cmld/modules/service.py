@@ -29,6 +29,7 @@ from cml_common.framing import FramingError, MessageError, parse, serialize
 from cml_common.logsafe import clip
 from cml_common.messages.c_service_pb2 import CmldToServiceMessage, ServiceToCmldMessage
 from cml_common.messages.container_pb2 import ContainerState
+from cmld.audit.auditor import Auditor
 from cmld.modules.base import Module
 from cmld.modules.context import StartContext
 
@@ -47,8 +48,10 @@ class ServiceModule(Module):
     name = "service"
 
     def __init__(self, on_boot_completed: Callable[[], None], host_dns: str,
-                 on_shutdown_lost: Callable[[Module], Awaitable[None]] | None = None) -> None:
+                 on_shutdown_lost: Callable[[Module], Awaitable[None]] | None = None,
+                 audit: Auditor | None = None) -> None:
         self.on_boot_completed = on_boot_completed
+        self.audit = audit
         self.host_dns = host_dns
         self.on_shutdown_lost = on_shutdown_lost
         self.server: asyncio.AbstractServer | None = None
@@ -82,6 +85,14 @@ class ServiceModule(Module):
         self.ctx = ctx
         sock = socket.socket(fileno=fd)
         self.server = await asyncio.start_unix_server(self._serve, sock=sock)
+        if self.audit is not None:
+            self.audit.attach(ctx.container.uuid, self._send_unsolicited)
+
+    async def _send_unsolicited(self, body: bytes) -> None:
+        """To the first connected client (the original), e.g. AUDIT_NOTIFY."""
+        if not self.clients:
+            return
+        await write_frame(self.clients[0], body)
 
     def connected(self) -> bool:
         return bool(self.clients)
@@ -142,9 +153,13 @@ class ServiceModule(Module):
             dns = cfg.dns_server or self.host_dns
             await write_frame(writer, serialize(C2S(code=C2S.CONTAINER_CFG_DNS, container_cfg_dns=dns)))
         elif msg.code == S2C.AUDIT_ACK:
-            # cservice sends one when it settles as the long-lived handler; audit records are not
-            # forwarded to containers yet, so there is nothing to answer.
-            log.debug("container %s: service AUDIT_ACK", cfg.name)
+            if self.audit is None:
+                log.debug("container %s: service AUDIT_ACK; auditing is off (audit_size 0)", cfg.name)
+                return
+
+            async def reply(body: bytes) -> None:
+                await write_frame(writer, body)
+            await self.audit.on_ack(ctx.container.uuid, msg.audit_ack, reply)
         else:
             self._note(ctx, logging.INFO, "service message %s not handled", S2C.Code.Name(msg.code))
 
@@ -161,6 +176,8 @@ class ServiceModule(Module):
         return True
 
     async def cleanup(self, ctx: StartContext, rebooting: bool) -> None:
+        if self.audit is not None:
+            self.audit.detach(ctx.container.uuid)
         for task in list(self._tasks):
             task.cancel()
         self.shutdown_target = None

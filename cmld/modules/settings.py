@@ -20,6 +20,8 @@ class RuntimeSettings:
     shared_files_dir: Path
     netns_dir: Path = Path("/run/netns")
     hosted: bool = True
+    # device.conf signed_configs: a container runs exactly the GuestOS version its config pins.
+    signed_configs: bool = False
     boot_timeout: float = BOOT_TIMEOUT
     stop_timeout: float = STOP_TIMEOUT
     freeze_timeout: float = FREEZE_TIMEOUT
@@ -35,5 +37,7 @@ class RuntimeSettings:
     crypt_unavailable: str = "not checked"
     # Refuse to start a container whose writable volumes would not be encrypted (a device policy).
     require_encryption: bool = False
+    sysfs: Path = Path("/sys")  # where USB devices are looked up (a fixture tree in tests)
+    uevent_netns: str | None = None  # listen for uevents there instead of cmld's netns (see usb_hub)
     # Link kinds counted as physical NICs besides real hardware (tests and VMs: "veth").
     nic_kinds: frozenset[str] = frozenset()

@@ -19,6 +19,7 @@ from pathlib import Path
 from cml_common.messages.guestos_pb2 import GuestOSMount
 from cmld import linux
 from cmld.clients.tpm2d import Tpm2dMeasurements
+from cmld.device import shared_store
 from cmld.launcher.spec import MountOp
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
@@ -139,6 +140,7 @@ class VolumesModule(Module):
                     log.info("container %s: BIND_FILE %s skipped for a user-namespaced container (as the "
                              "original)", ctx.container.name, m.image_file)
                     continue
+                await asyncio.to_thread(shared_store.ensure_mounted, self.shared_files_dir)
                 src = self.shared_files_dir / m.image_file
                 if not src.is_file():
                     raise StartError(f"shared file {m.image_file} is missing ({src})")

@@ -45,7 +45,8 @@ class CompartmentHost(Protocol):
     settings: RuntimeSettings
     records: RecordStore
 
-    def guestos_config(self, c: Container) -> GuestOSConfig | None: ...
+    def guestos_config(self, c: Container) -> GuestOSConfig:
+        """The GuestOS the container runs; StartError says why there is none."""
 
     def build_modules(self, c: Container) -> list[Module]: ...
 
@@ -83,8 +84,7 @@ class Compartment(LifecycleState):
             raise StateError("container is ZOMBIE; wipe it first", D.CONTAINER_START_EINTERNAL)
         if self.state not in STARTABLE:
             raise StateError(f"container is {S.Name(self.state)}", D.CONTAINER_START_EEXIST)
-        if self.runtime.guestos_config(self.container) is None:
-            raise StartError(f"GuestOS {self.container.config.guest_os!r} is not installed")
+        self.runtime.guestos_config(self.container)  # raises StartError if there is none to run
 
     def check_stoppable(self) -> None:
         if self.state not in STOPPABLE:

@@ -12,24 +12,32 @@ import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cml_common.messages.container_pb2 import ContainerState as S
 from cml_common.messages.guestos_pb2 import GuestOSConfig
+from cml_common.paths import C0_UUID
 from cmld import linux
+from cmld.audit.auditor import Auditor
 from cmld.cgroups.detect import detect
 from cmld.cgroups.driver import CgroupDriver
 from cmld.clients.tpm2d import Tpm2dMeasurements
 from cmld.containers.container import Container
 from cmld.crypt import recovery as dm_recovery
+from cmld.errors import StartError
+from cmld.guestos.select import GuestOSUnavailable, for_container
 from cmld.modules.base import Module
 from cmld.modules.control_socket import ServeControl
 from cmld.modules.devices import DeviceAssignments
+from cmld.modules.fifos import FifoBoard
 from cmld.modules.network import unbind_netns
 from cmld.modules.order import ModuleDeps, container_modules
 from cmld.modules.settings import RuntimeSettings
+from cmld.modules.usb_hub import HotplugHub
 from cmld.net.fabric import NetFabric
+from cmld.runtime.audit_observer import observe_transition
 from cmld.runtime.compartment import Compartment
 from cmld.runtime.corruption import CorruptionMonitor
 from cmld.runtime.reaper import REAPER
@@ -47,6 +55,8 @@ class Runtime:
         self.guestos = guestos
         self.records = RecordStore(settings.run_dir)
         self.assignments = DeviceAssignments()
+        self.fifos = FifoBoard(settings.hosted, self._c0_pid)
+        self.hotplug = HotplugHub(settings.sysfs, settings.uevent_netns)
         self.net = NetFabric(settings.run_dir, settings.hosted, settings.nic_kinds)
         self.compartments: dict[str, Compartment] = {}
         self.corruption = CorruptionMonitor(self.compartments)  # tampered volumes (kernel log)
@@ -57,6 +67,7 @@ class Runtime:
         self.serve_control: ServeControl | None = None
         self.tpm = Tpm2dMeasurements(settings.tpm2d_socket) if settings.tpm2d_socket is not None else None
         self.on_c0_down: Callable[[], Awaitable[None]] | None = None
+        self.audit: Auditor | None = None  # set by cmld's main when auditing is on
         self._shutting_down = False
         self._c0_down_task: asyncio.Task[None] | None = None
         # REBOOT_DEVICE asked for the device to go down (reboot, not power off) once all is stopped.
@@ -86,8 +97,16 @@ class Runtime:
             comp = Compartment(c, self)
             if c.is_c0:
                 comp.observers.append(self._watch_c0)
+            comp.observers.append(partial(observe_transition, comp))
             self.compartments[c.uuid] = comp
         return comp
+
+    def _c0_pid(self) -> int | None:
+        """c0's init while c0 runs (the other end of every FIFO)."""
+        comp = self.compartments.get(C0_UUID)
+        if comp is None or comp.ctx is None or not comp.container.is_active:
+            return None
+        return comp.ctx.init_pid or None
 
     def forget(self, uuid: str) -> None:
         """A removed container: its (stopped) compartment goes too."""
@@ -111,15 +130,18 @@ class Runtime:
         if self.on_c0_down is not None:
             await self.on_c0_down()
 
-    def guestos_config(self, c: Container) -> GuestOSConfig | None:
-        gos = self.guestos.latest(c.config.guest_os)
-        return gos.config if gos is not None else None
+    def guestos_config(self, c: Container) -> GuestOSConfig:
+        try:
+            return for_container(self.guestos, c.config, self.settings.signed_configs).config
+        except GuestOSUnavailable as e:
+            raise StartError(str(e)) from None
 
     def build_modules(self, c: Container) -> list[Module]:
         assert self.driver is not None
         comp = self.compartment(c)
         deps = ModuleDeps(self.settings, self.driver, self.assignments, self.serve_control, self.tpm,
-                          self.corruption, self.net)
+                          corruption=self.corruption, fifos=self.fifos, hotplug=self.hotplug, net=self.net,
+                          audit=self.audit)
         return container_modules(c, deps, comp.boot_completed, comp.continue_stop)
 
     def on_stopped(self, comp: Compartment) -> None:

@@ -10,7 +10,8 @@ container gets cannot depend on anything inside it. Two kinds:
 * the **strict** filter of every other container (`policy.py`): default EPERM (Docker's), an
   allow list at least as strict as Docker's default profile, argument rules,
   the groups a kept capability opens, and the same notifications plus reboot (unless the
-  container keeps CAP_SYS_BOOT).
+  container keeps CAP_SYS_BOOT); without a user namespace (`inotify_broker`) inotify_init and
+  inotify_init1 too: cmld answers them with an instance charged to the container's own account.
 
 Both: a foreign architecture, and on x86-64 every x32 system call (nr with bit 0x40000000, which
 libseccomp sends to the bad-arch action), kills the process: the same kernel entry points must
@@ -41,10 +42,12 @@ TIME_SYSCALLS = P.TIME_SYSCALLS
 
 @dataclass(frozen=True)
 class FilterKind:
-    """Which filter: c0's light one, or the strict one shaped by the capabilities kept."""
+    """Which filter: c0's light one, or the strict one shaped by the capabilities kept and, for a
+    container without a user namespace, with its inotify instances made by its broker."""
 
     light: bool = False
     kept: frozenset[str] = frozenset()
+    inotify_broker: bool = False
 
 
 def _new(default: int) -> pyseccomp.SyscallFilter:
@@ -82,13 +85,21 @@ def _syscall_nr(name: str, fallback: int | None = None) -> int | None:
     return nr
 
 
+# Answered by cmld's supervisor: sysinfo from the container's cgroup (emulate_sysinfo), the module
+# calls against `allow_module` (emulate_module; never passed to the kernel).
+EMULATED = ("sysinfo",)
+MODULE_CALLS = ("finit_module", "init_module")
+
+
 def build_light() -> pyseccomp.SyscallFilter:
     flt = _new(pyseccomp.ALLOW)
     _notify_devices(flt, allow_others=False)
+    for name in (*EMULATED, *MODULE_CALLS):
+        flt.add_rule(pyseccomp.NOTIFY, name)
     return flt
 
 
-def build_strict(kept: frozenset[str]) -> pyseccomp.SyscallFilter:
+def build_strict(kept: frozenset[str], inotify_broker: bool = False) -> pyseccomp.SyscallFilter:
     flt = _new(pyseccomp.ERRNO(errno.EPERM))
     allowed: set[str] = set(P.ALLOWED)
     newer = dict(P.ALLOWED_NEWER)
@@ -96,10 +107,14 @@ def build_strict(kept: frozenset[str]) -> pyseccomp.SyscallFilter:
         if cap in kept:
             allowed.update(names)
             newer.update(P.ALLOWED_NEWER_BY_CAPABILITY.get(cap, {}))
-    notified = {*P.MKNOD_MODE_ARG, *P.TIME_SYSCALLS}
+    notified = {*P.MKNOD_MODE_ARG, *P.TIME_SYSCALLS, *EMULATED}
+    if "SYS_MODULE" in kept:  # allow_module with enforced signatures: cmld decides each load
+        notified.update(MODULE_CALLS)
     if "SYS_BOOT" not in kept:
         notified.add(P.REBOOT)
         allowed.discard(P.REBOOT)
+    if inotify_broker:
+        notified.update(P.INOTIFY_INIT)
     for name in sorted(allowed - notified):
         nr = _syscall_nr(name)
         if nr is not None:
@@ -109,8 +124,8 @@ def build_strict(kept: frozenset[str]) -> pyseccomp.SyscallFilter:
     if "clone3" not in allowed:  # its flags are in memory, out of the filter's reach: glibc falls back to clone
         flt.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
     _notify_devices(flt, allow_others=True)
-    if P.REBOOT in notified:
-        flt.add_rule(pyseccomp.NOTIFY, P.REBOOT)
+    for name in sorted(notified & {P.REBOOT, *EMULATED, *MODULE_CALLS, *P.INOTIFY_INIT}):
+        flt.add_rule(pyseccomp.NOTIFY, name)
     _argument_rules(flt, kept)
     return flt
 
@@ -134,7 +149,7 @@ def _argument_rules(flt: pyseccomp.SyscallFilter, kept: frozenset[str]) -> None:
 
 def build_filter(kind: FilterKind) -> pyseccomp.SyscallFilter:
     """The filter, not loaded (tests export it as BPF or pseudo code)."""
-    return build_light() if kind.light else build_strict(kind.kept)
+    return build_light() if kind.light else build_strict(kind.kept, kind.inotify_broker)
 
 
 @cache

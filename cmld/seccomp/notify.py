@@ -41,6 +41,10 @@ RESP_SIZE = struct.calcsize(RESP_FORMAT)  # 24
 SECCOMP_IOCTL_NOTIF_RECV = _ioc(_IOC_READ | _IOC_WRITE, 0, NOTIF_SIZE)
 SECCOMP_IOCTL_NOTIF_SEND = _ioc(_IOC_READ | _IOC_WRITE, 1, RESP_SIZE)
 SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(_IOC_WRITE, 2, 8)
+# struct seccomp_notif_addfd { __u64 id; __u32 flags; __u32 srcfd; __u32 newfd; __u32 newfd_flags; }  24 B
+ADDFD_FORMAT = "=QIIII"
+SECCOMP_IOCTL_NOTIF_ADDFD = _ioc(_IOC_WRITE, 3, struct.calcsize(ADDFD_FORMAT))
+SECCOMP_ADDFD_FLAG_SEND = 1 << 1  # install and answer the syscall with the new fd, atomically (5.14)
 
 PATH_MAX = 4096
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -101,6 +105,19 @@ def send(fd: int, notif_id: int, resp: Response) -> None:
     raw = pack_resp(notif_id, resp)
     raw += bytes(max(notif_sizes()[1] - len(raw), 0))
     fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, raw)
+
+
+def add_fd_and_answer(fd: int, notif_id: int, src_fd: int, *, cloexec: bool) -> int:
+    """Install a copy of our `src_fd` in the caller, at its lowest free number, and answer the
+    notified syscall with that number, in one step (SECCOMP_ADDFD_FLAG_SEND): the caller either
+    gets the fd as the syscall's result or never gets it. Returns the number in the caller.
+
+    Raises OSError: ENOENT when the notification is no longer pending (nothing installed, no
+    answer due); any other errno (EMFILE: the caller's RLIMIT_NOFILE) leaves the notification
+    pending, to be answered with that error."""
+    raw = bytearray(struct.pack(ADDFD_FORMAT, notif_id, SECCOMP_ADDFD_FLAG_SEND, src_fd, 0,
+                                os.O_CLOEXEC if cloexec else 0))
+    return int(fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_ADDFD, raw, True))  # mutable buffer: the ioctl's result
 
 
 def id_valid(fd: int, notif_id: int) -> bool:

@@ -17,7 +17,9 @@ Structure (x86-64):
   AF_VSOCK, clone without namespace flags (unless CAP_SYS_ADMIN), userfaultfd only with
   UFFD_USER_MODE_ONLY, sched_setscheduler only to SCHED_OTHER/BATCH/IDLE, ioctl not TIOCSTI.
 * notified to cmld (`supervisor.py`): mknod/mknodat of devices, the clock-setting calls, and
-  reboot (the PID-namespace reboot, done by cmld for the container, which holds no CAP_SYS_BOOT).
+  reboot (the PID-namespace reboot, done by cmld for the container, which holds no CAP_SYS_BOOT);
+  for a container without a user namespace also inotify_init/inotify_init1 (an instance charged
+  to the container's own account by its inotify broker, not to host root's).
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ DENIED = {
 MKNOD_MODE_ARG = {"mknod": 1, "mknodat": 2}
 TIME_SYSCALLS = ("clock_settime", "clock_adjtime", "adjtimex", "settimeofday")
 REBOOT = "reboot"
+INOTIFY_INIT = ("inotify_init", "inotify_init1")  # notified without a user namespace (the broker)
 
 # Argument rules.
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)  # PER_LINUX, PER_LINUX32, UNAME26 (+32), query

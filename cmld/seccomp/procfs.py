@@ -8,6 +8,9 @@ import stat
 from dataclasses import dataclass
 
 # x86-64 syscall numbers
+NR_SYSINFO = 99
+NR_INIT_MODULE = 175
+NR_FINIT_MODULE = 313
 NR_ADJTIMEX = 159
 NR_MKNOD = 133
 NR_SETTIMEOFDAY = 164
@@ -15,9 +18,12 @@ NR_CLOCK_SETTIME = 227
 NR_MKNODAT = 259
 NR_CLOCK_ADJTIME = 305
 NR_REBOOT = 169
-SYSCALL_NAMES = {NR_MKNOD: "mknod", NR_MKNODAT: "mknodat", NR_CLOCK_SETTIME: "clock_settime",
+NR_INOTIFY_INIT = 253
+NR_INOTIFY_INIT1 = 294
+SYSCALL_NAMES = {NR_SYSINFO: "sysinfo", NR_INIT_MODULE: "init_module", NR_FINIT_MODULE: "finit_module",
+                 NR_MKNOD: "mknod", NR_MKNODAT: "mknodat", NR_CLOCK_SETTIME: "clock_settime",
                  NR_CLOCK_ADJTIME: "clock_adjtime", NR_ADJTIMEX: "adjtimex", NR_SETTIMEOFDAY: "settimeofday",
-                 NR_REBOOT: "reboot"}
+                 NR_REBOOT: "reboot", NR_INOTIFY_INIT: "inotify_init", NR_INOTIFY_INIT1: "inotify_init1"}
 
 CAP_DAC_OVERRIDE = 1
 CAP_KILL = 5

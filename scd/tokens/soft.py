@@ -129,8 +129,25 @@ class SoftToken(Token):
         return self._key is not None
 
     def unlock(self, pin: bytearray, pairing_secret: bytearray) -> None:
+        if not self.pairing.exists() and pairing_secret:
+            self._adopt_original(pin, pairing_secret)
         self._check_pairing(pairing_secret)
         self._key, _ = self._load(pin)
+
+    def _adopt_original(self, pin: bytearray, pairing_secret: bytearray) -> None:
+        """A token the original paired has no `.paired` record (its soft token ignores the pairing
+        secret): it is the one whose PIN is no longer the transport PIN. Opened with the right PIN,
+        it is bound to this device's pairing secret from now on; a token still under the transport
+        PIN stays unpaired (NotPaired), a wrong PIN stays WrongPin."""
+        try:
+            self._load(bytearray(TRANSPORT_PIN.encode()))
+            return  # unpaired: _check_pairing says so
+        except WrongPin:
+            pass
+        self._load(pin)
+        self.pairing.bind(pairing_secret)
+        log.warning("soft token %s: paired by the original CML (no pairing record); bound to this device's "
+                    "pairing secret now", self.uuid)
 
     def lock(self) -> None:
         self._key = None

@@ -180,6 +180,14 @@ class Arena:
         rec = json.loads(((run_dir or self.run_dir) / "records" / f"{uuid}.json").read_text())
         return int(rec["init_pid"])
 
+    def init_pid_now(self, uuid: str) -> int | None:
+        """The init PID while the container has one; None between a stop and the next start
+        (cmld removes the record when it cleans up a stopped container)."""
+        try:
+            return self.init_pid(uuid)
+        except FileNotFoundError:
+            return None
+
     # ------------------------------------------------------------------ running attacks
 
     def exec(self, container: str, *argv: str, timeout: float = 60, d: Daemon | None = None) -> CliResult:

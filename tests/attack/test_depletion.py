@@ -29,10 +29,6 @@ from .conftest import Judge, modes
 from .daemon import DAEMON_OOM_ADJ, control_status, host_leftovers, log_size, stop_daemon
 from .guestos import ATK
 
-# A container without a user namespace is host root to the kernel: its inotify instances are host
-# root's and nothing tells them apart (README, Security: what cannot be separated).
-NO_USERNS_INOTIFY = ("shared per-user limits: without a user namespace the container's inotify instances are host "
-                     "root's")
 LOG_BUDGET = 64 * 1024  # bytes of cmld log a burst of refused requests may cost
 
 
@@ -147,14 +143,38 @@ def _root_inotify_estimate() -> int:
     return n
 
 
-@modes(no_userns=NO_USERNS_INOTIFY)
+def _root_inotify_watches() -> int:
+    """inotify watches host root's processes hold at most (fdinfo lines of their instances; an
+    overestimate when several descriptors share one)."""
+    n = 0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if p.stat().st_uid != 0:
+                continue
+            for fd in (p / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == "anon_inode:inotify":
+                        n += (p / "fdinfo" / fd.name).read_text().count("inotify wd:")
+    return n
+
+
+def _owner(mode: str) -> str:
+    return "the container's UID (broker)" if mode == "no-userns" else "its user namespace"
+
+
+@modes()
+@pytest.mark.req("CR 7.1")
 def test_depletion_inotify_instances(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
-    """fs.inotify.max_user_instances is counted per user of the initial user namespace; a
-    container's instances are charged to the owner of its user namespace (host root), or are
-    host root's outright. The container takes as many as it can short of exhausting host root
-    (16 are always left): if that is more than an eighth of the limit, nothing stops it taking
-    all, after which root on the host can no longer inotify_init (observed before this suite;
-    not reproduced here, that would harm the machine)."""
+    """fs.inotify.max_user_instances is counted per user of the initial user namespace: a
+    container's instances used to be host root's (no user namespace) or charged to host root as
+    the owner of its user namespace, and a container that took them all left root on the host
+    unable to inotify_init (observed before this suite). Now a user-namespaced container's are
+    charged to its own owner UID within its namespace's limit, and a container without one gets
+    its instances from its inotify broker, charged to its reserved UID: either way at most an
+    eighth of the limit. The container tries for half of it (never so many that host root would
+    run out if it got them all); `unaffected` then checks that root on the host can still make one."""
     limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
     share = limit // 8
     want = min(limit // 2, limit - _root_inotify_estimate() - 16)
@@ -164,10 +184,31 @@ def test_depletion_inotify_instances(arena: Arena, mode: str, judge: Judge, unaf
     assert out.verdict == "done", out.output
     held = _number(r"held (\d+)", out.text)
     if held > share:
-        owner = "host root itself" if mode == "no-userns" else "the owner of its user namespace, host root"
-        judge.succeeded(f"{out.text} (limit {limit} per user, charged to {owner}); only 16 more would have "
-                        f"been left to every root process of the host")
-    judge.blocked(f"{out.text}: the container has a quota of its own")
+        judge.succeeded(f"{out.text} (limit {limit} per user, a container's share {share})")
+    assert "EMFILE" in out.text, out.text  # refused as the kernel refuses at a per-user limit
+    judge.blocked(f"{out.text}: charged to {_owner(mode)}, at most {share}")
+    unaffected()
+
+
+@modes()
+@pytest.mark.req("CR 7.1")
+def test_depletion_inotify_watches(arena: Arena, mode: str, judge: Judge, unaffected: Callable[[], None]) -> None:
+    """fs.inotify.max_user_watches is per user too, and each watch is charged to the account of
+    the instance it is added to: a container adds watches on more files than its eighth of the
+    limit (on a tmpfs of its own). Without a budget the watches would be host root's, and a
+    container with enough files could leave root on the host unable to watch anything."""
+    limit = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    share = limit // 8
+    want = share + 512
+    if _root_inotify_watches() + want > limit - 1024:
+        pytest.skip(f"host root already holds too many inotify watches to test safely (limit {limit})")
+    out = arena.attack(mode, "inotify_watches", str(want), "200", "/tmp", timeout=120)
+    assert out.verdict == "done", out.output
+    held = _number(r"held (\d+)", out.text)
+    if held > share:
+        judge.succeeded(f"{out.text} (limit {limit} per user, a container's share {share})")
+    assert "ENOSPC from inotify_add_watch" in out.text, out.text  # the kernel's answer at the watch limit
+    judge.blocked(f"{out.text}: charged to {_owner(mode)}, at most {share}")
     unaffected()
 
 
@@ -373,7 +414,8 @@ def test_depletion_reboot_syscall(arena: Arena, mode: str, judge: Judge, unaffec
         state = ""
         while time.monotonic() < deadline:
             state = control_status(arena.d.socket).get(name, "")
-            if state == "RUNNING" and arena.init_pid(arena.uuid(name)) != pid:
+            now = arena.init_pid_now(arena.uuid(name))
+            if state == "RUNNING" and now is not None and now != pid:
                 break
             time.sleep(0.1)
         unaffected()

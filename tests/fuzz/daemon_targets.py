@@ -24,6 +24,7 @@ from cml_common.messages.c_service_pb2 import CmldToServiceMessage, ServiceToCml
 from cml_common.messages.control_pb2 import ControllerToDaemon, DaemonToController
 from cml_common.messages.scd_pb2 import DaemonToToken, HashAlgo, TokenToDaemon, TokenType
 from cml_common.messages.tpm2d_pb2 import ControllerToTpm, TpmToController
+from cmld.modules.service import MAX_BAD_FRAMES
 from tests.conftest import BIN, HOSTED_DEVICE_CONF, Daemon, DaemonFactory, wait_for_socket
 from tests.fuzz import protogen
 from tests.fuzz.daemons import Campaign, Conn, Finding, LogWatch, sha256, tcp_conn, unix_conn
@@ -212,6 +213,7 @@ class CmldService(Campaign):
     name = "cmld_service"
     request_type = ServiceToCmldMessage
     reply_type = CmldToServiceMessage
+    malformed_budget = MAX_BAD_FRAMES  # the service socket closes a connection after so many
 
     def __init__(self, rng: random.Random, world: CmldWorld) -> None:
         self.world = world

@@ -164,6 +164,7 @@ class Campaign:
     code_field = "code"
     seqpacket = False
     malformed_closes = False  # the daemon's policy for a body that does not decode
+    malformed_budget: int | None = None  # or: closes once this many did not decode on one connection
     reply_timeout = 30.0
 
     def __init__(self, rng: random.Random, logs: LogWatch, alive: Callable[[], bool]) -> None:
@@ -174,6 +175,7 @@ class Campaign:
         self.gen = protogen.MessageGen(self.request_type, rng, target_field=self.code_field,
                                        overrides=self.overrides(), seeds=corpus_seeds(self.corpus_name()))
         self.conn: Conn | None = None
+        self.malformed_on_conn = 0
         self._tracebacks_seen = len(logs.tracebacks())
 
     # --- what subclasses say
@@ -236,10 +238,12 @@ class Campaign:
             return
         code = self._code_name(req)
         self.stats.request_codes.add(code)
-        if req is None:
-            self.stats.malformed += 1
         if self.conn is None:
             self.conn = self.connect()
+            self.malformed_on_conn = 0
+        if req is None:
+            self.stats.malformed += 1
+            self.malformed_on_conn += 1
         try:
             replies = self.exchange(self.conn, body, req)
         except TimeoutError:
@@ -259,7 +263,8 @@ class Campaign:
         if replies is None:
             self.conn.close()
             self.conn = None
-            if not (req is None and self.malformed_closes):
+            over_budget = self.malformed_budget is not None and self.malformed_on_conn >= self.malformed_budget
+            if not (req is None and (self.malformed_closes or over_budget)):
                 if not self.alive():
                     raise Finding(self.name, f"the daemon died on {code}", body)
                 raise Finding(self.name, f"connection closed after {code}; the policy keeps it", body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -129,8 +130,10 @@ def host_leaks(run_dir: Path, uuids: list[str]) -> list[str]:
         if Path(f"/run/netns/{u}").exists():
             found.append(f"netns {u}")
         for top in own_cgroup_dirs():
-            for p in top.glob(f"**/{u}"):
-                found.append(f"cgroup {p}")
+            # os.walk, not glob: other tests' cgroups come and go during the walk (ignored errors)
+            for d, subdirs, _ in os.walk(top):
+                if u in subdirs:
+                    found.append(f"cgroup {Path(d) / u}")
         if (run_dir / "records" / f"{u}.json").exists():
             found.append(f"record {u}")
         if (run_dir / "containers" / u).exists():

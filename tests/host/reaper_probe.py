@@ -90,6 +90,11 @@ async def main(foreign: bool) -> dict[str, object]:
         finally:
             init.kill()
             init.wait()
+    # What killing the namespace's init orphaned to us (its own child) is the reaper's after the
+    # grace: give it that long, then nothing may be left.
+    deadline = time.monotonic() + reaper_mod.GRACE + 3
+    while [p for p in children() if zombie(p)] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     out["reaped"] = reaper.reaped
     out["zombies_left"] = [p for p in children() if zombie(p)]
     reaper.stop()

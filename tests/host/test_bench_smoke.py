@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -49,3 +50,14 @@ def test_cli_startup_quick(tmp_path: Path) -> None:
     m = re.search(r"temp dir (\S+)", p.stderr)
     assert m and not Path(m.group(1)).exists()
     assert out.stat().st_size > 0
+
+
+def test_audit_bench_quick(tmp_path: Path) -> None:
+    """bench/audit.py: records written, chained and signed, and the control round trip with and
+    without auditing, each against its same-run reference; nothing left behind."""
+    out = tmp_path / "audit.json"
+    p = subprocess.run([sys.executable, str(TOP / "bench" / "audit.py"), "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=240, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "checkpoints signed (scd round trip)" in p.stdout and "auditing off" in p.stdout
+    assert set(json.loads(out.read_text())) == {"write_per_s", "chain_per_s", "sign_per_s", "roundtrip_on_off_s"}

@@ -177,3 +177,33 @@ def test_relative_file_urls_resolve_inside_c0_only(cmld_factory: DaemonFactory, 
     assert not (base / "operatingsystems" / "pushos-3.conf").exists()
     assert not (base / "operatingsystems" / "pushos-4.conf").exists()
     assert state(d, "c0") == "RUNNING"
+
+
+def test_fifo_from_c0_into_a_container(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """`fifos: "x"`: c0 writes /dev/fifos/x, the container reads its own /dev/fifos/x (the
+    original's CI check); a second container has no such file."""
+    import threading
+
+    base = cmld_factory.tmp / "cmld-base"
+    base.mkdir()
+    install_guestos(guestos_src, base, name="coreos")
+    install_guestos(guestos_src, base, name="busybox")
+    (base / "containers").mkdir(mode=0o700)
+    (base / "containers" / f"{uuidlib.uuid4()}.conf").write_text(
+        container_conf("svc", allow_autostart=True, fifos="x"))
+    (base / "containers" / f"{uuidlib.uuid4()}.conf").write_text(container_conf("other", allow_autostart=True))
+    d = cmld_factory.start("--stop-timeout", "10", "--c0-down", "exit", base=base, device_conf=DEVICE_CONF)
+    wait_state(d, "svc", "RUNNING", timeout=30)
+    wait_state(d, "other", "RUNNING", timeout=30)
+    assert re.search(r"^prw------- +\d+ 0 +0 .* x$", run(d, "c0", "nopty", "ls", "-ln", "/dev/fifos/").out, re.M)
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(run(d, "svc", "nopty", "cat", "/dev/fifos/x").out))
+    t.start()
+    time.sleep(0.5)
+    assert run(d, "c0", "nopty", "sh", "-c", "echo written in c0 > /dev/fifos/x").rc == 0
+    t.join(30)
+    assert out == ["written in c0\n"], out
+    r = run(d, "other", "nopty", "sh", "-c", "cat /dev/fifos/x; ls /dev")
+    assert "can't open '/dev/fifos/x': No such file" in r.out and "fifos" not in r.out.split("\n", 1)[1], r.out
+    run(d, "c0", "nopty", "poweroff")
+    assert d.proc.wait(timeout=40) == 0

@@ -111,12 +111,14 @@ def test_container_commands_take_their_arguments_by_position(cmld: Daemon, tmp_p
         assert "<INFO>  Retrying with name" in r.err  # a name, not a UUID: the original says so
     for argv, response in ((["freeze", "beta", "-x"], "CMD_FAILED"), (["unfreeze", "beta"], "CMD_FAILED"),
                            (["snapshot", "beta"], "CMD_UNSUPPORTED"), (["allow_audio", "beta"], "CMD_UNSUPPORTED"),
-                           (["deny_audio", "beta"], "CMD_UNSUPPORTED"), (["ifaces", "beta"], "CMD_UNSUPPORTED"),
+                           (["deny_audio", "beta"], "CMD_UNSUPPORTED"),
                            (["dev_access", "beta", "nonsense-rule", "extra"], "CMD_FAILED")):
         r = run(prog, sock, *argv)
         assert r.out.startswith(f"code: RESPONSE\nresponse: {response}\n"), (argv, r.out, r.err)
         assert r.rc == rc_for(prog, False), argv
     assert "malformed device rule 'nonsense-rule'" in cmld.log_text()  # the rule arrived, the extra word did not
+    r = run(prog, sock, "ifaces", "beta", "extra")  # not running: no interfaces, as the original
+    assert r.out == "code: CONTAINER_IFACES\n" and r.rc == 0, (r.out, r.err)
     new = tmp_path / "renamed.conf"
     new.write_text('name: "gamma"\nguest_os: "busybox"\nram_limit: 64\n')
     sig, cert = tmp_path / "renamed.sig", tmp_path / "renamed.cert"
@@ -158,8 +160,9 @@ def test_create_forms(cmld: Daemon, tmp_path: Path, prog: str) -> None:
 
 @pytest.mark.parametrize("prog", PROGS)
 def test_iface_forms(cmld: Daemon, tmp_path: Path, prog: str) -> None:
-    """cmld answers CMD_UNSUPPORTED to a request with an interface name, CMD_FAILED without one:
-    every form must deliver the name (the original loses it in `-i eth1`)."""
+    """With an interface name, cmld gets as far as the container (not running: "is STOPPED");
+    without one it stops at the name: every form must deliver the name (the original loses it in
+    `-i eth1`)."""
     create(cmld, tmp_path, "net")
     for cmd in ("assign_iface", "unassign_iface"):
         for form in (["--iface=eth1"], ["--iface", "eth1"], ["-ieth1"], ["-i", "eth1"], ["--if=eth1"],
@@ -167,7 +170,8 @@ def test_iface_forms(cmld: Daemon, tmp_path: Path, prog: str) -> None:
                      ["--pers", "-ieth1"], ["-pieth1"]):
             for argv in ([cmd, "net", *form], [cmd, *form, "net"]):
                 r = run(prog, cmld.socket, *argv)
-                assert r.out == "code: RESPONSE\nresponse: CMD_UNSUPPORTED\n", (argv, r.out, r.err)
+                assert r.out == 'code: RESPONSE\nresponse: CMD_FAILED\nerror_message: "container net is STOPPED"\n', \
+                    (argv, r.out, r.err)
                 assert r.rc == rc_for(prog, False)
     assert "without an interface name" not in cmld.log_text()
 

@@ -189,8 +189,9 @@ def test_root_image_of_wrong_size_is_refused(env: Env) -> None:
 
 def test_empty_image_larger_than_free_space_is_refused(cmld_factory: DaemonFactory, tmp_path: Path,
                                                        guestos_src: Path) -> None:
-    """The base dir on a 40 MiB tmpfs of the test: a 48 MiB data image (within the GuestOS's
-    16..1024 MB) does not fit, and no partial image may be left behind."""
+    """The base dir on a 40 MiB tmpfs of the test: a 16 MiB data image fits at create (the
+    create-time check, test_device_operations.py), but the disk fills up before the start: the
+    start is refused, and no partial image may be left behind."""
     base = tmp_path / "small-base"
     base.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,mode=0755", "tmpfs", str(base)], check=True)
@@ -198,9 +199,13 @@ def test_empty_image_larger_than_free_space_is_refused(cmld_factory: DaemonFacto
     try:
         install_guestos(guestos_src, base)
         d = env.cmld(*FAST)
-        u = env.create(d, "c1", extra='image_sizes { image_name: "data" image_size: 48 }\n')
-        assert_refused(d, "c1", start(d, "c1"), "not enough space", "data.img", "48 MiB")
+        u = env.create(d, "c1", extra='image_sizes { image_name: "data" image_size: 16 }\n')
+        filler = base / "filler"
+        with filler.open("wb") as f:
+            f.write(b"\xff" * (24 << 20))
+        assert_refused(d, "c1", start(d, "c1"), "not enough space", "data.img", "16 MiB")
         assert list(base.rglob("data.img*")) == []
+        filler.unlink()
         assert_healthy(env, d, u)
         d.stop()
     finally:

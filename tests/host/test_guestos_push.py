@@ -4,10 +4,6 @@ images, tampered or unsigned configs refused with nothing written; verification 
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,36 +12,15 @@ from cml_common.messages.guestos_pb2 import GuestOSConfig
 from cml_common.textconfig import load_text_file, to_text
 
 from ..conftest import Daemon, DaemonFactory, cli, is_root
-from ..testnet import server_in_netns
 from .containers import container_conf, wait_state
 from .scdlib import SIGNED_DEVICE_CONF, make_pki, scd_and_cmld, sign
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(not is_root(), reason="needs root")]
 
 
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_pki(tmp_path_factory.mktemp("pki") / "pki", "ec256")
-
-
-@pytest.fixture
-def http_root(tmp_path: Path, cmld_factory: DaemonFactory) -> Iterator[tuple[Path, str]]:
-    """A web server on the loopback of cmld's network namespace (the test's own, where cmld
-    fetches from) serving a directory: the update server."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = server_in_netns(cmld_factory.cmld_netns().path,
-                             lambda: http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def publish(src: Path, repo: Path, pki: Path, out: Path, *, name: str = "pushos", version: int, url: str,
@@ -104,7 +79,7 @@ def test_push_install_and_refusals(cmld_factory: DaemonFactory, guestos_src: Pat
 
     # the pushed GuestOS runs a container, reported SIGNED
     cconf = tmp / "frompush.conf"
-    cconf.write_text(container_conf("frompush", "pushos"))
+    cconf.write_text(container_conf("frompush", "pushos", guestos_version=3))
     sign(cconf, pki)
     r = cli(d.socket, "create", str(cconf), str(cconf.with_suffix(".sig")), str(cconf.with_suffix(".cert")))
     assert r.rc == 0, r.out + r.err

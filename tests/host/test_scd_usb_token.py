@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
-import time
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,19 +39,30 @@ def pcsc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PcscNamesp
 
 
 def wait_for_card(ns: PcscNamespace) -> None:
-    from smartcard.Exceptions import CardConnectionException, NoCardException
-    from smartcard.System import readers
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        conn = next(r for r in readers() if READER in str(r)).createConnection()
-        try:
-            conn.connect()
-            conn.disconnect()
-            return
-        except (NoCardException, CardConnectionException):
-            time.sleep(0.05)
-    raise TimeoutError("pcscd did not see the card")
+    """Until pcscd answers, lists the virtual reader and sees its card. In a fresh process each
+    time: libpcsclite keeps the daemon socket of its first context for the life of the process,
+    so a test process that talked to an earlier test's pcscd gets "Service not available" here."""
+    probe = (
+        "import sys, time\n"
+        "from smartcard.System import readers\n"
+        "deadline = time.monotonic() + 30\n"
+        "last = ''\n"
+        "while time.monotonic() < deadline:\n"
+        "    try:\n"
+        "        r = next((r for r in readers() if sys.argv[1] in str(r)), None)\n"
+        "        if r is not None:\n"
+        "            c = r.createConnection(); c.connect(); c.disconnect(); sys.exit(0)\n"
+        "        last = 'no virtual reader listed yet'\n"
+        "    except Exception as e:\n"
+        "        last = str(e)\n"
+        "    time.sleep(0.05)\n"
+        "print(last); sys.exit(1)\n"
+    )
+    env = dict(os.environ, PCSCLITE_CSOCK_NAME=str(ns.socket))
+    p = subprocess.run([sys.executable, "-c", probe, READER], capture_output=True, text=True, env=env,
+                       timeout=60, check=False)
+    if p.returncode != 0:
+        raise TimeoutError(f"pcscd did not see the card: {p.stdout.strip()} {p.stderr.strip()[-500:]}")
 
 
 @pytest.fixture

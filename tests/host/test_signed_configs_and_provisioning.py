@@ -41,7 +41,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
     base = d.base
     tmp = cmld_factory.tmp
     conf = tmp / "app.conf"
-    conf.write_text(container_conf("app"))
+    conf.write_text(container_conf("app", guestos_version=1))
     sig, cert = sign(conf, pki)
     before = container_files(base)
 
@@ -51,7 +51,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
     tampered.write_bytes(conf.read_bytes().replace(b'"app"', b'"apq"'))
     assert cli(d.socket, "create", str(tampered), str(sig), str(cert)).rc != 0
     other_conf = tmp / "other.conf"
-    other_conf.write_text(container_conf("app"))
+    other_conf.write_text(container_conf("app", guestos_version=1))
     other_sig, other_cert = sign(other_conf, other)
     assert cli(d.socket, "create", str(conf), str(sig), str(other_cert)).rc != 0
     assert cli(d.socket, "create", str(other_conf), str(other_sig), str(other_cert)).rc != 0
@@ -74,7 +74,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
 
     # an update must be signed too; a tampered one leaves the stored config as it was
     new_conf = tmp / "app2.conf"
-    new_conf.write_text(container_conf("app", ram_limit=96))
+    new_conf.write_text(container_conf("app", guestos_version=1, ram_limit=96))
     new_sig, new_cert = sign(new_conf, pki)
     bad = tmp / "app2-bad.conf"
     bad.write_bytes(new_conf.read_bytes().replace(b"96", b"97"))
@@ -89,7 +89,7 @@ def test_signed_container_configs_j4_j7(cmld_factory: DaemonFactory, guestos_src
     assert cli(d.socket, "ca_register", str(bad_ca)).rc != 0  # a leaf is not a CA
     r = cli(d.socket, "ca_register", str(other / "ssig_rootca.cert"))
     assert r.rc == 0 and "GUESTOS_MGR_REGISTER_CA_OK" in r.out, r.out + r.err
-    other_conf.write_text(container_conf("app-other"))
+    other_conf.write_text(container_conf("app-other", guestos_version=1))
     other_sig, other_cert = sign(other_conf, other)
     r = cli(d.socket, "create", str(other_conf), str(other_sig), str(other_cert))
     assert r.rc == 0, r.out + r.err

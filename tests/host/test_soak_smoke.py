@@ -26,8 +26,10 @@ def test_short_soak_is_flat() -> None:
     assert p.returncode == 0, out + p.stderr[-3000:]
     assert "30 start/stop cycles of one container" in out and "5 cycles of 5 containers at once" in out, out
     for name in RESOURCES:
-        rows = re.findall(rf"^  {name} .* (flat|GROWS.*)$", out, re.M)
-        assert rows == ["flat", "flat"], (name, out)
+        rows = re.findall(rf"^  {name} .* (flat|GROWS.*|not judged.*)$", out, re.M)
+        # RSS is judged on the 30 cycles of one container; 5 parallel cycles are too few for a trend
+        want = ["flat", "not judged: 5 cycles < 20"] if name == "rss_kb" else ["flat", "flat"]
+        assert rows == want, (name, out)
     assert out.rstrip().endswith("verdict: flat"), out
     m = re.search(r"temp dir (\S+)", p.stderr)
     assert m, p.stderr[-3000:]

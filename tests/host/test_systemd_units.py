@@ -62,7 +62,19 @@ def test_missing_binary_fails(tmp_path: Path) -> None:
 
 
 def test_missing_required_unit_fails(tmp_path: Path) -> None:
-    res = run_verify(broken_copy(tmp_path, "cmld.service", "Requires=cml-scd.service",
-                                 "Requires=cml-nosuch.service"))
+    res = run_verify(broken_copy(tmp_path, "cmld.service", "Wants=cml-scd.service",
+                                 "Wants=cml-scd.service\nRequires=cml-nosuch.service"))
     assert res.returncode != 0, res.stdout
     assert "cml-nosuch.service" in res.stderr
+
+
+def test_every_daemon_is_restarted_whatever_ended_it() -> None:
+    """The original cmld restarts its units (scd, tpm2d) whenever they stop; here systemd does it,
+    for a clean exit too (Restart=always), and cmld does not go down with a restarting scd."""
+    for name in UNITS:
+        lines = (UNIT_DIR / name).read_text().splitlines()
+        assert "Restart=always" in lines, name
+        assert any(line.startswith("RestartSec=") for line in lines), name
+    cmld = (UNIT_DIR / "cmld.service").read_text().splitlines()
+    assert not any(line.startswith(("Requires=", "BindsTo=", "PartOf=")) for line in cmld)
+    assert any(line.startswith("ExecStart=") and "--wait-services" in line for line in cmld)

@@ -41,7 +41,7 @@ CMLD_LAYERS: list[tuple[str, ...]] = [
     ("cmld.daemon",),
     ("cmld.runtime",),
     ("cmld.modules",),
-    ("cmld.containers", "cmld.guestos", "cmld.device", "cmld.clients"),
+    ("cmld.containers", "cmld.guestos", "cmld.device", "cmld.clients", "cmld.audit"),
     ("cmld.cgroups", "cmld.seccomp", "cmld.launcher", "cmld.crypt", "cmld.sysdata", "cmld.net"),
     ("cmld.linux",),
     ("cmld.errors",),

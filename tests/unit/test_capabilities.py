@@ -63,3 +63,13 @@ def test_last_capability_is_the_kernels() -> None:
     assert last >= CAP["AUDIT_READ"]
     # the host's /proc agrees here; the point is that nothing reads it where a container could forge it
     assert last == int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+
+
+def test_net_admin_only_with_nics_of_its_own() -> None:
+    """NET_ADMIN is kept only by a container with assigned NICs (net_ifaces), which it configures
+    itself in its own network namespace; cmld configures every other interface from outside."""
+    assert "NET_ADMIN" not in kept_caps(userns=True, c0=False, setup=False, allow_modules=False, allow_time=False)
+    assert "NET_ADMIN" not in kept_caps(userns=False, c0=False, setup=False, allow_modules=False, allow_time=False)
+    for userns in (True, False):
+        assert "NET_ADMIN" in kept_caps(userns=userns, c0=False, setup=False, allow_modules=False, allow_time=False,
+                                        own_nics=True)

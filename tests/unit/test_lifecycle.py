@@ -92,17 +92,18 @@ class NoCgroups(CgroupDriver):
 def test_module_order_is_the_originals_link_order(tmp_path: Path) -> None:
     deps = ModuleDeps(settings(tmp_path), NoCgroups(), DeviceAssignments())
     names = [m.name for m in container_modules(container("a"), deps, lambda: None, stop_goes_on)]
-    # c_user, c_cgroups, c_cgroups_dev, c_net, c_vol, c_service, c_run (halt), c_time, c_cap, c_seccomp
-    assert names == ["userns", "cgroups", "devices", "network", "volumes", "service", "halt", "time",
+    # c_user, c_cgroups, c_cgroups_dev, c_net, c_vol (+ its lxcfs /proc view), c_service, c_run (halt), c_time,
+    # c_cap, c_seccomp
+    assert names == ["userns", "cgroups", "devices", "network", "volumes", "meminfo", "service", "halt", "time",
                      "capabilities", "seccomp"]
 
-    async def serve(_sock: object, _pid: int) -> object:
+    async def serve(_sock: object, _pid: int, _privileged: bool) -> object:
         raise AssertionError("not called here")
 
     c0 = Container(uuid="00000000-0000-0000-0000-000000000000", config=ContainerConfig(name="c0", guest_os="x"))
     deps.serve_control = serve  # type: ignore[assignment]
     names = [m.name for m in container_modules(c0, deps, lambda: None, stop_goes_on)]
-    assert names.index("control_socket") == names.index("service") + 1  # c0 only, after the service
+    assert names.index("control_socket") == names.index("service") + 1  # after the service
 
 
 # ---------------------------------------------------------------------------- rollback

@@ -44,8 +44,9 @@ def userns() -> Program:
 def test_allow_list_and_default(plain: Program, userns: Program) -> None:
     for name in policy.ALLOWED:
         if nr(name) >= 0:
-            assert run(plain, nr(name)) == ALLOW, name
-            assert run(userns, nr(name)) == ALLOW, name
+            want = NOTIFY if name in sfilter.EMULATED else ALLOW  # sysinfo: answered from the cgroup
+            assert run(plain, nr(name)) == want, name
+            assert run(userns, nr(name)) == want, name
     for number in policy.ALLOWED_NEWER.values():
         assert run(plain, number) == ALLOW, number
     assert run(plain, 470) == EPERM  # newer than this table: refused as Docker refuses the unknown
@@ -76,7 +77,8 @@ def test_capability_groups(plain: Program, userns: Program) -> None:
     modules = bpf(sfilter.FilterKind(kept=MODULES))
     for name in ("init_module", "finit_module", "delete_module"):
         assert run(plain, nr(name)) == EPERM, name
-        assert run(modules, nr(name)) == ALLOW, name
+        # loading goes through cmld's allow_module check (emulate_module); unloading stays the kernel's
+        assert run(modules, nr(name)) == (NOTIFY if name in sfilter.MODULE_CALLS else ALLOW), name
 
 
 def test_clone_flags(plain: Program, userns: Program) -> None:
@@ -132,6 +134,27 @@ def test_notifications(plain: Program) -> None:
     setup = bpf(sfilter.FilterKind(kept=SETUP_NO_USERNS))  # the original's set keeps CAP_SYS_BOOT
     assert run(setup, nr("reboot")) == ALLOW
     assert run(setup, nr("kexec_load")) == EPERM
+
+
+def test_inotify_init_notified_only_without_a_user_namespace(plain: Program, userns: Program) -> None:
+    """A container without a user namespace gets its inotify instances from its broker (every
+    flag value goes to cmld, which checks it as the kernel would); everything else is unchanged."""
+    brokered = bpf(sfilter.FilterKind(kept=NO_USERNS, inotify_broker=True))
+    for name in policy.INOTIFY_INIT:
+        for flags in (0, 0o2000000, 0o4000, HI | 0o2004000, 0xFFFFFFFF):
+            assert run(brokered, nr(name), (flags,)) == NOTIFY, (name, flags)
+            assert run(plain, nr(name), (flags,)) == ALLOW, (name, flags)
+            assert run(userns, nr(name), (flags,)) == ALLOW, (name, flags)
+    for name in policy.ALLOWED:
+        if nr(name) >= 0 and name not in policy.INOTIFY_INIT and name not in sfilter.EMULATED:
+            assert run(brokered, nr(name)) == ALLOW, name
+    for name in ("inotify_add_watch", "inotify_rm_watch"):
+        assert run(brokered, nr(name)) == ALLOW, name
+    assert run(brokered, nr("fanotify_init")) == EPERM  # no fanotify group at all
+    assert run(brokered, nr("reboot")) == NOTIFY
+    assert run(brokered, nr("mknod"), (0, stat.S_IFCHR | 0o600)) == NOTIFY
+    light = bpf(sfilter.FilterKind(light=True, inotify_broker=True))  # c0: host root's by design
+    assert run(light, nr("inotify_init1")) == ALLOW
 
 
 def test_other_abis_are_killed(plain: Program) -> None:

@@ -13,8 +13,8 @@ from .harness import Boot, Image
 
 # The system data volume is set up right after the TPM check (before `attest` extends PCR 7), so
 # every later container lives on it; the reboots then open it at boot, change PCR 7, and destroy it.
-SYSTEM_CHECKS = ["units", "tpm", "sysdata_setup", "attest", "cgroups", "dm", "container", "network", "crypt",
-                 "verity", "cryptcrash"]
+SYSTEM_CHECKS = ["units", "tpm", "sysdata_setup", "attest", "cgroups", "dm", "container", "network", "kaudit",
+                 "crypt", "verity", "cryptcrash"]
 AFTER_REBOOT = [["sysdata_boot", "destroy"], ["sysdata_destroyed"]]
 NIC_MAC = "52:54:00:c1:00:02"  # the second NIC (qemu/guest/vmcheck/network.py)
 MARK = "hello-from-the-host"

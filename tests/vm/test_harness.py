@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from .harness import ARTIFACTS, BOOT_TIMEOUT, VM_MARKS, Boot, Image, assert_units_healthy, guest_check, runner
+from .harness import ARTIFACTS, VM_MARKS, Boot, Image, assert_units_healthy, guest_check, runner
 
 pytestmark = VM_MARKS
 
 
 def test_broken_guest_fails_with_the_guests_own_error(broken_boot: Boot) -> None:
-    assert not broken_boot.timed_out and broken_boot.seconds < BOOT_TIMEOUT / 2
+    assert not broken_boot.timed_out  # the guest powered itself off: it did not wait for the timeout
     data = guest_check(broken_boot, "units")
     with pytest.raises(AssertionError) as exc:
         assert_units_healthy(data)

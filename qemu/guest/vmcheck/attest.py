@@ -97,7 +97,10 @@ def fde_roundtrip(dev: str, marker: bytes) -> dict[str, Any]:
                 f.flush()
                 os.fsync(f.fileno())
             res["read_marker"] = first == marker
-        sh("dmsetup", "remove", name)
+        # udev may still hold the new device open for its probe: --retry waits that out, and a
+        # mapping left behind is reported here rather than as a confusing failure of the next map.
+        r = sh("dmsetup", "remove", "--retry", name, timeout=60)
+        res["unmapped"] = {"rc": r.rc, "err": r.err[-500:]}
     return res
 
 

@@ -812,6 +812,47 @@ static void atk_inotify(int argc, char **argv)
 	DONE("held %ld of %ld inotify instances%s%s", got, n, err ? ", then " : "", err ? en(err) : "");
 }
 
+/* `inotify_watches N HOLD_MS DIR`: one inotify instance watching up to N new empty files in DIR
+ * (each watch needs an inode of its own), held, then everything removed */
+static void atk_inotify_watches(int argc, char **argv)
+{
+	long n = argc > 1 ? arg_long(argv[1]) : 16;
+	long hold = argc > 2 ? arg_long(argv[2]) : 0;
+	const char *dir = argc > 3 ? argv[3] : "/tmp";
+	char path[256];
+	long made = 0, got = 0;
+	int err = 0;
+	const char *what = "inotify_add_watch";
+	int in = inotify_init1(IN_CLOEXEC);
+	if (in < 0)
+		BROKEN("inotify_init1: %s", en(errno));
+	for (long i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/atkw%ld", dir, i);
+		int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			err = errno;
+			what = "creating the files";
+			break;
+		}
+		close(fd);
+		made++;
+		if (inotify_add_watch(in, path, IN_MODIFY) < 0) {
+			err = errno;
+			break;
+		}
+		got++;
+	}
+	if (hold)
+		usleep((useconds_t)hold * 1000);
+	close(in);
+	for (long i = 0; i < made; i++) {
+		snprintf(path, sizeof(path), "%s/atkw%ld", dir, i);
+		unlink(path);
+	}
+	DONE("held %ld of %ld inotify watches%s%s%s%s", got, n, err ? ", then " : "", err ? en(err) : "",
+	     err ? " from " : "", err ? what : "");
+}
+
 /* `mqueue BYTES_MSGSIZE MAXMSG HOLD_MS`: one POSIX message queue, held, then removed */
 static void atk_mqueue(int argc, char **argv)
 {
@@ -2022,6 +2063,7 @@ static const struct cmd CMDS[] = {
 	{"service_flood", atk_service_flood},
 	{"service_conns", atk_service_conns},
 	{"inotify", atk_inotify},
+	{"inotify_watches", atk_inotify_watches},
 	{"mqueue", atk_mqueue},
 	{"fork_bomb", atk_fork_bomb},
 	{"mem_hog", atk_mem_hog},

@@ -46,8 +46,8 @@ RDEPENDS:${PN} = " \
 "
 # cmld: pyseccomp finds libseccomp through ldconfig's cache; mkfs.ext4 makes container volumes;
 # dmsetup, cryptsetup (veritysetup too) and losetup make the encrypted volumes, verity images and
-# the system data volume (cml-sysdata); libnftables is the firewall; cservice is placed in every
-# container; scd is required by its unit.
+# the system data volume (cml-sysdata); pyroute2 and libnftables make the containers' network and
+# firewall; cservice is placed in every container; scd is required by its unit.
 RDEPENDS:cmld = " \
     ${PN} \
     cml-cservice \
