@@ -16,7 +16,8 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "verify-units.sh"
 UNIT_DIR = REPO / "systemd"
-UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service", "cml-sysdata.service")
+DAEMONS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service")
+UNITS = (*DAEMONS, "cml-sysdata.service")
 
 
 def run_verify(unit_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,10 +72,23 @@ def test_missing_required_unit_fails(tmp_path: Path) -> None:
 def test_every_daemon_is_restarted_whatever_ended_it() -> None:
     """The original cmld restarts its units (scd, tpm2d) whenever they stop; here systemd does it,
     for a clean exit too (Restart=always), and cmld does not go down with a restarting scd."""
-    for name in UNITS:
+    for name in DAEMONS:
         lines = (UNIT_DIR / name).read_text().splitlines()
         assert "Restart=always" in lines, name
         assert any(line.startswith("RestartSec=") for line in lines), name
     cmld = (UNIT_DIR / "cmld.service").read_text().splitlines()
-    assert not any(line.startswith(("Requires=", "BindsTo=", "PartOf=")) for line in cmld)
+    hard = [line for line in cmld if line.startswith(("Requires=", "BindsTo=", "PartOf="))]
+    assert not any(d in line for line in hard for d in DAEMONS), hard
     assert any(line.startswith("ExecStart=") and "--wait-services" in line for line in cmld)
+
+
+def test_cmld_never_starts_without_its_system_data_volume() -> None:
+    """cml-sysdata is a oneshot (no Restart=always: systemd refuses that for oneshots). cmld
+    Requires= it, so when the volume cannot be opened at boot (PCR 7 differs, keys destroyed)
+    cmld is not started on the empty directories underneath; the VM tier boots into that case."""
+    sysdata = (UNIT_DIR / "cml-sysdata.service").read_text().splitlines()
+    assert "Type=oneshot" in sysdata and "RemainAfterExit=yes" in sysdata
+    assert any(line.startswith("Before=") and "cmld.service" in line for line in sysdata)
+    cmld = (UNIT_DIR / "cmld.service").read_text().splitlines()
+    assert "Requires=cml-sysdata.service" in cmld
+    assert any(line.startswith("After=") and "cml-sysdata.service" in line for line in cmld)
