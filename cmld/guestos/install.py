@@ -159,6 +159,7 @@ class GuestOSInstaller:
     def __init__(self, store: GuestOSStore, scd: ScdClient) -> None:
         self.store = store
         self.scd = scd
+        self.kernel_slots: flash.KernelSlots | None = None  # the A/B update, when cmld runs it
         self._lock = asyncio.Lock()
 
     async def check(self, raw: bytes, sig: bytes, cert: bytes, policy: TrustPolicy) -> tuple[GuestOSConfig, int]:
@@ -207,7 +208,8 @@ class GuestOSInstaller:
         directory = self.store.directory
         directory.mkdir(parents=True, exist_ok=True)
         final_dir = directory / f"{cfg.name}-{cfg.version}"
-        flash.targets(cfg, final_dir, directory.parent)  # a FLASH target that must not be written: refused now
+        # A FLASH target that must not be written is refused now, before any download.
+        flash.targets(cfg, final_dir, directory.parent, self._retarget)
         need = sum(f.mount.image_size for f in files if not f.is_hash_tree)
         free = shutil.disk_usage(directory).free
         if need > free:
@@ -245,8 +247,11 @@ class GuestOSInstaller:
     def _flash(self, gos: GuestOS) -> None:
         """FLASH images once everything is there (the original's download_complete_cb): a failed
         `kernel` update is deleted again, any other GuestOS stays installed; both answer FAILED."""
+        slots = self.kernel_slots if gos.name == flash.KERNEL else None
         try:
-            n = flash.flash(gos, self.store.directory.parent)
+            n = flash.flash(gos, self.store.directory.parent, self._retarget)
+            if slots is not None:
+                slots.boot_other_once()
         except InstallError as e:
             if gos.name == flash.KERNEL:
                 log.error("update %s-%d failed: %s; the update is deleted", gos.name, gos.version, e)
@@ -254,6 +259,10 @@ class GuestOSInstaller:
             raise
         if n:
             log.warning("GuestOS %s-%d: %d partition(s) flashed", gos.name, gos.version, n)
+
+    @property
+    def _retarget(self) -> flash.Retarget | None:
+        return self.kernel_slots.flash_target if self.kernel_slots is not None else None
 
     async def fetch_missing(self, gos: GuestOS, device_base_url: str) -> None:
         """Fetch the images of an installed GuestOS that are missing or of the wrong size (at
