@@ -15,7 +15,8 @@ Structure (x86-64):
   (glibc falls back to clone, whose flags the filter sees).
 * argument rules (`filter.py`): personality only with the harmless personas, socket not
   AF_VSOCK (nor a uevent netlink socket where `uevents` is off, see modules/seccomp.py), clone
-  without namespace flags (unless CAP_SYS_ADMIN), userfaultfd only with UFFD_USER_MODE_ONLY, sched_setscheduler only to SCHED_OTHER/BATCH/IDLE, ioctl not TIOCSTI.
+  without namespace flags (unless CAP_SYS_ADMIN), userfaultfd only with UFFD_USER_MODE_ONLY,
+  sched_setscheduler only to SCHED_OTHER/BATCH/IDLE, ioctl not TIOCSTI.
 * notified to cmld (`supervisor.py`): mknod/mknodat of devices, the clock-setting calls, and
   reboot (the PID-namespace reboot, done by cmld for the container, which holds no CAP_SYS_BOOT);
   for a container without a user namespace also inotify_init/inotify_init1 (an instance charged
