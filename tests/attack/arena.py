@@ -227,11 +227,15 @@ class Arena:
             cli(self.d.socket, "remove", name, timeout=60)
 
     @contextlib.contextmanager
-    def dedicated(self, name: str, *extra: str, ctty: str | None = None) -> Iterator[Daemon]:
+    def dedicated(self, name: str, *extra: str, ctty: str | None = None,
+                  device_conf: str | None = None) -> Iterator[Daemon]:
         """A cmld of its own for an attack that would break the arena's (a container stuck for
-        good) or needs a different daemon (one on a terminal). Its leftovers are cleaned up."""
+        good) or needs a different daemon (one on a terminal, another device.conf). Its leftovers
+        are cleaned up."""
         base = self.root / f"{name}-base"
         base.mkdir()
+        if device_conf is not None:
+            (base / "device.conf").write_text(device_conf)
         subprocess.run(["cp", "-al", str(self.base / "operatingsystems"), str(base / "operatingsystems")], check=True)
         shutil.copytree(self.base / "files_shared", base / "files_shared")
         d = start_cmld(self.tmp, base, self.progs["daemonwrap"], *(extra or ("--stop-timeout", "3")), name=name,
