@@ -222,6 +222,11 @@ class GuestOSInstaller:
         installed = self.store.latest(cfg.name)
         if installed is not None and cfg.version < installed.version:
             raise InstallError(f"version {cfg.version} is older than the installed {installed.version}")
+        if unprivileged and installed is not None and trust > installed.trust:  # SIGNED=1 < LOCALLY_SIGNED < UNSIGNED
+            # The original lets a container that registered the local CA replace any GuestOS with
+            # one it signed itself: the software of every other container using it.
+            raise InstallError(f"{cfg.name} is installed {ContainerTrust.Name(installed.trust)}: a push from inside a "
+                               f"container may not replace it with a {ContainerTrust.Name(trust)} one")
         return cfg, trust
 
     @staticmethod

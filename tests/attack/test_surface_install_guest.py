@@ -115,9 +115,9 @@ def test_execution_install_guest_privileged_commands(arena: Arena, installers: d
     unaffected()
 
 
-def _pushed_config(url: str, data: bytes) -> bytes:
-    """attackos' config renamed, with one image of `data` and that update URL."""
-    cfg = GuestOSConfig(name=PUSHED, version=1, hardware=hardware(), update_base_url=url)
+def _pushed_config(url: str, data: bytes, version: int = 1) -> bytes:
+    """A GuestOS config with one image of `data` and that update URL."""
+    cfg = GuestOSConfig(name=PUSHED, version=version, hardware=hardware(), update_base_url=url)
     cfg.description.en = "pushed by the attack suite"
     cfg.mounts.append(GuestOSMount(image_file="payload", mount_point="/payload", fs_type="squashfs",
                                    mount_type=GuestOSMount.SHARED, image_size=len(data),
@@ -132,13 +132,14 @@ def _plant(root: Path, data: bytes) -> None:
     (d / "payload.img").write_bytes(data)
 
 
-def _host_push(arena: Arena, raw: bytes) -> list[str]:
+def _host_push(arena: Arena, raw: bytes, sig: bytes = b"", cert: bytes = b"", sock: Path | None = None) -> list[str]:
     """PUSH_GUESTOS_CONFIG over the host socket (the operator): the answers until the last."""
     got = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(60)
-        s.connect(str(arena.d.socket))
-        send_frame(s, serialize(C(command=C.PUSH_GUESTOS_CONFIG, guestos_config_file=raw)))
+        s.connect(str(sock or arena.d.socket))
+        send_frame(s, serialize(C(command=C.PUSH_GUESTOS_CONFIG, guestos_config_file=raw, guestos_config_signature=sig,
+                                  guestos_config_certificate=cert)))
         while True:
             body = recv_frame(s)
             if body is None:
