@@ -27,6 +27,7 @@ from cmld.modules.usb_hub import uevent_socket_in
 
 from ..conftest import CliResult
 from ..host.containers import container_conf
+from ..testnet import TestNetns
 from .arena import Arena
 from .conftest import Judge, modes
 from .daemon import home_netns, wait_for_state
@@ -155,4 +156,68 @@ def test_disclosure_uevent_other_devices(arena: Arena, mode: str, judge: Judge,
         judge.succeeded(f"heard the kernel's uevent of the host's {arena.fs.device if arena.fs else '?'}: "
                         f"{line[:160]}")
     judge.blocked(f"{got.splitlines()[0]}; nothing of the kernel's uevent (the host's listener heard it)")
+    unaffected()
+
+
+def interface_event(action: str, port: str, ids: tuple[str, str]) -> bytes:
+    devpath = f"/devices/pci0000:00/0000:00:14.0/usb1/{port}/{port}:1.0"
+    env = [f"ACTION={action}", f"DEVPATH={devpath}", "SUBSYSTEM=usb", "DEVTYPE=usb_interface",
+           f"PRODUCT={int(ids[0], 16):x}/{int(ids[1], 16):x}/100", "INTERFACE=8/6/80", "SEQNUM=999998"]
+    return f"{action}@{devpath}\0".encode() + b"\0".join(e.encode() for e in env) + b"\0"
+
+
+@modes()
+def test_disclosure_uevent_forwarded_of_another_containers_usb(arena: Arena, mode: str, judge: Judge,
+                                                               unaffected: Callable[[], None]) -> None:
+    """cmld forwards the uevents of a USB device into the container it is assigned to. Another
+    container listens: it must hear neither the device's events nor its interfaces' (the
+    original forwards every usb_interface event to every container). This host has no USB: on a
+    cmld of its own, the kernel is played from user space in a namespace cmld listens in
+    (`--uevent-netns`, as tests/host/test_usb_hotplug.py)."""
+    ns = TestNetns("cmlue")
+    try:
+        with arena.dedicated("ued", "--stop-timeout", "3", "--uevent-netns", str(ns.path)) as d:
+            run_dir = arena.tmp / "ued-run"
+            conf = arena.tmp / "usbowner.conf"
+            conf.write_text(container_conf("usbowner", "attackos", userns=True, ram_limit=48)
+                            + f'usb_configs {{ id: "{":".join(GENERIC_ID)}" serial: "" assign: true type: GENERIC }}\n')
+            other = "usbother"
+            conf2 = arena.tmp / "usbother.conf"
+            conf2.write_text(container_conf(other, "attackos", userns=(mode == "userns"), ram_limit=48))
+            for c in (conf, conf2):
+                assert arena.cli(d, "create", str(c)).rc == 0
+            for name in ("usbowner", other):
+                assert arena.start_container(name, d) == "RUNNING"
+                put_surfatk(arena, name, d=d, run_dir=run_dir)
+            heard: dict[str, str] = {}
+
+            def listen(name: str) -> None:
+                heard[name] = surf(arena, name, "uevent_listen", "3", d=d)
+
+            threads = [threading.Thread(target=listen, args=(n,)) for n in ("usbowner", other)]
+            for t in threads:
+                t.start()
+            time.sleep(1.0)
+            s = uevent_socket_in(str(ns.path))
+            try:
+                for ev in (forged("add", "1-5", GENERIC_ID, 95), interface_event("add", "1-5", GENERIC_ID),
+                           interface_event("remove", "1-5", GENERIC_ID), forged("remove", "1-5", GENERIC_ID, 95)):
+                    s.sendto(ev, (0, 1))
+                    time.sleep(0.1)
+            finally:
+                s.close()
+            for t in threads:
+                t.join()
+            owner_heard = [ln for ln in heard.get("usbowner", "").splitlines() if "/usb1/1-5" in ln]
+            other_heard = [ln for ln in heard.get(other, "").splitlines() if "/usb1/1-5" in ln]
+            assert any("usb_interface" in ln for ln in owner_heard) and any("usb_device" in ln for ln in owner_heard), \
+                f"control: the owner did not hear its device's events: {heard.get('usbowner')}"
+            if other_heard:
+                judge.succeeded(f"another container heard {len(other_heard)} events of usbowner's device: "
+                                f"{other_heard[0][:150]}")
+            judge.blocked(f"usbowner heard its {len(owner_heard)} device and interface events; {other} none")
+            for name in ("usbowner", other):
+                arena.cli(d, "remove", name)
+    finally:
+        ns.close()
     unaffected()
