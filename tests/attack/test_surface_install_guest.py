@@ -29,9 +29,10 @@ from cmld.guestos.install import hardware
 
 from .arena import MODES, Arena
 from .conftest import Judge, modes
-from .daemon import control_status
+from .daemon import control_status, log_size
 from .guestos import GUESTOS, INSTALLOS
-from .surfaces import INSIDE_SOCKET, answer, frame, put_surfatk, replies, surf
+from .surfaces import INSIDE_SOCKET, SURFATK, answer, frame, put_surfatk, replies, surf
+from .test_depletion import LOG_BUDGET
 
 PUSHED = "atkpush"
 
@@ -245,17 +246,23 @@ def test_depletion_install_guest_bad_frames_and_flood(arena: Arena, installers: 
             errors.append(e)
 
     t = threading.Thread(target=probe)
+    log_before = log_size(arena.d)
     t.start()
-    out = surf(arena, name, "flood", INSIDE_SOCKET, "3000", frame(C(command=C.LIST_GUESTOS_CONFIGS)).hex(), "3",
-               timeout=120)
+    # 1000 idle connections: four times what the socket serves at once (max_clients 256)
+    r = arena.exec(name, SURFATK, "flood", INSIDE_SOCKET, "1000", frame(C(command=C.LIST_GUESTOS_CONFIGS)).hex(),
+                   "3", timeout=120)
     t.join()
-    opened = next(ln for ln in out.splitlines() if ln.startswith("opened "))
+    out = r.out
+    opened = next((ln for ln in out.splitlines() if ln.startswith("opened ")), f"flood: {out[-200:]} {r.err[-200:]}")
     served = next((ln for ln in out.splitlines() if ln.startswith(("served", "starved"))), "?")
+    logged = log_size(arena.d) - log_before
     after = replies(surf(arena, name, "sock", INSIDE_SOCKET, frame(C(command=C.LIST_GUESTOS_CONFIGS)).hex()))
     if errors or states.get(arena.victim) != "RUNNING":
         judge.succeeded(f"{opened}: the host socket stopped answering during the flood: {errors}")
     if not after or after[0].code != D.GUESTOS_CONFIGS_LIST:
         judge.succeeded(f"{opened}: the unprivileged socket does not serve after the attack")
+    if logged > LOG_BUDGET:
+        judge.succeeded(f"{opened}: {logged} bytes of cmld log for it (a line per refused connection)")
     judge.blocked(f"{'; '.join(notes)}; {opened}, then {served.split()[0]} on it; the host socket answered "
-                  "throughout; served again afterwards")
+                  f"throughout; {logged} bytes of log; served again afterwards")
     unaffected()
