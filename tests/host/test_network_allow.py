@@ -132,3 +132,33 @@ def _www(tmp: Path) -> Path:
     www.mkdir(exist_ok=True)
     (www / "mark").write_text(MARK + "\n")
     return www
+
+
+def test_under_signed_configs_the_grant_is_the_signed_one(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
+    """With signed_configs the grant is part of what scd verifies: the same config with its
+    net_allow changed (another port) or without a signature is refused, nothing is stored and
+    nothing granted; the signed one's grant is in the router's set once the container runs."""
+    from .containers import container_conf
+    from .scdlib import SIGNED_DEVICE_CONF, make_pki, scd_and_cmld, sign
+
+    home = cmld_factory.cmld_netns()
+    pki = make_pki(cmld_factory.tmp / "pki", "ec256")
+    _, d = scd_and_cmld(cmld_factory, pki=pki, guestos=guestos_src, device_conf=SIGNED_DEVICE_CONF)
+    conf = cmld_factory.tmp / "web.conf"
+    conf.write_text(container_conf("web", guestos_version=1) + "net_allow { cml: true port: 9000 }\n")
+    sig, cert = sign(conf, pki)
+    widened = cmld_factory.tmp / "web-widened.conf"
+    widened.write_bytes(conf.read_bytes().replace(b"port: 9000", b"port: 22"))
+    r = cli(d.socket, "create", str(widened), str(sig), str(cert))
+    assert r.rc != 0, r.out
+    assert cli(d.socket, "create", str(conf)).rc != 0
+    assert not list((d.base / "containers").glob("*.conf"))
+    assert "BAD_SIGNATURE" in d.log_text()
+    r = cli(d.socket, "create", str(conf), str(sig), str(cert))
+    assert r.rc == 0, r.out + r.err
+    assert start(d, "web").rc == 0
+    wait_state(d, "web", "RUNNING", timeout=30)
+    gw = address(uuid_of(d, "web")).rsplit(".", 1)[0] + ".1"
+    assert allowed_elements(home.path) == [[_port(home.name, gw), gw, "tcp", 9000]]
+    assert cli(d.socket, "stop", "web").rc == 0
+    wait_state(d, "web", "STOPPED", timeout=30)
