@@ -171,15 +171,18 @@ class ABUpdate:
 
     # ------------------------------------------------------------------ updates
 
-    def complete(self) -> bool:
-        return self.stage() is Stage.COMPLETE and self.current() is not None
+    def running_slot(self) -> Slot | None:
+        """The booted slot once the set-up is complete; None before (updates then use the
+        original's plain values)."""
+        cur = self.current()
+        return cur if cur is not None and self.stage() is Stage.COMPLETE else None
 
     def flash_target(self, mount_point: str) -> tuple[Path, bool]:
         """Where a FLASH image of the `kernel` GuestOS goes, and whether that is a slot's kernel
         file (a regular file on the ESP) rather than a partition: the slot not running. Before
         the set-up is complete, the mount point itself (the original's plain values)."""
-        cur = self.current()
-        if cur is None or self.stage() is not Stage.COMPLETE:
+        cur = self.running_slot()
+        if cur is None:
             log.warning("A/B update is not set up; FLASH target %s used as it is", mount_point)
             return Path(mount_point), False
         if Path(mount_point) == self.kernel(Slot.A):
@@ -189,8 +192,8 @@ class ABUpdate:
     def boot_other_once(self) -> None:
         """After a kernel update: the next boot (only that one) starts the updated slot.
         InstallError when BootNext cannot be set (the update would never be booted)."""
-        cur = self.current()
-        if cur is None or self.stage() is not Stage.COMPLETE:
+        cur = self.running_slot()
+        if cur is None:
             log.error("A/B update is not set up: BootNext is not set; the update takes effect on no slot")
             return
         try:
@@ -202,8 +205,8 @@ class ABUpdate:
     def confirm_boot(self) -> None:
         """c0 is up: the slot this boot came from becomes the default (the original's
         a_b_update_set_boot_order)."""
-        cur = self.current()
-        if cur is None or self.stage() is not Stage.COMPLETE:
+        cur = self.running_slot()
+        if cur is None:
             return
         try:
             order = self.efi.boot_order()
