@@ -14,7 +14,9 @@ is logged with its traceback and the daemon keeps serving everyone else.
 
 Everything else is common and bounded: a frame that breaks the framing (too large, truncated),
 stalls mid-frame longer than `frame_timeout`, or a client silent longer than `idle_timeout` is
-disconnected with one log line; more than `max_clients` connections are refused. What one client
+disconnected with one log line; more than `max_clients` connections are refused (logged at most
+once per REFUSAL_LOG_INTERVAL with the count: a container flooding the control socket cmld binds
+into it made one line per connect before). What one client
 can make the daemon log about its bad requests is bounded too (a `LogBudget` per connection), and
 the loop is given back after every request, so one busy client never holds up the others.
 """
@@ -29,6 +31,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ from cml_common import aioframing, framing
 from cml_common.logbudget import LogBudget
 
 log = logging.getLogger(__name__)
+REFUSAL_LOG_INTERVAL = 10.0  # s: at most one line per this about connections refused at max_clients
 Req = TypeVar("Req", bound=Message)
 _UCRED = struct.Struct("3i")
 
@@ -164,6 +168,8 @@ class FramedServer(Generic[Req, Conn]):
         self.path: Path | None = None
         self.clients: dict[int, Conn] = {}
         self._ids = itertools.count(1)
+        self._refusals = 0  # connections refused at max_clients since the last log line about it
+        self._refusal_logged = -REFUSAL_LOG_INTERVAL
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -250,7 +256,12 @@ class FramedServer(Generic[Req, Conn]):
         transport = Transport(sock, self.seqpacket)
         conn = self.make_connection(next(self._ids), peer_cred(sock), transport)
         if len(self.clients) >= self.limits.max_clients:
-            log.warning("refusing %s: %d clients already connected", conn, len(self.clients))
+            self._refusals += 1
+            now = time.monotonic()
+            if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:  # a flood of connects is not a flood of log
+                more = f" ({self._refusals - 1} more refused since the last such line)" if self._refusals > 1 else ""
+                log.warning("refusing %s: %d clients already connected%s", conn, len(self.clients), more)
+                self._refusals, self._refusal_logged = 0, now
             transport.close()
             return
         self.clients[conn.ident] = conn

@@ -24,8 +24,9 @@ from cmld.control.dispatcher import Dispatcher
 from cmld.control.server import ControlServer, ServerLimits
 from cmld.crypt import dm
 from cmld.daemon import Cmld
-from cmld.device import ab_slot, cservice_binary, shared_store
+from cmld.device import ab_slot, ab_update, cservice_binary, shared_store
 from cmld.device.config import load_device_uuid
+from cmld.device.efivars import EfiError, EfiVars
 from cmld.device.power import HOST_POWEROFF, HOST_REBOOT, systemd_is_init
 from cmld.modules import settings
 from cmld.runtime.registry import Runtime
@@ -39,6 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "update set up BASE/device.conf.A or .B, the slot EFI BootCurrent names)")
     ap.add_argument("--efivars-dir", type=Path, default=ab_slot.EFIVARS, metavar="DIR",
                     help="where efivarfs is mounted (default %(default)s): BootCurrent picks device.conf.A or .B")
+    ab = ap.add_argument_group("A/B boot-slot update (the original's A_B_UPDATE=y build; device mode only)")
+    ab.add_argument("--a-b-update", action="store_true",
+                    help="keep two kernel slots on the ESP with EFI boot entries GyroidosA/B; kernel updates go to "
+                    "the slot not running and are booted once (BootNext); set up at the first start, with a reboot")
+    ab.add_argument("--esp", type=Path, default=ab_update.ESP, metavar="DIR",
+                    help="where the ESP is mounted (default %(default)s; kernels in EFI/BOOT/)")
+    ab.add_argument("--esp-device", type=Path, default=ab_update.ESP_DEVICE, metavar="DEV",
+                    help="the ESP's partition, for the boot entries' device path (default %(default)s)")
     ap.add_argument("--socket-group", help="group allowed to use the control socket (mode 0660)")
     ap.add_argument("--scd-socket", type=Path, default=paths.SCD_SOCKET, help="default %(default)s")
     ap.add_argument("--tpm2d-socket", type=Path, default=paths.TPM2D_SOCKET, help="default %(default)s")
@@ -133,6 +142,34 @@ def enter_netns(path: Path) -> None:
         os.close(fd)
 
 
+async def set_up_boot_slots(state: Cmld, args: argparse.Namespace) -> tuple[ab_update.ABUpdate | None, bool]:
+    """The A/B update (with --a-b-update, on a device): its set-up moved on by one stage; and
+    whether the device reboots now (then no container is started)."""
+    if not args.a_b_update:
+        return None, False
+    efi = EfiVars(args.efivars_dir)
+    if not efi.available():
+        log.error("A/B update: no EFI variables at %s (not booted through UEFI?); kernel updates cannot use "
+                  "boot slots", args.efivars_dir)
+        return None, False
+    slots = ab_update.ABUpdate(efi, state.layout.device_conf, args.esp, args.esp_device)
+    if state.hosted:  # as the original: no set-up (no reboots) in hosted mode; one made before is used
+        log.info("A/B update in hosted mode: set-up stage %s, not moved on", slots.stage().name)
+        return slots, False
+    try:
+        reboot = await asyncio.to_thread(slots.init)
+    except (EfiError, OSError) as e:
+        log.error("A/B update: the set-up failed: %s; it is tried again at the next start", e)
+        return slots, False
+    if not reboot:
+        return slots, False
+    if not systemd_is_init():
+        log.error("A/B update: a reboot is due, but systemd is not init; reboot the device yourself")
+        return slots, False
+    await asyncio.create_subprocess_exec(*HOST_REBOOT)
+    return slots, True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.netns is not None:
@@ -160,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                         "; containers with writable volumes are refused (--require-encryption)"
                         if args.require_encryption else "")
         layout = state.layout
+        slots, rebooting = await set_up_boot_slots(state, args)
+        state.installer.kernel_slots = slots
         auditor = start_audit(state, args)
         await state.verify_guestos()
         await asyncio.to_thread(state.purge_obsolete_guestos)
@@ -225,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         runtime.hotplug.start()
         runtime.serve_control = serve_container_control
         runtime.on_c0_down = c0_down
+        if slots is not None:
+            runtime.on_c0_up = slots.confirm_boot
 
         async def boot() -> None:
             """Missing GuestOS images first (c0's among them), then c0 and the autostart containers;
             the control socket serves meanwhile."""
             await state.fetch_missing_guestos_images()
-            if not args.no_autostart:
+            if not args.no_autostart and not rebooting:
                 await runtime.autostart(state.containers.all())
 
         autostart = asyncio.ensure_future(boot())

@@ -22,6 +22,7 @@ APT_PACKAGES=(
     libtss2-dev                                                      # tpm2d: tpm2-pytss (PyPI sdist) builds against it
     libnftables1                                                     # cmld: the partition firewall (nftables JSON API)
     mmdebstrap cpio kmod                                             # VM tier: guest rootfs, stage-1 initrd, depmod
+    fdisk                                                            # tests: a GPT ESP for the A/B update (sfdisk)
     rsyslog rsyslog-gnutls                                           # audit: the real collector for forwarding tests
 )
 

@@ -153,7 +153,8 @@ def is_root() -> bool:
 
 
 # Test files whose cmlds run c0 (device mode): see pytest_xdist_make_scheduler.
-C0_TEST_FILES = ("tests/host/test_c0.py", "tests/host/test_c0_network.py", "tests/host/test_device_operations.py")
+C0_TEST_FILES = ("tests/host/test_c0.py", "tests/host/test_c0_network.py", "tests/host/test_c0_network_allow.py",
+                 "tests/host/test_device_operations.py")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:

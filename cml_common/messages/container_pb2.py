@@ -25,37 +25,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x63ontainer.proto\x12\rcml.container\"P\n\x12\x43ontainerImageSize\x12\x12\n\nimage_name\x18\x01 \x02(\t\x12\x12\n\nimage_size\x18\x02 \x02(\x04\x12\x12\n\nimage_file\x18\x03 \x01(\t\"a\n\x13\x43ontainerVnetConfig\x12\x0f\n\x07if_name\x18\x01 \x02(\t\x12\x11\n\tconfigure\x18\x02 \x02(\x08\x12\x16\n\x0eif_rootns_name\x18\x03 \x01(\t\x12\x0e\n\x06if_mac\x18\x04 \x01(\t\"8\n\x13\x43ontainerPnetConfig\x12\r\n\x05netif\x18\x01 \x02(\t\x12\x12\n\nmac_filter\x18\x02 \x03(\t\"\x7f\n\x12\x43ontainerUsbConfig\x12\n\n\x02id\x18\x01 \x02(\t\x12\x0e\n\x06serial\x18\x02 \x02(\t\x12\x15\n\x06\x61ssign\x18\x03 \x02(\x08:\x05\x66\x61lse\x12\x36\n\x04type\x18\x04 \x02(\x0e\x32\x1f.cml.container.ContainerUsbType:\x07GENERIC\"\x97\x06\n\x0f\x43ontainerConfig\x12\x0c\n\x04name\x18\x01 \x02(\t\x12\x10\n\x08guest_os\x18\x02 \x02(\t\x12\x17\n\x0fguestos_version\x18\x03 \x01(\x04\x12\x36\n\x0bimage_sizes\x18\x04 \x03(\x0b\x32!.cml.container.ContainerImageSize\x12\x14\n\tram_limit\x18\x05 \x01(\r:\x01\x30\x12\r\n\x05\x63olor\x18\x06 \x02(\x07\x12\x35\n\x04type\x18\x07 \x02(\x0e\x32\x1c.cml.container.ContainerType:\tCONTAINER\x12\x10\n\x08init_env\x18\x08 \x03(\t\x12\x14\n\x06userns\x18\n \x01(\x08:\x04true\x12\x13\n\x0b\x61ssign_cpus\x18\x0b \x01(\t\x12\x1e\n\x0f\x61llow_autostart\x18\x11 \x01(\x08:\x05\x66\x61lse\x12 \n\x11\x61llow_system_time\x18\x12 \x01(\x08:\x05\x66\x61lse\x12\x12\n\ndns_server\x18\x15 \x01(\t\x12\x13\n\x05netns\x18\x16 \x01(\x08:\x04true\x12\x36\n\nnet_ifaces\x18\x17 \x03(\x0b\x32\".cml.container.ContainerPnetConfig\x12\x14\n\x0c\x61llow_module\x18\x18 \x03(\t\x12\x11\n\tallow_dev\x18\x19 \x03(\t\x12\x12\n\nassign_dev\x18\x1a \x03(\t\x12\x38\n\x0cvnet_configs\x18\x1b \x03(\x0b\x32\".cml.container.ContainerVnetConfig\x12\x36\n\x0busb_configs\x18\x1c \x03(\x0b\x32!.cml.container.ContainerUsbConfig\x12\r\n\x05\x66ifos\x18\x1d \x03(\t\x12;\n\ntoken_type\x18\x1e \x02(\x0e\x32!.cml.container.ContainerTokenType:\x04SOFT\x12\x1c\n\rusb_pin_entry\x18\x1f \x01(\x08:\x05\x66\x61lse\x12!\n\x12\x65nable_xorg_compat\x18  \x01(\x08:\x05\x66\x61lse\x12\x15\n\rpkcs11_module\x18! \x01(\tJ\x04\x08\x14\x10\x15\"\x9f\x02\n\x0f\x43ontainerStatus\x12\x0c\n\x04uuid\x18\x01 \x02(\t\x12\x0c\n\x04name\x18\x02 \x02(\t\x12*\n\x04type\x18\x03 \x02(\x0e\x32\x1c.cml.container.ContainerType\x12,\n\x05state\x18\x04 \x02(\x0e\x32\x1d.cml.container.ContainerState\x12\x0e\n\x06uptime\x18\x05 \x02(\x04\x12\x0f\n\x07\x63reated\x18\x06 \x02(\x04\x12\x0f\n\x07guestos\x18\x07 \x02(\t\x12\x32\n\x0btrust_level\x18\x08 \x02(\x0e\x32\x1d.cml.container.ContainerTrust\x12\x30\n\x0c\x63ryptfs_mode\x18\t \x02(\x0e\x32\x1a.cml.container.CryptfsMode*9\n\x10\x43ontainerUsbType\x12\x0b\n\x07GENERIC\x10\x01\x12\t\n\x05TOKEN\x10\x02\x12\r\n\tPIN_ENTRY\x10\x03*\'\n\rContainerType\x12\r\n\tCONTAINER\x10\x01\x12\x07\n\x03KVM\x10\x02*=\n\x12\x43ontainerTokenType\x12\x08\n\x04NONE\x10\x01\x12\x08\n\x04SOFT\x10\x02\x12\x07\n\x03USB\x10\x03\x12\n\n\x06PKCS11\x10\x04*\x93\x01\n\x0e\x43ontainerState\x12\x0b\n\x07STOPPED\x10\x01\x12\x0c\n\x08STARTING\x10\x02\x12\x0b\n\x07\x42OOTING\x10\x03\x12\x0b\n\x07RUNNING\x10\x04\x12\x0c\n\x08\x46REEZING\x10\x05\x12\n\n\x06\x46ROZEN\x10\x06\x12\n\n\x06ZOMBIE\x10\x07\x12\x0c\n\x08SHUTDOWN\x10\x08\x12\t\n\x05SETUP\x10\t\x12\r\n\tREBOOTING\x10\n*Y\n\x15\x43ontainerConnectivity\x12\x0b\n\x07OFFLINE\x10\x01\x12\x0f\n\x0bMOBILE_ONLY\x10\x02\x12\r\n\tWIFI_ONLY\x10\x03\x12\x13\n\x0fMOBILE_AND_WIFI\x10\x04*>\n\x0e\x43ontainerTrust\x12\n\n\x06SIGNED\x10\x01\x12\x12\n\x0eLOCALLY_SIGNED\x10\x02\x12\x0c\n\x08UNSIGNED\x10\x03*l\n\x0b\x43ryptfsMode\x12\x13\n\x0fNOT_IMPLEMENTED\x10\x01\x12\x0b\n\x07\x41UTHENC\x10\x02\x12\x10\n\x0c\x45NCRYPT_ONLY\x10\x03\x12\x15\n\x11INTEGRITY_ENCRYPT\x10\x04\x12\x12\n\x0eINTEGRITY_ONLY\x10\x05')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x63ontainer.proto\x12\rcml.container\"P\n\x12\x43ontainerImageSize\x12\x12\n\nimage_name\x18\x01 \x02(\t\x12\x12\n\nimage_size\x18\x02 \x02(\x04\x12\x12\n\nimage_file\x18\x03 \x01(\t\"a\n\x13\x43ontainerVnetConfig\x12\x0f\n\x07if_name\x18\x01 \x02(\t\x12\x11\n\tconfigure\x18\x02 \x02(\x08\x12\x16\n\x0eif_rootns_name\x18\x03 \x01(\t\x12\x0e\n\x06if_mac\x18\x04 \x01(\t\"8\n\x13\x43ontainerPnetConfig\x12\r\n\x05netif\x18\x01 \x02(\t\x12\x12\n\nmac_filter\x18\x02 \x03(\t\"_\n\x11\x43ontainerNetAllow\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12\x12\n\x03\x63ml\x18\x02 \x01(\x08:\x05\x66\x61lse\x12\x0c\n\x04port\x18\x03 \x02(\r\x12\x15\n\x08protocol\x18\x04 \x01(\t:\x03tcp\"\x7f\n\x12\x43ontainerUsbConfig\x12\n\n\x02id\x18\x01 \x02(\t\x12\x0e\n\x06serial\x18\x02 \x02(\t\x12\x15\n\x06\x61ssign\x18\x03 \x02(\x08:\x05\x66\x61lse\x12\x36\n\x04type\x18\x04 \x02(\x0e\x32\x1f.cml.container.ContainerUsbType:\x07GENERIC\"\xcd\x06\n\x0f\x43ontainerConfig\x12\x0c\n\x04name\x18\x01 \x02(\t\x12\x10\n\x08guest_os\x18\x02 \x02(\t\x12\x17\n\x0fguestos_version\x18\x03 \x01(\x04\x12\x36\n\x0bimage_sizes\x18\x04 \x03(\x0b\x32!.cml.container.ContainerImageSize\x12\x14\n\tram_limit\x18\x05 \x01(\r:\x01\x30\x12\r\n\x05\x63olor\x18\x06 \x02(\x07\x12\x35\n\x04type\x18\x07 \x02(\x0e\x32\x1c.cml.container.ContainerType:\tCONTAINER\x12\x10\n\x08init_env\x18\x08 \x03(\t\x12\x14\n\x06userns\x18\n \x01(\x08:\x04true\x12\x13\n\x0b\x61ssign_cpus\x18\x0b \x01(\t\x12\x1e\n\x0f\x61llow_autostart\x18\x11 \x01(\x08:\x05\x66\x61lse\x12 \n\x11\x61llow_system_time\x18\x12 \x01(\x08:\x05\x66\x61lse\x12\x12\n\ndns_server\x18\x15 \x01(\t\x12\x13\n\x05netns\x18\x16 \x01(\x08:\x04true\x12\x36\n\nnet_ifaces\x18\x17 \x03(\x0b\x32\".cml.container.ContainerPnetConfig\x12\x14\n\x0c\x61llow_module\x18\x18 \x03(\t\x12\x11\n\tallow_dev\x18\x19 \x03(\t\x12\x12\n\nassign_dev\x18\x1a \x03(\t\x12\x38\n\x0cvnet_configs\x18\x1b \x03(\x0b\x32\".cml.container.ContainerVnetConfig\x12\x36\n\x0busb_configs\x18\x1c \x03(\x0b\x32!.cml.container.ContainerUsbConfig\x12\r\n\x05\x66ifos\x18\x1d \x03(\t\x12;\n\ntoken_type\x18\x1e \x02(\x0e\x32!.cml.container.ContainerTokenType:\x04SOFT\x12\x1c\n\rusb_pin_entry\x18\x1f \x01(\x08:\x05\x66\x61lse\x12!\n\x12\x65nable_xorg_compat\x18  \x01(\x08:\x05\x66\x61lse\x12\x15\n\rpkcs11_module\x18! \x01(\t\x12\x34\n\tnet_allow\x18\xe8\x07 \x03(\x0b\x32 .cml.container.ContainerNetAllowJ\x04\x08\x14\x10\x15\"\x9f\x02\n\x0f\x43ontainerStatus\x12\x0c\n\x04uuid\x18\x01 \x02(\t\x12\x0c\n\x04name\x18\x02 \x02(\t\x12*\n\x04type\x18\x03 \x02(\x0e\x32\x1c.cml.container.ContainerType\x12,\n\x05state\x18\x04 \x02(\x0e\x32\x1d.cml.container.ContainerState\x12\x0e\n\x06uptime\x18\x05 \x02(\x04\x12\x0f\n\x07\x63reated\x18\x06 \x02(\x04\x12\x0f\n\x07guestos\x18\x07 \x02(\t\x12\x32\n\x0btrust_level\x18\x08 \x02(\x0e\x32\x1d.cml.container.ContainerTrust\x12\x30\n\x0c\x63ryptfs_mode\x18\t \x02(\x0e\x32\x1a.cml.container.CryptfsMode*9\n\x10\x43ontainerUsbType\x12\x0b\n\x07GENERIC\x10\x01\x12\t\n\x05TOKEN\x10\x02\x12\r\n\tPIN_ENTRY\x10\x03*\'\n\rContainerType\x12\r\n\tCONTAINER\x10\x01\x12\x07\n\x03KVM\x10\x02*=\n\x12\x43ontainerTokenType\x12\x08\n\x04NONE\x10\x01\x12\x08\n\x04SOFT\x10\x02\x12\x07\n\x03USB\x10\x03\x12\n\n\x06PKCS11\x10\x04*\x93\x01\n\x0e\x43ontainerState\x12\x0b\n\x07STOPPED\x10\x01\x12\x0c\n\x08STARTING\x10\x02\x12\x0b\n\x07\x42OOTING\x10\x03\x12\x0b\n\x07RUNNING\x10\x04\x12\x0c\n\x08\x46REEZING\x10\x05\x12\n\n\x06\x46ROZEN\x10\x06\x12\n\n\x06ZOMBIE\x10\x07\x12\x0c\n\x08SHUTDOWN\x10\x08\x12\t\n\x05SETUP\x10\t\x12\r\n\tREBOOTING\x10\n*Y\n\x15\x43ontainerConnectivity\x12\x0b\n\x07OFFLINE\x10\x01\x12\x0f\n\x0bMOBILE_ONLY\x10\x02\x12\r\n\tWIFI_ONLY\x10\x03\x12\x13\n\x0fMOBILE_AND_WIFI\x10\x04*>\n\x0e\x43ontainerTrust\x12\n\n\x06SIGNED\x10\x01\x12\x12\n\x0eLOCALLY_SIGNED\x10\x02\x12\x0c\n\x08UNSIGNED\x10\x03*l\n\x0b\x43ryptfsMode\x12\x13\n\x0fNOT_IMPLEMENTED\x10\x01\x12\x0b\n\x07\x41UTHENC\x10\x02\x12\x10\n\x0c\x45NCRYPT_ONLY\x10\x03\x12\x15\n\x11INTEGRITY_ENCRYPT\x10\x04\x12\x12\n\x0eINTEGRITY_ONLY\x10\x05')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'container_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTAINERUSBTYPE']._serialized_start=1486
-  _globals['_CONTAINERUSBTYPE']._serialized_end=1543
-  _globals['_CONTAINERTYPE']._serialized_start=1545
-  _globals['_CONTAINERTYPE']._serialized_end=1584
-  _globals['_CONTAINERTOKENTYPE']._serialized_start=1586
-  _globals['_CONTAINERTOKENTYPE']._serialized_end=1647
-  _globals['_CONTAINERSTATE']._serialized_start=1650
-  _globals['_CONTAINERSTATE']._serialized_end=1797
-  _globals['_CONTAINERCONNECTIVITY']._serialized_start=1799
-  _globals['_CONTAINERCONNECTIVITY']._serialized_end=1888
-  _globals['_CONTAINERTRUST']._serialized_start=1890
-  _globals['_CONTAINERTRUST']._serialized_end=1952
-  _globals['_CRYPTFSMODE']._serialized_start=1954
-  _globals['_CRYPTFSMODE']._serialized_end=2062
+  _globals['_CONTAINERUSBTYPE']._serialized_start=1637
+  _globals['_CONTAINERUSBTYPE']._serialized_end=1694
+  _globals['_CONTAINERTYPE']._serialized_start=1696
+  _globals['_CONTAINERTYPE']._serialized_end=1735
+  _globals['_CONTAINERTOKENTYPE']._serialized_start=1737
+  _globals['_CONTAINERTOKENTYPE']._serialized_end=1798
+  _globals['_CONTAINERSTATE']._serialized_start=1801
+  _globals['_CONTAINERSTATE']._serialized_end=1948
+  _globals['_CONTAINERCONNECTIVITY']._serialized_start=1950
+  _globals['_CONTAINERCONNECTIVITY']._serialized_end=2039
+  _globals['_CONTAINERTRUST']._serialized_start=2041
+  _globals['_CONTAINERTRUST']._serialized_end=2103
+  _globals['_CRYPTFSMODE']._serialized_start=2105
+  _globals['_CRYPTFSMODE']._serialized_end=2213
   _globals['_CONTAINERIMAGESIZE']._serialized_start=34
   _globals['_CONTAINERIMAGESIZE']._serialized_end=114
   _globals['_CONTAINERVNETCONFIG']._serialized_start=116
   _globals['_CONTAINERVNETCONFIG']._serialized_end=213
   _globals['_CONTAINERPNETCONFIG']._serialized_start=215
   _globals['_CONTAINERPNETCONFIG']._serialized_end=271
-  _globals['_CONTAINERUSBCONFIG']._serialized_start=273
-  _globals['_CONTAINERUSBCONFIG']._serialized_end=400
-  _globals['_CONTAINERCONFIG']._serialized_start=403
-  _globals['_CONTAINERCONFIG']._serialized_end=1194
-  _globals['_CONTAINERSTATUS']._serialized_start=1197
-  _globals['_CONTAINERSTATUS']._serialized_end=1484
+  _globals['_CONTAINERNETALLOW']._serialized_start=273
+  _globals['_CONTAINERNETALLOW']._serialized_end=368
+  _globals['_CONTAINERUSBCONFIG']._serialized_start=370
+  _globals['_CONTAINERUSBCONFIG']._serialized_end=497
+  _globals['_CONTAINERCONFIG']._serialized_start=500
+  _globals['_CONTAINERCONFIG']._serialized_end=1345
+  _globals['_CONTAINERSTATUS']._serialized_start=1348
+  _globals['_CONTAINERSTATUS']._serialized_end=1635
 # @@protoc_insertion_point(module_scope)

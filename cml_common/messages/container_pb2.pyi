@@ -121,6 +121,18 @@ class ContainerPnetConfig(_message.Message):
     mac_filter: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, netif: _Optional[str] = ..., mac_filter: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ContainerNetAllow(_message.Message):
+    __slots__ = ("container", "cml", "port", "protocol")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    CML_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    cml: bool
+    port: int
+    protocol: str
+    def __init__(self, container: _Optional[str] = ..., cml: _Optional[bool] = ..., port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
+
 class ContainerUsbConfig(_message.Message):
     __slots__ = ("id", "serial", "assign", "type")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -134,7 +146,7 @@ class ContainerUsbConfig(_message.Message):
     def __init__(self, id: _Optional[str] = ..., serial: _Optional[str] = ..., assign: _Optional[bool] = ..., type: _Optional[_Union[ContainerUsbType, str]] = ...) -> None: ...
 
 class ContainerConfig(_message.Message):
-    __slots__ = ("name", "guest_os", "guestos_version", "image_sizes", "ram_limit", "color", "type", "init_env", "userns", "assign_cpus", "allow_autostart", "allow_system_time", "dns_server", "netns", "net_ifaces", "allow_module", "allow_dev", "assign_dev", "vnet_configs", "usb_configs", "fifos", "token_type", "usb_pin_entry", "enable_xorg_compat", "pkcs11_module")
+    __slots__ = ("name", "guest_os", "guestos_version", "image_sizes", "ram_limit", "color", "type", "init_env", "userns", "assign_cpus", "allow_autostart", "allow_system_time", "dns_server", "netns", "net_ifaces", "allow_module", "allow_dev", "assign_dev", "vnet_configs", "usb_configs", "fifos", "token_type", "usb_pin_entry", "enable_xorg_compat", "pkcs11_module", "net_allow")
     NAME_FIELD_NUMBER: _ClassVar[int]
     GUEST_OS_FIELD_NUMBER: _ClassVar[int]
     GUESTOS_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +172,7 @@ class ContainerConfig(_message.Message):
     USB_PIN_ENTRY_FIELD_NUMBER: _ClassVar[int]
     ENABLE_XORG_COMPAT_FIELD_NUMBER: _ClassVar[int]
     PKCS11_MODULE_FIELD_NUMBER: _ClassVar[int]
+    NET_ALLOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     guest_os: str
     guestos_version: int
@@ -185,7 +198,8 @@ class ContainerConfig(_message.Message):
     usb_pin_entry: bool
     enable_xorg_compat: bool
     pkcs11_module: str
-    def __init__(self, name: _Optional[str] = ..., guest_os: _Optional[str] = ..., guestos_version: _Optional[int] = ..., image_sizes: _Optional[_Iterable[_Union[ContainerImageSize, _Mapping]]] = ..., ram_limit: _Optional[int] = ..., color: _Optional[int] = ..., type: _Optional[_Union[ContainerType, str]] = ..., init_env: _Optional[_Iterable[str]] = ..., userns: _Optional[bool] = ..., assign_cpus: _Optional[str] = ..., allow_autostart: _Optional[bool] = ..., allow_system_time: _Optional[bool] = ..., dns_server: _Optional[str] = ..., netns: _Optional[bool] = ..., net_ifaces: _Optional[_Iterable[_Union[ContainerPnetConfig, _Mapping]]] = ..., allow_module: _Optional[_Iterable[str]] = ..., allow_dev: _Optional[_Iterable[str]] = ..., assign_dev: _Optional[_Iterable[str]] = ..., vnet_configs: _Optional[_Iterable[_Union[ContainerVnetConfig, _Mapping]]] = ..., usb_configs: _Optional[_Iterable[_Union[ContainerUsbConfig, _Mapping]]] = ..., fifos: _Optional[_Iterable[str]] = ..., token_type: _Optional[_Union[ContainerTokenType, str]] = ..., usb_pin_entry: _Optional[bool] = ..., enable_xorg_compat: _Optional[bool] = ..., pkcs11_module: _Optional[str] = ...) -> None: ...
+    net_allow: _containers.RepeatedCompositeFieldContainer[ContainerNetAllow]
+    def __init__(self, name: _Optional[str] = ..., guest_os: _Optional[str] = ..., guestos_version: _Optional[int] = ..., image_sizes: _Optional[_Iterable[_Union[ContainerImageSize, _Mapping]]] = ..., ram_limit: _Optional[int] = ..., color: _Optional[int] = ..., type: _Optional[_Union[ContainerType, str]] = ..., init_env: _Optional[_Iterable[str]] = ..., userns: _Optional[bool] = ..., assign_cpus: _Optional[str] = ..., allow_autostart: _Optional[bool] = ..., allow_system_time: _Optional[bool] = ..., dns_server: _Optional[str] = ..., netns: _Optional[bool] = ..., net_ifaces: _Optional[_Iterable[_Union[ContainerPnetConfig, _Mapping]]] = ..., allow_module: _Optional[_Iterable[str]] = ..., allow_dev: _Optional[_Iterable[str]] = ..., assign_dev: _Optional[_Iterable[str]] = ..., vnet_configs: _Optional[_Iterable[_Union[ContainerVnetConfig, _Mapping]]] = ..., usb_configs: _Optional[_Iterable[_Union[ContainerUsbConfig, _Mapping]]] = ..., fifos: _Optional[_Iterable[str]] = ..., token_type: _Optional[_Union[ContainerTokenType, str]] = ..., usb_pin_entry: _Optional[bool] = ..., enable_xorg_compat: _Optional[bool] = ..., pkcs11_module: _Optional[str] = ..., net_allow: _Optional[_Iterable[_Union[ContainerNetAllow, _Mapping]]] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
     __slots__ = ("uuid", "name", "type", "state", "uptime", "created", "guestos", "trust_level", "cryptfs_mode")

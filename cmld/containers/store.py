@@ -23,6 +23,7 @@ from cml_common.textconfig import ConfigError, load_text_file, parse_text
 from cmld.containers import leftovers
 from cmld.containers.container import Container
 from cmld.crypt import scrub
+from cmld.net import allow
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def validate_config(cfg: ContainerConfig, source: str) -> None:
         raise ConfigError(f"{source}: container name {name!r} has forbidden characters")
     if not cfg.guest_os:
         raise ConfigError(f"{source}: guest_os is empty")
+    try:
+        allow.parse(cfg.net_allow)
+    except allow.AllowInvalid as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def parse_container_config(data: bytes, source: str) -> ContainerConfig:

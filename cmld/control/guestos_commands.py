@@ -26,7 +26,7 @@ class GuestOSCommands(CommandFamily):
         installer = st.installer
         raw, sig, cert = req.guestos_config_file, req.guestos_config_signature, req.guestos_config_certificate
         try:
-            cfg, trust = await installer.check(raw, sig, cert, st.trust_policy())
+            cfg, trust = await installer.check(raw, sig, cert, st.trust_policy(), unprivileged=not conn.privileged)
         except InstallError as e:
             log.warning("%s: PUSH_GUESTOS_CONFIG refused: %s", conn, e)
             await conn.send(response(D.GUESTOS_MGR_INSTALL_FAILED, str(e)))

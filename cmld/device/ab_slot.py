@@ -10,26 +10,22 @@ little-endian u16.
 from __future__ import annotations
 
 import logging
-import struct
 from pathlib import Path
 
+from cmld.device.efivars import EFI_GLOBAL, EFIVARS, EfiError, EfiVars
+
+__all__ = ["EFIVARS", "EFI_GLOBAL", "boot_current", "device_conf_path"]
 log = logging.getLogger(__name__)
-EFIVARS = Path("/sys/firmware/efi/efivars")
-EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 SLOT_SUFFIX = {0: ".A", 1: ".B"}
 
 
 def boot_current(efivars: Path) -> int | None:
     """The EFI BootCurrent entry, or None (no EFI, no such variable, a malformed one)."""
     try:
-        data = (efivars / f"BootCurrent-{EFI_GLOBAL}").read_bytes()
-    except OSError:
+        return EfiVars(efivars).boot_current()
+    except EfiError as e:
+        log.warning("%s; ignored", e)
         return None
-    if len(data) != 6:
-        log.warning("EFI BootCurrent has %d bytes, not 6; ignored", len(data))
-        return None
-    value: int = struct.unpack_from("<H", data, 4)[0]
-    return value
 
 
 def device_conf_path(plain: Path, efivars: Path = EFIVARS) -> Path:

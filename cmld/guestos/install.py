@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import tempfile
 import urllib.parse
 import urllib.request
@@ -114,16 +115,44 @@ def _open_source(url: str, caller_root: Path) -> BinaryIO:
     if rel is not None:
         root_fd = os.open(caller_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fd = linux.open_in_root(root_fd, rel, os.O_RDONLY)
+            fd = linux.open_in_root(root_fd, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         finally:
             os.close(root_fd)
-        return open(fd, "rb")
+        return _regular(fd, url)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "file":
-        return open(urllib.parse.unquote(parts.path), "rb")
+        path = urllib.parse.unquote(parts.path)
+        return _regular(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC), url)
     if parts.scheme in ("http", "https"):
         return urllib.request.urlopen(url, timeout=60)  # type: ignore[no-any-return]  # noqa: S310 (scheme checked)
     raise InstallError(f"unsupported URL scheme in {url}")
+
+
+def _regular(fd: int, url: str) -> BinaryIO:
+    """The opened image source as a file, if it is a regular file. It was opened non-blocking, so
+    a FIFO or a device at the URL's path (a pushing container can place one in its own root)
+    cannot hold the installer in open(2) for ever; such a source is refused, not read."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InstallError(f"{url} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb")
+
+
+def check_push_urls(cfg: GuestOSConfig) -> None:
+    """What a push over an unprivileged control socket (a `feature_install_guest` container) may
+    name as the image source: only a relative file:// URL, which is resolved in that container's
+    own root, or none (the device's update server). An absolute file:// URL would be opened in
+    cmld's root, the host's, and an http(s) URL would make cmld, on the host's network, fetch
+    for a container whose own network is confined."""
+    url = cfg.update_base_url
+    if url and relative_file_path(url) is None:
+        raise InstallError(f"update_base_url {url!r}: a push from inside a container may only name a relative "
+                           "file:// URL (its own files)")
 
 
 def fetch(url: str, dest: Path, max_bytes: int, caller_root: Path = Path("/")) -> None:
@@ -159,10 +188,19 @@ class GuestOSInstaller:
     def __init__(self, store: GuestOSStore, scd: ScdClient) -> None:
         self.store = store
         self.scd = scd
+        self.kernel_slots: flash.KernelSlots | None = None  # the A/B update, when cmld runs it
         self._lock = asyncio.Lock()
 
-    async def check(self, raw: bytes, sig: bytes, cert: bytes, policy: TrustPolicy) -> tuple[GuestOSConfig, int]:
-        """Verify and parse a pushed config; raises InstallError with the reason."""
+    async def check(self, raw: bytes, sig: bytes, cert: bytes, policy: TrustPolicy,
+                    unprivileged: bool = False) -> tuple[GuestOSConfig, int]:
+        """Verify and parse a pushed config; raises InstallError with the reason. A push over an
+        unprivileged socket (from inside a `feature_install_guest` container) must be signed
+        whatever device.conf says, as every push in the original, and may only name its own
+        files as the image source (`check_push_urls`)."""
+        if unprivileged:
+            check_push_urls(self._parse(raw))  # first: the reason a hostile URL is refused is named
+            if not (sig and cert):
+                raise InstallError("a push from inside a container must be signed (no signature and certificate)")
         if sig or cert:
             try:
                 result = await self.scd.verify_buf(raw, sig, cert, ignore_time=not policy.provisioned)
@@ -179,16 +217,25 @@ class GuestOSInstaller:
             raise InstallError("device.conf requires signed configs and the push has no signature and certificate")
         else:
             trust = ContainerTrust.UNSIGNED
-        try:
-            cfg = parse_text(raw, GuestOSConfig, source="pushed GuestOS config")
-        except ConfigError as e:
-            raise InstallError(str(e)) from e
+        cfg = self._parse(raw)
         if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
             raise InstallError(f"invalid GuestOS name {cfg.name!r}")
         installed = self.store.latest(cfg.name)
         if installed is not None and cfg.version < installed.version:
             raise InstallError(f"version {cfg.version} is older than the installed {installed.version}")
+        if unprivileged and installed is not None and trust > installed.trust:  # SIGNED=1 < LOCALLY_SIGNED < UNSIGNED
+            # The original lets a container that registered the local CA replace any GuestOS with
+            # one it signed itself: the software of every other container using it.
+            raise InstallError(f"{cfg.name} is installed {ContainerTrust.Name(installed.trust)}: a push from inside a "
+                               f"container may not replace it with a {ContainerTrust.Name(trust)} one")
         return cfg, trust
+
+    @staticmethod
+    def _parse(raw: bytes) -> GuestOSConfig:
+        try:
+            return parse_text(raw, GuestOSConfig, source="pushed GuestOS config")
+        except ConfigError as e:
+            raise InstallError(str(e)) from e
 
     async def install(self, raw: bytes, sig: bytes, cert: bytes, cfg: GuestOSConfig, trust: int,
                       device_base_url: str, caller_root: Path = Path("/")) -> GuestOS:
@@ -207,7 +254,8 @@ class GuestOSInstaller:
         directory = self.store.directory
         directory.mkdir(parents=True, exist_ok=True)
         final_dir = directory / f"{cfg.name}-{cfg.version}"
-        flash.targets(cfg, final_dir, directory.parent)  # a FLASH target that must not be written: refused now
+        # A FLASH target that must not be written is refused now, before any download.
+        flash.targets(cfg, final_dir, directory.parent, self._retarget)
         need = sum(f.mount.image_size for f in files if not f.is_hash_tree)
         free = shutil.disk_usage(directory).free
         if need > free:
@@ -245,8 +293,11 @@ class GuestOSInstaller:
     def _flash(self, gos: GuestOS) -> None:
         """FLASH images once everything is there (the original's download_complete_cb): a failed
         `kernel` update is deleted again, any other GuestOS stays installed; both answer FAILED."""
+        slots = self.kernel_slots if gos.name == flash.KERNEL else None
         try:
-            n = flash.flash(gos, self.store.directory.parent)
+            n = flash.flash(gos, self.store.directory.parent, self._retarget)
+            if slots is not None:
+                slots.boot_other_once()
         except InstallError as e:
             if gos.name == flash.KERNEL:
                 log.error("update %s-%d failed: %s; the update is deleted", gos.name, gos.version, e)
@@ -254,6 +305,10 @@ class GuestOSInstaller:
             raise
         if n:
             log.warning("GuestOS %s-%d: %d partition(s) flashed", gos.name, gos.version, n)
+
+    @property
+    def _retarget(self) -> flash.Retarget | None:
+        return self.kernel_slots.flash_target if self.kernel_slots is not None else None
 
     async def fetch_missing(self, gos: GuestOS, device_base_url: str) -> None:
         """Fetch the images of an installed GuestOS that are missing or of the wrong size (at

@@ -15,6 +15,7 @@ import time
 from cmld import linux
 from cmld.modules.base import Module, StartError
 from cmld.modules.context import StartContext
+from cmld.net import allow
 from cmld.net.attach import DEFAULT_VNET, ContainerNet, VnetSpec
 from cmld.net.fabric import NetFabric
 
@@ -78,6 +79,7 @@ class NetworkModule(Module):
             self.net = ContainerNet.open(self.fabric, c.uuid, c.name, c.is_c0, ctx.init_pid)
         except OSError as e:
             raise StartError(f"network: opening the container's namespace: {e.strerror}") from None
+        self.net.allows = tuple(allow.parse(c.config.net_allow))  # checked at create: cannot fail here
         pnets = [(p.netif, list(p.mac_filter)) for p in c.config.net_ifaces]
         t0 = time.perf_counter()
         await self.net.setup(vnet_specs(ctx), pnets)

@@ -36,9 +36,18 @@ def needs_inotify_broker(ctx: StartContext) -> bool:
     return not ctx.container.is_c0 and ctx.spec.uid_start is None
 
 
+def uevents_allowed(ctx: StartContext) -> bool:
+    """A uevent socket in a container without a user namespace hears every uevent of the device:
+    its network namespace belongs to the initial user namespace, where the kernel broadcasts them
+    (with a user namespace it hears only what cmld forwards for its own devices). Such a
+    container may open one only if it has `usb_configs`, whose hotplug it needs; the rest get
+    EPERM, the policy's refusal (the original allows it, and the disclosure with it)."""
+    return ctx.container.is_c0 or ctx.spec.uid_start is not None or len(ctx.container.config.usb_configs) > 0
+
+
 def filter_kind(ctx: StartContext) -> FilterKind:
     return FilterKind(light=ctx.container.is_c0, kept=frozenset(ctx.spec.cap_keep),
-                      inotify_broker=needs_inotify_broker(ctx))
+                      inotify_broker=needs_inotify_broker(ctx), uevents=uevents_allowed(ctx))
 
 
 class SeccompModule(Module):

@@ -7,8 +7,9 @@ announces them, and its node is made at its /dev name in the container; on remov
 and the access is withdrawn. A TOKEN device is not mapped (scd drives it) and pulling it stops the
 container (token_detach); PIN_ENTRY devices are never mapped, as in the original.
 
-Every uevent of a device the container may use, and every usb_interface event, is injected into
-the container's own network namespace, so its udev or mdev sees them.
+Every uevent of a device the container may use, and the usb_interface events of its USB devices,
+are injected into the container's own network namespace, so its udev or mdev sees them (the
+original injects every usb_interface event into every container).
 """
 
 from __future__ import annotations
@@ -132,7 +133,11 @@ class UsbModule(Module):
         if ctx is None or ctx.devices is None:
             return
         if ev.subsystem == "usb" and ev.devtype == "usb_interface":
-            self._forward(ctx, ev)
+            # Only the interfaces of a device this container has: the original forwards every
+            # usb_interface event to every container, which tells each one what is plugged for
+            # the others (vendor, product, interface classes).
+            if self._owns_parent(ev.devpath):
+                self._forward(ctx, ev)
             return
         withdraw = None
         if ev.subsystem == "usb" and ev.devtype == "usb_device":
@@ -154,6 +159,11 @@ class UsbModule(Module):
         if withdraw is not None:
             ctx.devices.withdraw(ctx, withdraw)
             log.info("container %s: USB device %s removed, %s withdrawn", ctx.container.name, ev.devpath, withdraw)
+
+    def _owns_parent(self, devpath: str) -> bool:
+        """An interface's DEVPATH is its device's plus one component (`.../1-1/1-1:1.0`)."""
+        parent = devpath.rsplit("/", 1)[0]
+        return parent in self.mapped or parent in self.tokens
 
     async def _usb_device(self, ctx: StartContext, ev: UEvent) -> str | None:
         """Grants for an added device; for a removed one, the rule to withdraw once its node is gone."""

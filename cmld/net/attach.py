@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from cmld.errors import StartError
-from cmld.net import firewall, iplink
+from cmld.net import allow, firewall, iplink
 from cmld.net.addressing import PREFIX, Subnet, format_mac, valid_ifname, veth_mac
 from cmld.net.fabric import UPLINK_C0, UPLINK_HOME, NetFabric, Router
 from cmld.net.netns import Netns
@@ -59,6 +59,7 @@ class ContainerNet:
     ports: list[firewall.Port] = field(default_factory=list)
     masq: list[str] = field(default_factory=list)  # subnets the router masquerades for it
     uplink_offset: int | None = None
+    allows: tuple[allow.Allow, ...] = ()  # its config's net_allow (allow.py)
 
     @classmethod
     def open(cls, fabric: NetFabric, uuid: str, label: str, is_c0: bool, init_pid: int) -> ContainerNet:
@@ -90,12 +91,17 @@ class ContainerNet:
                     async with self.fabric.lock:
                         await self.fabric.fw_add(self.router.ns, cmds + firewall.masquerade("add", self.masq))
             async with self.fabric.lock:
+                self.fabric.members[self.uuid] = self._member()
+                await self.fabric.refresh_allowed()
                 for netif, mac_filter in pnets:
                     await self._take_configured(netif, mac_filter)
                 if self.is_router:
                     await self._take_free_nics()
         except (NetError, OSError) as e:
             raise StartError(f"network: {e}") from None
+
+    def _member(self) -> allow.Member:
+        return allow.Member(self.label, self.is_router, tuple((p.name, p.subnet) for p in self.ports), self.allows)
 
     async def _vnet(self, router: Router, spec: VnetSpec) -> None:
         """One veth. Names are not looked up first: the kernel refuses a taken one (EEXIST). A
@@ -157,6 +163,7 @@ class ContainerNet:
         await self.rtnl.add_ipv4(UPLINK_C0, sub.container, PREFIX, sub.broadcast)
         await self.rtnl.up(UPLINK_C0)
         await home.default_route(sub.container)
+        fabric.cml_address = sub.router
         self.router = fabric.set_c0_router(self.ns, self.rtnl, self.uuid)
         await fabric.enable_forwarding(self.ns)
         self.masq.append(sub.cidr)
@@ -228,6 +235,11 @@ class ContainerNet:
                 except (NetError, OSError) as e:
                     log.warning("network: %s: giving back %s: %s", self.label, nic.name, e)
             self.nics.clear()
+            if fabric.members.pop(self.uuid, None) is not None and not self.is_router:
+                try:
+                    await fabric.refresh_allowed()
+                except NetError as e:
+                    log.warning("network: %s: %s", self.label, e)
             router = self.router
             if router is not None and not self.is_router and self.ports:
                 cmds = [c for p in self.ports for c in firewall.port_del(p)] + firewall.masquerade("delete", self.masq)
@@ -248,5 +260,6 @@ class ContainerNet:
                 if self.uplink_offset is not None:
                     fabric.offsets.release(self.uplink_offset)
                 fabric.drop_c0_router(self.uuid)
+                fabric.cml_address = None
         self.rtnl.close()
         self.ns.close()

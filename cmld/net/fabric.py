@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cmld.errors import StartError
 from cmld.linux import nftables
-from cmld.net import firewall
+from cmld.net import allow, firewall
 from cmld.net.addressing import MAX_OFFSETS, OffsetPool
 from cmld.net.journal import Journal
 from cmld.net.netns import Netns
@@ -50,6 +50,8 @@ class NetFabric:
         self.router: Router | None = None
         self._based: set[tuple[int, int]] = set()  # namespaces whose firewall base exists
         self._forwarding: set[tuple[int, int]] = set()
+        self.members: dict[str, allow.Member] = {}  # running containers, for the `allowed` set
+        self.cml_address: str | None = None  # the CML's uplink address on a device (c0 running)
 
     # ------------------------------------------------------------------ namespaces
 
@@ -127,6 +129,15 @@ class NetFabric:
                 await self._nft(ns, batch)
             except NetError as e:
                 log.debug("network: %s", e)
+
+    async def refresh_allowed(self) -> None:
+        """The router's `allowed` set from every running container's `net_allow` (caller holds the
+        lock). Nothing to do while the router has no firewall yet (no container port on it)."""
+        r = self.router
+        if r is None or r.ns.ident not in self._based or r.ns.fd < 0:
+            return
+        elems = allow.elements(self.members.values(), None if self.hosted else self.cml_address)
+        await self._nft(r.ns, firewall.allowed_replace(elems))
 
     # ------------------------------------------------------------------ start-up
 

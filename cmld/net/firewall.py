@@ -14,7 +14,9 @@ mode), every container link ("port") is guarded twice:
   (no service of c0 or of the CML); nothing is forwarded into a container unless it answers a
   connection the container made (no container -> container, CML -> container, outside ->
   container); nothing is forwarded from a container to the CML uplink; the rest, a container
-  going out, is forwarded and masqueraded.
+  going out, is forwarded and masqueraded. The exceptions a container's config grants
+  (`net_allow`, allow.py) are the elements of the set `allowed`: (its port, target address,
+  protocol, port), accepted before those drops.
 
 A physical NIC bridged with a MAC allow-list (`net_ifaces { mac_filter }`) gets an ingress chain
 that drops frames from other source MACs (the original's physdev/mac iptables rules).
@@ -72,6 +74,8 @@ def _prefix(cidr: str) -> Cmd:
     return {"prefix": {"addr": addr, "len": int(length)}}
 
 
+# (router-side port of the source, destination address, protocol, destination port)
+ALLOWED_TYPE = ("ifname", "ipv4_addr", "inet_proto", "inet_service")
 ACCEPT: Cmd = {"accept": None}
 DROP: Cmd = {"drop": None}
 COUNTER: Cmd = {"counter": None}
@@ -116,6 +120,8 @@ def base() -> list[Cmd]:
     f = "inet"
     from_port, to_port = _match(_meta("iifname"), "@ports"), _match(_meta("oifname"), "@ports")
     answers = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
+    allowed = _match({"concat": [_meta("iifname"), _payload("ip", "daddr"), _meta("l4proto"),
+                                 _payload("th", "dport")]}, "@allowed")
     return [
         {"add": {"table": {"family": f, "name": TABLE}}},
         {"add": {"table": {"family": "netdev", "name": TABLE}}},
@@ -123,14 +129,17 @@ def base() -> list[Cmd]:
         _set("uplinks", "ifname"),
         _set("gateways", ["ifname", "ipv4_addr"]),
         _set("masquerade", "ipv4_addr", ["interval"]),
+        _set("allowed", list(ALLOWED_TYPE)),
         _base_chain(f, "input", "filter", "input", FILTER_PRIORITY, "accept"),
         _rule(f, "input", from_port, answers, ACCEPT),
         _rule(f, "input", {"match": {"op": "==", "left": {"concat": [_meta("iifname"), _payload("ip", "daddr")]},
                                      "right": "@gateways"}},
               _match(_payload("icmp", "type"), "echo-request"), ACCEPT),
+        _rule(f, "input", from_port, allowed, ACCEPT),
         _rule(f, "input", from_port, COUNTER, DROP),
         _base_chain(f, "forward", "filter", "forward", FILTER_PRIORITY, "accept"),
         _rule(f, "forward", to_port, answers, ACCEPT),
+        _rule(f, "forward", from_port, allowed, ACCEPT),
         _rule(f, "forward", to_port, COUNTER, DROP),
         _rule(f, "forward", from_port, _match(_meta("oifname"), "@uplinks"), COUNTER, DROP),
         _base_chain(f, "postrouting", "nat", "postrouting", NAT_PRIORITY, "accept"),
@@ -184,6 +193,14 @@ def port_del(p: Port) -> list[Cmd]:
 
 def masquerade(verb: str, cidrs: list[str]) -> list[Cmd]:
     return [_elements(verb, "masquerade", [_prefix(c) for c in cidrs])] if cidrs else []
+
+
+def allowed_replace(elems: list[tuple[str, str, str, int]]) -> list[Cmd]:
+    """The whole `allowed` set (allow.py), replaced in one transaction."""
+    out: list[Cmd] = [{"flush": {"set": {"family": "inet", "table": TABLE, "name": "allowed"}}}]
+    if elems:
+        out.append(_elements("add", "allowed", [{"concat": list(e)} for e in elems]))
+    return out
 
 
 def uplink(verb: str, name: str) -> list[Cmd]:

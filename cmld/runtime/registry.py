@@ -67,6 +67,7 @@ class Runtime:
         self.serve_control: ServeControl | None = None
         self.tpm = Tpm2dMeasurements(settings.tpm2d_socket) if settings.tpm2d_socket is not None else None
         self.on_c0_down: Callable[[], Awaitable[None]] | None = None
+        self.on_c0_up: Callable[[], None] | None = None  # c0 reached RUNNING at boot (the A/B update's confirmation)
         self.audit: Auditor | None = None  # set by cmld's main when auditing is on
         self._shutting_down = False
         self._c0_down_task: asyncio.Task[None] | None = None
@@ -275,6 +276,8 @@ class Runtime:
         if c0.state != S.RUNNING:
             log.error("c0 is %s, not RUNNING", S.Name(c0.state))
             return False
+        if self.on_c0_up is not None:
+            await asyncio.to_thread(self.on_c0_up)
         return True
 
     async def shutdown(self, timeout: float | None = None, *, only_others: bool = False) -> None:

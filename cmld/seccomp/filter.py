@@ -48,6 +48,7 @@ class FilterKind:
     light: bool = False
     kept: frozenset[str] = frozenset()
     inotify_broker: bool = False
+    uevents: bool = True  # NETLINK_KOBJECT_UEVENT sockets (see modules/seccomp.py uevents_allowed)
 
 
 def _new(default: int) -> pyseccomp.SyscallFilter:
@@ -78,6 +79,34 @@ def _allow_unless_low32(flt: pyseccomp.SyscallFilter, name: str, arg: int, value
         flt.add_rule(pyseccomp.ALLOW, name, pyseccomp.Arg(arg, pyseccomp.MASKED_EQ, 1 << bit, ~value & (1 << bit)))
 
 
+def _allow_unless_in_low32(flt: pyseccomp.SyscallFilter, name: str, arg: int, refused: tuple[int, ...],
+                           *also: pyseccomp.Arg) -> None:
+    """ALLOW `name` (with the conditions `also`) unless the low 32 bits of `arg` are one of
+    `refused`. A bit in which all refused values agree, set the other way, proves the value is
+    none of them (one rule per such bit); the values that agree with them in all those bits
+    differ only in the remaining bits and are allowed one by one (few: the refused values are
+    small and close)."""
+    common = [b for b in range(32) if len({(v >> b) & 1 for v in refused}) == 1]
+    for bit in common:
+        flt.add_rule(pyseccomp.ALLOW, name, pyseccomp.Arg(arg, pyseccomp.MASKED_EQ, 1 << bit,
+                                                          ~refused[0] & (1 << bit)), *also)
+    free = [b for b in range(32) if b not in common]
+    if len(free) > 8:
+        raise ValueError(f"refused values {refused} differ in {len(free)} bits")
+    base = refused[0] & sum(1 << b for b in common)
+    for combo in range(1 << len(free)):
+        value = base | sum(((combo >> i) & 1) << b for i, b in enumerate(free))
+        if value not in refused:
+            flt.add_rule(pyseccomp.ALLOW, name, pyseccomp.Arg(arg, pyseccomp.MASKED_EQ, LOW32, value), *also)
+
+
+def _allow_socket_but(flt: pyseccomp.SyscallFilter, domains: tuple[int, ...], netlink: int, protocol: int) -> None:
+    """socket() of any domain but `domains`, and of `netlink` with any protocol but `protocol`:
+    libseccomp lets an ALLOW rule win over a narrower refusal, so the allowed set is spelled out."""
+    _allow_unless_in_low32(flt, "socket", 0, domains)
+    _allow_unless_in_low32(flt, "socket", 2, (protocol,), pyseccomp.Arg(0, pyseccomp.MASKED_EQ, LOW32, netlink))
+
+
 def _syscall_nr(name: str, fallback: int | None = None) -> int | None:
     nr = int(pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name))
     if nr < 0:
@@ -99,7 +128,7 @@ def build_light() -> pyseccomp.SyscallFilter:
     return flt
 
 
-def build_strict(kept: frozenset[str], inotify_broker: bool = False) -> pyseccomp.SyscallFilter:
+def build_strict(kept: frozenset[str], inotify_broker: bool = False, uevents: bool = True) -> pyseccomp.SyscallFilter:
     flt = _new(pyseccomp.ERRNO(errno.EPERM))
     allowed: set[str] = set(P.ALLOWED)
     newer = dict(P.ALLOWED_NEWER)
@@ -126,15 +155,18 @@ def build_strict(kept: frozenset[str], inotify_broker: bool = False) -> pyseccom
     _notify_devices(flt, allow_others=True)
     for name in sorted(notified & {P.REBOOT, *EMULATED, *MODULE_CALLS, *P.INOTIFY_INIT}):
         flt.add_rule(pyseccomp.NOTIFY, name)
-    _argument_rules(flt, kept)
+    _argument_rules(flt, kept, uevents)
     return flt
 
 
-def _argument_rules(flt: pyseccomp.SyscallFilter, kept: frozenset[str]) -> None:
+def _argument_rules(flt: pyseccomp.SyscallFilter, kept: frozenset[str], uevents: bool = True) -> None:
     """Calls allowed with some arguments only; any other argument gets the default EPERM."""
     for persona in P.PERSONALITIES:
         flt.add_rule(pyseccomp.ALLOW, "personality", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, LOW32, persona))
-    _allow_unless_low32(flt, "socket", 0, P.AF_VSOCK)
+    if uevents:
+        _allow_unless_low32(flt, "socket", 0, P.AF_VSOCK)
+    else:
+        _allow_socket_but(flt, (P.AF_VSOCK, P.AF_NETLINK), P.AF_NETLINK, P.NETLINK_KOBJECT_UEVENT)
     _allow_unless_low32(flt, "ioctl", 1, P.TIOCSTI)
     if "SYS_ADMIN" in kept:
         flt.add_rule(pyseccomp.ALLOW, "clone")
@@ -149,7 +181,7 @@ def _argument_rules(flt: pyseccomp.SyscallFilter, kept: frozenset[str]) -> None:
 
 def build_filter(kind: FilterKind) -> pyseccomp.SyscallFilter:
     """The filter, not loaded (tests export it as BPF or pseudo code)."""
-    return build_light() if kind.light else build_strict(kind.kept, kind.inotify_broker)
+    return build_light() if kind.light else build_strict(kind.kept, kind.inotify_broker, kind.uevents)
 
 
 @cache

@@ -14,8 +14,9 @@ Structure (x86-64):
   kept capability's group opens it). clone3 answers ENOSYS where its flags would need checking
   (glibc falls back to clone, whose flags the filter sees).
 * argument rules (`filter.py`): personality only with the harmless personas, socket not
-  AF_VSOCK, clone without namespace flags (unless CAP_SYS_ADMIN), userfaultfd only with
-  UFFD_USER_MODE_ONLY, sched_setscheduler only to SCHED_OTHER/BATCH/IDLE, ioctl not TIOCSTI.
+  AF_VSOCK (nor a uevent netlink socket where `uevents` is off, see modules/seccomp.py), clone
+  without namespace flags (unless CAP_SYS_ADMIN), userfaultfd only with UFFD_USER_MODE_ONLY,
+  sched_setscheduler only to SCHED_OTHER/BATCH/IDLE, ioctl not TIOCSTI.
 * notified to cmld (`supervisor.py`): mknod/mknodat of devices, the clock-setting calls, and
   reboot (the PID-namespace reboot, done by cmld for the container, which holds no CAP_SYS_BOOT);
   for a container without a user namespace also inotify_init/inotify_init1 (an instance charged
@@ -142,6 +143,8 @@ INOTIFY_INIT = ("inotify_init", "inotify_init1")  # notified without a user name
 # Argument rules.
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)  # PER_LINUX, PER_LINUX32, UNAME26 (+32), query
 AF_VSOCK = 40
+AF_NETLINK = 16
+NETLINK_KOBJECT_UEVENT = 15
 # clone(2) namespace flags: NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (Docker's mask)
 CLONE_NAMESPACE_FLAGS = 0x7E020000
 UFFD_USER_MODE_ONLY = 1

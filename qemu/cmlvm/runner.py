@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -87,14 +88,26 @@ def start_swtpm(work: Path) -> subprocess.Popen[bytes]:
 Agent = Callable[[Path, dict[int, int], threading.Event], Any]
 
 
+RELAY = Path(__file__).resolve().parent / "relay.py"
+
+
 @dataclass(frozen=True)
 class ExtraNic:
     """A further virtio NIC on its own user network (`restrict=on`): the guest reaches exactly
-    the `guestfwd` targets, e.g. "tcp:10.0.3.100:8080-tcp:127.0.0.1:PORT" (a host server)."""
+    the `guestfwd` target, e.g. "tcp:10.0.3.100:8080-cmd:..." (see `to_host_port`)."""
 
     mac: str
     net: str
     guestfwd: str
+
+    @classmethod
+    def to_host_port(cls, mac: str, net: str, guest_addr: str, guest_port: int, host_port: int) -> ExtraNic:
+        """The guest's connections to guest_addr:guest_port reach 127.0.0.1:host_port on the host,
+        one host connection each, closes passed on both ways (relay.py says why not `tcp:`)."""
+        for path in (sys.executable, str(RELAY)):
+            if "," in path or any(c.isspace() for c in path):
+                raise ToolError(f"{path}: QEMU's guestfwd command cannot name this path (comma or space)")
+        return cls(mac, net, f"tcp:{guest_addr}:{guest_port}-cmd:{sys.executable} {RELAY} {host_port}")
 
 
 def net_argv(forwards: dict[int, int], extra: tuple[ExtraNic, ...] = ()) -> list[str]:

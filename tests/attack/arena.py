@@ -29,7 +29,7 @@ from pathlib import Path
 from ..conftest import CliResult, Daemon, cli
 from ..host.containers import container_conf, uuid_of
 from .daemon import clean_leftovers, control_status, start_cmld, stop_daemon, wait_for_state
-from .guestos import ATK, GUESTOS, build_programs, install_attackos, install_racyos
+from .guestos import ATK, GUESTOS, build_programs, install_attackos, install_installos, install_racyos
 from .host import WATCHED_MOUNTS, LoopFs, Sentinel, mount_options, ns_inodes, sysctls
 from .outcome import Outcome, parse_outcome
 
@@ -99,6 +99,7 @@ class Arena:
         self.base.mkdir()
         install_attackos(self.guestos_src, self.base, self.progs["atk"])
         install_racyos(self.base)
+        install_installos(self.base)
         self.sentinel = Sentinel.start(self.progs["sentinel"], self.tmp / "sentinel.signals")
         self.cmld_key = ("atk-cmld-key", "cmld-secret-" + secrets.token_hex(8))
         self.cmld = start_cmld(self.tmp, self.base, self.progs["daemonwrap"], "--stop-timeout", "5",
@@ -226,11 +227,15 @@ class Arena:
             cli(self.d.socket, "remove", name, timeout=60)
 
     @contextlib.contextmanager
-    def dedicated(self, name: str, *extra: str, ctty: str | None = None) -> Iterator[Daemon]:
+    def dedicated(self, name: str, *extra: str, ctty: str | None = None,
+                  device_conf: str | None = None) -> Iterator[Daemon]:
         """A cmld of its own for an attack that would break the arena's (a container stuck for
-        good) or needs a different daemon (one on a terminal). Its leftovers are cleaned up."""
+        good) or needs a different daemon (one on a terminal, another device.conf). Its leftovers
+        are cleaned up."""
         base = self.root / f"{name}-base"
         base.mkdir()
+        if device_conf is not None:
+            (base / "device.conf").write_text(device_conf)
         subprocess.run(["cp", "-al", str(self.base / "operatingsystems"), str(base / "operatingsystems")], check=True)
         shutil.copytree(self.base / "files_shared", base / "files_shared")
         d = start_cmld(self.tmp, base, self.progs["daemonwrap"], *(extra or ("--stop-timeout", "3")), name=name,

@@ -26,7 +26,7 @@ def build_programs(out: Path) -> dict[str, Path]:
     helpers. About two seconds."""
     out.mkdir(parents=True, exist_ok=True)
     built = {}
-    for name, static in (("atk", True), ("sentinel", False), ("daemonwrap", False)):
+    for name, static in (("atk", True), ("surfatk", True), ("sentinel", False), ("daemonwrap", False)):
         dst = out / name
         cmd = ["gcc", "-O2", "-Wall", "-o", str(dst), str(PROGS / f"{name}.c")]
         if static:
@@ -106,3 +106,22 @@ def install_racyos(base: Path) -> None:
         if not (dst / img.name).exists():
             os.link(img, dst / img.name)
     (base / "operatingsystems" / "racyos-1.conf").write_text(to_text(cfg))
+
+
+INSTALLOS = "instos"
+
+
+def install_installos(base: Path) -> None:
+    """attackos with `feature_install_guest`: its containers get cmld's unprivileged control
+    socket at /run/socket/cml-control (the surface of test_install_guest.py)."""
+    src = load_text_file(base / "operatingsystems" / f"{GUESTOS}-1.conf", GuestOSConfig)
+    cfg = GuestOSConfig()
+    cfg.CopyFrom(src)
+    cfg.name = INSTALLOS
+    cfg.feature_install_guest = True
+    dst = base / "operatingsystems" / f"{INSTALLOS}-1"
+    dst.mkdir(exist_ok=True)
+    for img in (base / "operatingsystems" / f"{GUESTOS}-1").glob("*.img"):
+        if not (dst / img.name).exists():
+            os.link(img, dst / img.name)
+    (base / "operatingsystems" / f"{INSTALLOS}-1.conf").write_text(to_text(cfg))

@@ -91,9 +91,11 @@ async def main(foreign: bool) -> dict[str, object]:
             init.kill()
             init.wait()
     # What killing the namespace's init orphaned to us (its own child) is the reaper's after the
-    # grace: give it that long, then nothing may be left.
-    deadline = time.monotonic() + reaper_mod.GRACE + 3
-    while [p for p in children() if zombie(p)] and time.monotonic() < deadline:
+    # grace. That init may take seconds to become a zombie at all (the kernel first waits for
+    # the rest of its namespace), so wait until we have no child left, then nothing may be a
+    # zombie: a zombie at the end is one the reaper did not take within the grace.
+    deadline = time.monotonic() + reaper_mod.GRACE + 10
+    while children() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     out["reaped"] = reaper.reaped
     out["zombies_left"] = [p for p in children() if zombie(p)]

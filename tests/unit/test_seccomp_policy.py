@@ -157,6 +157,26 @@ def test_inotify_init_notified_only_without_a_user_namespace(plain: Program, use
     assert run(light, nr("inotify_init1")) == ALLOW
 
 
+def test_uevent_sockets_refused_only_where_uevents_are_off(plain: Program) -> None:
+    """uevents off (no user namespace, no usb_configs): socket(AF_NETLINK, *, KOBJECT_UEVENT)
+    refused, high bits of the int arguments ignored as the kernel does; every other family and
+    netlink protocol exactly as with uevents on (vsock refused in both)."""
+    off = bpf(sfilter.FilterKind(kept=NO_USERNS, inotify_broker=True, uevents=False))
+    socket = nr("socket")
+    uevent = policy.NETLINK_KOBJECT_UEVENT
+    for typ in (2, 3, 0o2000002):  # DGRAM, RAW, DGRAM | CLOEXEC
+        assert run(off, socket, (policy.AF_NETLINK, typ, uevent)) == EPERM
+        assert run(off, socket, (HI | policy.AF_NETLINK, typ, HI | uevent)) == EPERM
+        assert run(plain, socket, (policy.AF_NETLINK, typ, uevent)) == ALLOW
+    for family in range(0, 64):
+        for proto in (0, 9, uevent, 16, 31):
+            want = run(plain, socket, (family, 2, proto))
+            if (family, proto) == (policy.AF_NETLINK, uevent):
+                continue
+            assert run(off, socket, (family, 2, proto)) == want, (family, proto)
+    assert run(off, socket, (policy.AF_VSOCK, 1, 0)) == EPERM
+
+
 def test_other_abis_are_killed(plain: Program) -> None:
     assert run(plain, sfilter.X32_SYSCALL_BIT | 39) == KILL_PROCESS
     assert run(plain, sfilter.X32_SYSCALL_BIT | nr("keyctl")) == KILL_PROCESS

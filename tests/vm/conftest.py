@@ -22,7 +22,8 @@ MARK = "hello-from-the-host"
 
 @pytest.fixture(scope="session")
 def host_server() -> Iterator[int]:
-    """An HTTP server on the host's loopback that only the guest's second NIC reaches (guestfwd)."""
+    """An HTTP server on the host's loopback that only the guest's second NIC reaches (guestfwd,
+    through qemu/cmlvm/relay.py: one host connection per guest connection)."""
     import http.server
     import threading
 
@@ -65,7 +66,7 @@ def system_boot(vm_image: Image, host_server: int) -> Boot:
 
     from .attest_agent import GUEST_PORT, agent
 
-    nic = harness.runner.ExtraNic(NIC_MAC, "10.0.3.0/24", f"tcp:10.0.3.100:8080-tcp:127.0.0.1:{host_server}")
+    nic = harness.runner.ExtraNic.to_host_port(NIC_MAC, "10.0.3.0/24", "10.0.3.100", 8080, host_server)
     return harness.boot(vm_image, "system", SYSTEM_CHECKS, forwards={GUEST_PORT: free_port()}, agent=agent,
                         extra_nics=(nic,), after_reboot=AFTER_REBOOT, timeout=harness.SYSTEM_TIMEOUT)
 

@@ -95,15 +95,11 @@ def test_busybox_container_runs_under_cgroup_v2_with_its_memory_limit(system_boo
     assert "stop timeout" not in log and "ended (signal SIGINT" in log, log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open (issue 15): since the hardening merge the fetch through the assigned NIC hangs in the guest "
-    "(the NIC moves in, is configured, `nc` gets no answer within 180 s); a pass fails the run until "
-    "this mark goes"))
 def test_container_reaches_a_host_server_through_its_assigned_nic(system_boot: Boot) -> None:
     """Issue 15 in the VM: the guest's second virtio NIC, named by MAC in `net_ifaces`, moves
     into the container, which reaches the host's loopback server through it (QEMU user network,
-    guestfwd), while its veth host0 reaches its gateway; stopped, the NIC is back in cmld's
-    namespace under its own name."""
+    guestfwd, one relayed host connection per guest connection: qemu/cmlvm/relay.py), while its veth
+    host0 reaches its gateway; stopped, the NIC is back in cmld's namespace under its own name."""
     from .conftest import MARK, NIC_MAC
 
     data = guest_check(system_boot, "network")

@@ -16,16 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+#include "hexval.h"
 
 int main(int argc, char **argv)
 {
