@@ -184,6 +184,11 @@ def check_download(path: Path, m: GuestOSMount, name: str) -> None:
             raise InstallError(f"{name}: SHA-256 {h.hexdigest()} does not match the config")
 
 
+def writes_device(cfg: GuestOSConfig) -> bool:
+    """A system update: the `kernel` pseudo-GuestOS or any config with a FLASH image."""
+    return cfg.name == flash.KERNEL or any(m.mount_type == GuestOSMount.FLASH for m in cfg.mounts)
+
+
 class GuestOSInstaller:
     def __init__(self, store: GuestOSStore, scd: ScdClient) -> None:
         self.store = store
@@ -223,6 +228,11 @@ class GuestOSInstaller:
         installed = self.store.latest(cfg.name)
         if installed is not None and cfg.version < installed.version:
             raise InstallError(f"version {cfg.version} is older than the installed {installed.version}")
+        if unprivileged and trust != ContainerTrust.SIGNED and writes_device(cfg):
+            # FLASH images go to the device's own partitions and kernel slots, outside every
+            # container: only a vendor-signed config may do that from inside a container.
+            raise InstallError(f"{cfg.name} writes FLASH images (device partitions, kernels): a push from inside a "
+                               f"container must be vendor-signed for that, this one is {ContainerTrust.Name(trust)}")
         if unprivileged and installed is not None and trust > installed.trust:  # SIGNED=1 < LOCALLY_SIGNED < UNSIGNED
             # The original lets a container that registered the local CA replace any GuestOS with
             # one it signed itself: the software of every other container using it.

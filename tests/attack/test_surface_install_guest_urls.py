@@ -16,6 +16,7 @@ installs (LOCALLY_SIGNED), so the refusals are for where the URL points."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
@@ -27,6 +28,8 @@ from pathlib import Path
 import pytest
 
 from cml_common.messages.control_pb2 import ControllerToDaemon as C
+from cml_common.messages.guestos_pb2 import GuestOSConfig, GuestOSMount
+from cml_common.textconfig import to_text
 from cmld.guestos.install import hardware
 
 from ..conftest import BIN, Daemon, cli, wait_for_socket
@@ -213,4 +216,60 @@ def test_modification_install_guest_replaces_vendor_signed_guestos(arena: Arena,
         judge.blocked("control: the same push installs where no vendor-signed version is")
     finally:
         _remove_pushed(arena, srig)
+    unaffected()
+
+
+def _flash_config(url: str, data: bytes, target: str, name: str = PUSHED, version: int = 1) -> bytes:
+    """A system update: one FLASH image of `data` for the partition `target`."""
+    cfg = GuestOSConfig(name=name, version=version, hardware=hardware(), update_base_url=url)
+    cfg.description.en = "pushed by the attack suite"
+    cfg.mounts.append(GuestOSMount(image_file="payload", mount_point=target, fs_type="raw",
+                                   mount_type=GuestOSMount.FLASH, image_size=len(data),
+                                   image_sha2_256=hashlib.sha256(data).hexdigest()))
+    return to_text(cfg).encode()
+
+
+@modes()
+def test_modification_install_guest_flashes_a_device_partition(arena: Arena, srig: SignedRig, mode: str,
+                                                               judge: Judge,
+                                                               unaffected: Callable[[], None]) -> None:
+    """With its CA registered as the local CA, the attacker pushes a system update signed by
+    itself: a FLASH image for one of the device's partitions (a loop device here), as a GuestOS of
+    its own name and as the `kernel` pseudo-GuestOS. Written, it would own the device's next boot."""
+    container = srig.installers[mode]
+    pid = arena.init_pid(uuid_of(srig.d, container), srig.run_dir)
+    root = Path(f"/proc/{pid}/root")
+    reg = _register_local_ca(arena, srig, container)
+    backing = arena.tmp / f"flash-{mode}.img"
+    original = secrets.token_bytes(64 * 1024)
+    backing.write_bytes(original)
+    loop = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True)
+    dev = loop.stdout.strip()
+    own = secrets.token_bytes(8192)
+    try:
+        found = []
+        for name in (PUSHED, "kernel"):
+            d = root / "tmp/fl/operatingsystems" / hardware() / f"{name}-1"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "payload.img").write_bytes(own)
+            answers, text = _push_inside(arena, srig, container, _flash_config("file://tmp/fl", own, dev, name))
+            with open(dev, "rb") as f:
+                now = f.read(len(own))
+            if "GUESTOS_MGR_INSTALL_COMPLETED" in answers or now == own:
+                judge.succeeded(f"{name}: the attacker's FLASH image went to {dev}: {answers} {text[:200]}")
+            assert answers[-1] == "GUESTOS_MGR_INSTALL_FAILED" and "must be vendor-signed" in text, (answers, text)
+            assert now == original[:len(own)]
+            found.append(f"{name}: {text.rsplit(': ', 1)[-1]}")
+        judge.blocked(f"local CA from inside: {reg}; locally signed FLASH pushes: {'; '.join(found)}")
+        # control: the vendor-signed update, pushed by the operator, is written to the partition
+        raw = _flash_config(f"file:///proc/{pid}/root/tmp/fl", own, dev)
+        got = _host_push(arena, raw, *_sign(srig, raw, srig.vendor), sock=srig.d.socket)
+        assert got[-1] == "GUESTOS_MGR_INSTALL_COMPLETED", got
+        with open(dev, "rb") as f:
+            assert f.read(len(own)) == own
+        judge.blocked("control: the same update, vendor-signed and pushed by the operator, was written")
+    finally:
+        _remove_pushed(arena, srig)
+        subprocess.run(["losetup", "-d", dev], check=False)
+        backing.unlink(missing_ok=True)
     unaffected()
