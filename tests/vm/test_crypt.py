@@ -90,7 +90,7 @@ def test_legacy_images_open_as_authenc(system_boot: Boot) -> None:
 
 def test_first_format_reports_progress_and_survives_a_kill(system_boot: Boot) -> None:
     d = guest_check(system_boot, "crypt")
-    assert any(re.search(r"first format of data\.img \(INTEGRITY_ENCRYPT, 96 MiB\): \d+ %$", ln)
+    assert any(re.search(r"first format of data\.img \(INTEGRITY_ENCRYPT, 48 MiB\): \d+ %$", ln)
                for ln in d["big_progress_before_kill"]), d["big_progress_before_kill"]
     # STARTING throughout (a first poll may still see STOPPED, before the start request reached cmld)
     assert "STARTING" in d["big_states_during_format"], d["big_states_during_format"]

@@ -141,9 +141,9 @@ def legacy(data: dict[str, Any]) -> None:
 
 
 def big_format(data: dict[str, Any]) -> None:
-    """A 96 MiB volume: progress in the log while STARTING, `list` answering meanwhile, cmld
-    killed in the middle, the format redone at the next start."""
-    uuid = ctl.create(BIG, ctl.container_conf(BIG, data_mb=96))
+    """A 48 MiB volume (under TCG long enough to watch): progress in the log while STARTING,
+    `list` answering meanwhile, cmld killed in the middle, the format redone at the next start."""
+    uuid = ctl.create(BIG, ctl.container_conf(BIG, data_mb=48))
     ctl.pair(BIG)
     cur = ctl.cursor()
     client = subprocess.Popen(["cml-control", "start", BIG, f"--key={ctl.PIN}"], stdout=subprocess.DEVNULL,
