@@ -14,6 +14,7 @@ from cml_common.tpm2d_client import Tpm2dClient, Tpm2dError
 from cmld.control.family import CommandFamily
 from cmld.control.replies import response
 from cmld.control.server import ControlConnection
+from cmld.crypt import scrub
 from cmld.device import logs as log_export
 from cmld.device.power import HOST_FORCED_REBOOT, systemd_is_init
 from cmld.sysdata import config as sysdata_config
@@ -49,7 +50,18 @@ class SystemCommands(CommandFamily):
                 await conn.send(response(D.CMD_FAILED))
                 return
 
+        active = {c.uuid for c in st.containers.all() if c.is_active}
+
         def wipe() -> None:
+            # Zeroed before unlinked (an unlinked file's blocks stay readable): every key and token
+            # file, and the headers of every image not in use (c0's, mounted, goes down with it).
+            scrub.destroy_tree(st.layout.keys)
+            scrub.destroy_tree(st.layout.tokens)
+            for p in sorted(st.layout.containers.iterdir()) if st.layout.containers.is_dir() else []:
+                if p.is_dir() and not p.is_symlink() and p.name not in active:
+                    scrub.scrub_images(p)
+                elif p.is_file() and p.suffix == ".key":
+                    scrub.overwrite(p)
             for d in (st.layout.guestos, st.layout.containers, st.layout.keys, st.layout.tokens):
                 shutil.rmtree(d, ignore_errors=True)
             keep = log_export.current_files(st.log_dir)

@@ -43,3 +43,15 @@ def scrub_images(directory: Path) -> None:
     for img in sorted(directory.glob("*.img")) if directory.is_dir() else []:
         if img.is_file() and not img.is_symlink():
             overwrite(img, HEADER)
+
+
+def destroy_tree(directory: Path) -> None:
+    """Overwrite every regular file under `directory` (WIPE_DEVICE: keys, tokens, PINs' wrapped
+    keys), symlinks left alone, before the tree is deleted."""
+    if not directory.is_dir() or directory.is_symlink():
+        return
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            p = Path(root) / name
+            if p.is_file() and not p.is_symlink():
+                overwrite(p)

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -64,11 +65,26 @@ def publish(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# An entry used within this time may back a boot that is still running (another checkout's run on
+# the same machine: QEMU reopens the disk, kernel and initrd at every guest reboot); never pruned.
+IN_USE_SECONDS = 6 * 3600
+
+
+def hit(final: Path) -> Path:
+    """Mark a cache entry as used now (its mtime), so a concurrent build's prune leaves it."""
+    with contextlib.suppress(OSError):
+        os.utime(final)
+    return final
+
+
 def prune(kind_dir: Path, keep: str, max_entries: int = 2) -> None:
-    """Drop old entries of one kind (by mtime), keeping `keep` and the newest others."""
+    """Drop old entries of one kind (by mtime), keeping `keep`, the newest others and any
+    used within IN_USE_SECONDS."""
     if not kind_dir.is_dir():
         return
     entries = sorted((e for e in kind_dir.iterdir() if e.is_dir() and not e.name.startswith(".") and e.name != keep),
                      key=lambda e: e.stat().st_mtime, reverse=True)
+    now = time.time()
     for e in entries[max_entries - 1:]:
-        shutil.rmtree(e, ignore_errors=True)
+        if now - e.stat().st_mtime > IN_USE_SECONDS:
+            shutil.rmtree(e, ignore_errors=True)

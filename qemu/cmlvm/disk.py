@@ -102,6 +102,7 @@ def build(k: Kernel, root: Path | None = None) -> Path:
     final = (root or cache.cache_root()) / "disk" / key(k)
     out = final / "disk.img"
     if out.exists():
+        cache.hit(final)
         return out
     tar = rootfs.build(root)
     with cache.publish(final) as tmp, tempfile.TemporaryDirectory(dir=tmp) as sdir:

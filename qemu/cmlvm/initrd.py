@@ -40,6 +40,7 @@ def build(k: Kernel, root: Path | None = None) -> Path:
                                                                      BUSYBOX.read_bytes())
     out = final / "stage1.cpio.gz"
     if out.exists():
+        cache.hit(final)
         return out
     with cache.publish(final) as tmp, tempfile.TemporaryDirectory(dir=tmp) as sdir:
         stage = Path(sdir)

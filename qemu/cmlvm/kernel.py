@@ -47,7 +47,9 @@ def fetch(root: Path | None = None) -> Kernel:
     pkg, version = current_package()
     release = pkg.removeprefix("linux-image-")
     final = (root or cache.cache_root()) / "kernel" / cache.digest(pkg, version)
-    if not (final / "boot" / f"vmlinuz-{release}").exists():
+    if (final / "boot" / f"vmlinuz-{release}").exists():
+        cache.hit(final)
+    else:
         with cache.publish(final) as tmp:
             dl = tmp / "download"
             dl.mkdir()

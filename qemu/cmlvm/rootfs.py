@@ -33,6 +33,7 @@ def build(root: Path | None = None) -> Path:
     final = (root or cache.cache_root()) / "rootfs" / key()
     out = final / "rootfs.tar"
     if out.exists():
+        cache.hit(final)
         return out
     house = wheels.wheelhouse(root)
     pip_install = ["python3", "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir", "--find-links",

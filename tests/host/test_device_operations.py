@@ -22,6 +22,23 @@ DEVICE_CONF = 'hostedmode: false\nsigned_configs: false\ntpm_enabled: false\nc0o
 PIN = "pin-9Zt2w"
 
 
+def _links(tmp: Path, files: list[Path]) -> list[Path]:
+    d = tmp / "second-names"
+    d.mkdir(exist_ok=True)
+    out = []
+    for f in files:
+        assert f.stat().st_size > 0 and not _all_zero(f), f
+        (d / f.name).hardlink_to(f)
+        out.append(d / f.name)
+    return out
+
+
+def _all_zero(p: Path, n: int = -1) -> bool:
+    with p.open("rb") as f:
+        data = f.read(n)
+    return data == bytes(len(data))
+
+
 def test_wipe_device_on_a_device_with_c0_running(cmld_factory: DaemonFactory, guestos_src: Path) -> None:
     base = cmld_factory.tmp / "cmld-base"
     base.mkdir()
@@ -36,8 +53,11 @@ def test_wipe_device_on_a_device_with_c0_running(cmld_factory: DaemonFactory, gu
     (base / "tokens" / "device_id.conf").write_text('uuid: "x"\n')
     d = cmld_factory.start("--stop-timeout", "10", "--c0-down", "exit", base=base, device_conf=DEVICE_CONF)
     wait_state(d, "svc", "RUNNING", timeout=30)
+    # second names for the secrets: what an unlinked file leaves on the disk is what they show after
+    kept = _links(cmld_factory.tmp, [base / "keys" / "device_pairing_secret", base / "tokens" / "device_id.conf"])
     r = cli(d.socket, "wipe_device")
     assert r.out == "code: RESPONSE\nresponse: CMD_OK\n", r.out + r.err
+    assert {p.name: _all_zero(p) for p in kept} == {p.name: True for p in kept}
     for gone in ("operatingsystems", "tokens"):
         assert not (base / gone).exists(), gone
     assert list((base / "containers").iterdir()) == [] and list((base / "keys").iterdir()) == []
@@ -58,8 +78,12 @@ def test_wipe_device_hosted_stops_running_containers_first(cmld_factory: DaemonF
     u = uuid_of(d, "busy")
     assert start(d, "busy").rc == 0
     wait_state(d, "busy", "RUNNING")
+    images = sorted((base / "containers" / u).glob("*.img"))
+    assert images
+    kept = _links(cmld_factory.tmp, images)
     r = cli(d.socket, "wipe_device")
     assert r.out == "code: RESPONSE\nresponse: CMD_OK\n", r.out + r.err
+    assert {p.name: _all_zero(p, 1 << 20) for p in kept} == {p.name: True for p in kept}  # headers gone
     assert cli(d.socket, "list").out == "code: CONTAINER_STATUS\n"
     assert not (base / "operatingsystems").exists() and list((base / "containers").iterdir()) == []
     assert d.alive() and host_leaks(cmld_factory.tmp / "cmld-run", [u]) == []
