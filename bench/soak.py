@@ -25,7 +25,8 @@ the thread pool, the first mkfs). The run fails (exit 1) if a resource grows:
 - open fds and threads must never exceed, in the last third, the maximum of the middle third
   (threads: unless still within the default thread pool's cap, whose workers start lazily);
 - RSS must not grow by more than RSS_SLOPE_MAX KiB per 100 cycles, unless the last third's mean
-  stays within RSS_NOISE_KB of the middle third's.
+  stays within RSS_NOISE_KB of the middle third's (plus THREAD_RSS_KB for each worker thread the
+  last third has beyond the middle's: a new thread's malloc arena and stack).
 
 Everything is removed at the end, also on an error, Ctrl-C or SIGTERM (container_start.py's
 cleanup: cmld by PID, leftover mounts and loop devices released, the temp dir removed).
@@ -67,6 +68,10 @@ ZERO = ("mounts", "cgroups", "loops", "netns", "children", "zombies")
 BOUNDED = ("fds", "threads")
 RSS_SLOPE_MAX = 1024  # KiB per 100 cycles
 RSS_NOISE_KB = 1024
+# A worker thread started late (threads are judged on their own, against THREAD_CAP) brings its own
+# glibc malloc arena and stack: about 1 MiB of RSS at once, a step rather than a trend. It was the
+# whole of a smoke run's "growth" on a loaded machine (threads 4 -> 5, RSS +1159 KiB).
+THREAD_RSS_KB = 1024
 RSS_MIN_CYCLES = 20  # fewer samples: a warm-up step extrapolated to 100 cycles, not a trend
 # cmld's threads: the main one, and asyncio's default executor, which starts its workers lazily (as
 # concurrent to_thread calls need them) up to min(32, CPUs + 4). Reaching that cap late is no leak.
@@ -207,7 +212,8 @@ def judge(samples: list[Sample]) -> list[Figure]:
             why = f"not judged: {len(samples)} cycles < {RSS_MIN_CYCLES}"
         elif name == "rss_kb":
             rise = statistics.fmean(s.rss_kb for s in last) - statistics.fmean(s.rss_kb for s in middle)
-            if fit > RSS_SLOPE_MAX and rise > RSS_NOISE_KB:
+            new_threads = max(0, max(s.threads for s in last) - max(s.threads for s in middle))
+            if fit > RSS_SLOPE_MAX and rise > RSS_NOISE_KB + THREAD_RSS_KB * new_threads:
                 grows, why = True, f"{fit:.0f} KiB per 100 cycles, last third {rise:.0f} KiB above the middle"
         figures.append(Figure(name, ys[0], ys[-1], min(ys), max(ys), fit, grows, why))
     return figures
