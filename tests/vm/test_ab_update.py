@@ -16,6 +16,8 @@ too: they are what the firmware did, not what the guest inferred.
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from . import harness
@@ -39,6 +41,26 @@ def firmware_lines(ab: AbBoot) -> list[str]:
 def entry_path(ab: AbBoot, file: str) -> str:
     e = ab.expect
     return f"HD(1,GPT,{e['esp_guid']},{e['esp_start']:#x},{e['esp_sectors']:#x})/File({file})"
+
+
+def test_boot_disk_holds_the_uki_on_a_gpt_esp(vm_image: harness.Image, tmp_path: Path) -> None:
+    """The disk the firmware boots, read back with other tools than the ones that made it: the
+    GPT names an EFI System partition with the GUID the checks expect, and its FAT holds the
+    UKI whose sections are the image's own kernel, initrd and command line."""
+    disk = harness.bootdisk.build(vm_image)
+    part = json.loads(subprocess.run(["sfdisk", "-J", str(disk.disk)], capture_output=True, text=True,
+                                     check=True).stdout)["partitiontable"]["partitions"]
+    assert len(part) == 1 and part[0]["type"] == harness.bootdisk.ESP_TYPE, part
+    assert part[0]["uuid"].lower() == disk.esp_guid and part[0]["start"] == disk.esp_start, part
+    on_fat = subprocess.run(["mtype", "-i", f"{disk.disk}@@{disk.esp_start * 512}", "::/EFI/BOOT/BOOTX64.EFI"],
+                            capture_output=True, check=True).stdout
+    assert on_fat == disk.uki.read_bytes()
+    for section, want in ((".linux", vm_image.vmlinuz.read_bytes()), (".initrd", vm_image.initrd.read_bytes()),
+                          (".cmdline", harness.bootdisk.CMDLINE.encode())):
+        out = tmp_path / section.lstrip(".")
+        subprocess.run(["objcopy", "-O", "binary", f"--only-section={section}", str(disk.uki), str(out)],
+                       check=True, capture_output=True)
+        assert out.read_bytes() == want, section
 
 
 def test_timings_are_recorded(ab_boot: AbBoot) -> None:
@@ -116,5 +138,7 @@ def test_broken_kernel_update_falls_back_to_the_running_slot(ab_boot: AbBoot) ->
     assert ab_boot.expect["marker"] in d["cmdline"].split(), d["cmdline"]
     assert d["efi_after_c0"]["boot_order"][:2] == [1, 0], d["efi_after_c0"]["listing"]
     assert d["files"]["pending"] is None, d["files"]
+    # the file the firmware refused is the broken update, still on the ESP after the power cycle
+    assert d["files"]["kernel_a"] == ab_boot.expect["broken_sha256"], d["files"]
     assert logged(d, "slot A's kernel update did not boot") and logged(d, "BootCurrent 0001 (slot B)"), d["ab_log"]
     assert logged(d, "slot B booted and is already first in BootOrder"), d["ab_log"]

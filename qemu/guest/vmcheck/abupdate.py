@@ -56,7 +56,7 @@ def u16(name: str) -> int | None:
 
 
 def device_path(dp: bytes) -> str:
-    """The nodes efibootmgr names (HD, File, PCI root and device); others as type/subtype."""
+    """The nodes efibootmgr names (HD, File, Fv, FvFile, PCI root and device); others as type/subtype."""
     out, i = [], 0
     while i + 4 <= len(dp):
         typ, sub, length = struct.unpack_from("<BBH", dp, i)
@@ -68,6 +68,8 @@ def device_path(dp: bytes) -> str:
             out.append(f"HD({num},GPT,{uuid.UUID(bytes_le=sig)},{start:#x},{size:#x})")
         elif (typ, sub) == (4, 4):
             out.append(f"File({body.decode('utf-16-le', errors='replace').rstrip(chr(0))})")
+        elif (typ, sub) in ((4, 6), (4, 7)) and len(body) == 16:  # firmware volume / file in it
+            out.append(f"{'FvFile' if sub == 6 else 'Fv'}({uuid.UUID(bytes_le=body)})")
         elif (typ, sub) == (2, 1):
             out.append(f"PciRoot({struct.unpack_from('<I', body, 4)[0]:#x})")
         elif (typ, sub) == (1, 1):
