@@ -5,7 +5,8 @@ efivarfs, the boot entries written by this test byte by byte from the UEFI spec,
 code. A `kernel` update goes to the slot not booted, as a whole file, with a backup, and BootNext
 names that slot once; a hostile slot file is refused before anything is written.
 
-The VM tier has no OVMF boot of these entries yet (see the README's A/B section)."""
+The firmware's side (OVMF booting these entries, BootNext once, the fallback) is proven in the VM
+tier: tests/vm/test_ab_update.py."""
 
 from __future__ import annotations
 
