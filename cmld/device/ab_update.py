@@ -32,6 +32,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cml_common.fsutil import write_atomic
 from cmld.device.efivars import LOAD_OPTION_ACTIVE, EfiError, EfiVars, LoadOption, esp_partition, file_device_path
 from cmld.errors import InstallError
 
@@ -247,7 +248,7 @@ class ABUpdate:
         except EfiError as e:
             raise InstallError(f"slot {cur.other.name} is written but the next boot cannot be set to it: {e}") from None
         try:
-            self.pending.write_text(cur.other.name + "\n")
+            write_atomic(self.pending, (cur.other.name + "\n").encode())  # survives the reboot right after
         except OSError as e:  # only the report at the next start is lost, not the update
             log.warning("A/B update: %s cannot be written (%s): the next start cannot say whether slot %s booted",
                         self.pending, e.strerror, cur.other.name)

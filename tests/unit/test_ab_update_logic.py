@@ -213,3 +213,13 @@ def test_a_hostile_pending_marker_is_removed_with_a_warning(dev: Device, content
     dev.ab.pending.write_bytes(content)
     dev.ab.init()
     assert not dev.ab.pending.exists() and "A/B update:" in caplog.text
+
+
+def test_pending_marker_replaces_a_planted_symlink_instead_of_writing_through_it(dev: Device, tmp_path: Path) -> None:
+    set_up(dev)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    dev.ab.pending.symlink_to(victim)
+    dev.ab.boot_other_once()
+    assert victim.read_text() == "keep me"
+    assert not dev.ab.pending.is_symlink() and dev.ab.pending.read_text() == "B\n"
