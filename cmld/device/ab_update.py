@@ -170,12 +170,12 @@ class ABUpdate:
             return
         except OSError as e:
             log.warning("A/B update: %s cannot be read (%s); removed", self.pending, e.strerror)
-            self.pending.unlink(missing_ok=True)
+            self._forget_pending()
             return
         want = Slot.__members__.get(name)
         if want is None:
             log.warning("A/B update: %s names no slot (%r); removed", self.pending, name[:20])
-            self.pending.unlink(missing_ok=True)
+            self._forget_pending()
             return
         try:
             boot_next = self.efi.boot_next()
@@ -186,7 +186,7 @@ class ABUpdate:
             log.info("A/B update: slot %s's kernel update is booted at the next reboot (BootNext %04X)",
                      want.name, want)
             return
-        self.pending.unlink(missing_ok=True)
+        self._forget_pending()
         cur = self.current()
         if cur is want:
             log.warning("A/B update: this boot is slot %s's kernel update, started once through BootNext; it becomes "
@@ -196,6 +196,13 @@ class ABUpdate:
                       "BootCurrent %s (%s) by BootOrder; slot %s keeps the kernel that failed until the next update",
                       want.name, self._boot_current_text(), f"slot {cur.name}" if cur is not None else "no slot entry",
                       want.name)
+
+    def _forget_pending(self) -> None:
+        """Never an error for the start: at worst the same report comes again next time."""
+        try:
+            self.pending.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("A/B update: %s cannot be removed (%s)", self.pending, e.strerror)
 
     def _boot_current_text(self) -> str:
         try:

@@ -215,6 +215,15 @@ def test_a_hostile_pending_marker_is_removed_with_a_warning(dev: Device, content
     assert not dev.ab.pending.exists() and "A/B update:" in caplog.text
 
 
+def test_a_pending_marker_that_is_a_directory_does_not_stop_the_start(dev: Device,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    set_up(dev)
+    dev.ab.pending.mkdir()
+    (dev.ab.pending / "x").write_text("B")
+    assert dev.ab.init() is False  # no exception out of the start
+    assert "cannot be read" in caplog.text and "cannot be removed" in caplog.text
+
+
 def test_pending_marker_replaces_a_planted_symlink_instead_of_writing_through_it(dev: Device, tmp_path: Path) -> None:
     set_up(dev)
     victim = tmp_path / "victim"
