@@ -155,6 +155,7 @@ async def set_up_boot_slots(state: Cmld, args: argparse.Namespace) -> tuple[ab_u
     slots = ab_update.ABUpdate(efi, state.layout.device_conf, args.esp, args.esp_device)
     if state.hosted:  # as the original: no set-up (no reboots) in hosted mode; one made before is used
         log.info("A/B update in hosted mode: set-up stage %s, not moved on", slots.stage().name)
+        await asyncio.to_thread(slots.report_update_boot)
         return slots, False
     try:
         reboot = await asyncio.to_thread(slots.init)

@@ -23,6 +23,7 @@ APT_PACKAGES=(
     libnftables1                                                     # cmld: the partition firewall (nftables JSON API)
     mmdebstrap cpio kmod                                             # VM tier: guest rootfs, stage-1 initrd, depmod
     fdisk                                                            # tests: a GPT ESP for the A/B update (sfdisk)
+    systemd-boot-efi mtools dosfstools binutils                      # VM tier: the A/B boot disk (UKI: stub + objcopy; FAT via mtools)
     rsyslog rsyslog-gnutls                                           # audit: the real collector for forwarding tests
 )
 

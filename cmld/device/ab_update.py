@@ -17,7 +17,10 @@ Files and entries as the original: `<esp>/EFI/BOOT/BOOTX64.EFI` (slot A) and `BO
 Where we differ: the original reboots in STAGE_1 on every start, so a firmware that never boots
 our entries reboots forever; here a marker allows one such reboot, then cmld carries on without
 A/B and says why. A kernel update from slot B to slot A is written to slot A's kernel
-(`BOOTX64.EFI`); the original appends ".A" to the path, a file no entry boots.
+(`BOOTX64.EFI`); the original appends ".A" to the path, a file no entry boots. And the original
+says nothing when an updated slot does not boot (the firmware just falls back to BootOrder);
+here the slot BootNext named is kept in a marker, and the next start logs whether the firmware
+booted it or fell back (proven on OVMF in tests/vm/test_ab_update.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cml_common.fsutil import write_atomic
 from cmld.device.efivars import LOAD_OPTION_ACTIVE, EfiError, EfiVars, LoadOption, esp_partition, file_device_path
 from cmld.errors import InstallError
 
@@ -38,6 +42,7 @@ ESP_DEVICE = Path("/dev/disk/by-label/boot")
 KERNEL_DIR = ("EFI", "BOOT")
 KERNEL = "BOOTX64.EFI"
 REBOOT_MARKER = ".ab-update-reboot"
+PENDING_MARKER = ".ab-update-pending"  # the slot BootNext names after a kernel update, until it is known how it booted
 
 
 class Slot(enum.IntEnum):
@@ -87,6 +92,10 @@ class ABUpdate:
     @property
     def marker(self) -> Path:
         return self.device_conf.with_name(REBOOT_MARKER)
+
+    @property
+    def pending(self) -> Path:
+        return self.device_conf.with_name(PENDING_MARKER)
 
     def current(self) -> Slot | None:
         """The slot the firmware booted (BootCurrent 0000 or 0001), None for any other entry."""
@@ -148,7 +157,52 @@ class ABUpdate:
             self.device_conf.unlink()
             log.info("A/B update: booted from a slot entry (BootCurrent %s); the plain device.conf is removed, "
                      "set-up complete", self._boot_current_text())
+        self.report_update_boot()
         return False
+
+    def report_update_boot(self) -> None:
+        """After a kernel update's reboot: did the firmware boot the updated slot (BootNext), or
+        fall back to BootOrder's first because it could not start it? Logged once, then forgotten."""
+        try:
+            with self.pending.open("rb") as f:
+                name = f.read(16).decode("ascii", errors="replace").strip()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.warning("A/B update: %s cannot be read (%s); removed", self.pending, e.strerror)
+            self._forget_pending()
+            return
+        want = Slot.__members__.get(name)
+        if want is None:
+            log.warning("A/B update: %s names no slot (%r); removed", self.pending, name[:20])
+            self._forget_pending()
+            return
+        try:
+            boot_next = self.efi.boot_next()
+        except EfiError as e:
+            log.warning("A/B update: %s", e)
+            boot_next = None
+        if boot_next == want:  # no reboot since the update (cmld restarted): still to come
+            log.info("A/B update: slot %s's kernel update is booted at the next reboot (BootNext %04X)",
+                     want.name, want)
+            return
+        self._forget_pending()
+        cur = self.current()
+        if cur is want:
+            log.warning("A/B update: this boot is slot %s's kernel update, started once through BootNext; it becomes "
+                        "the default when c0 comes up", want.name)
+        else:
+            log.error("A/B update: slot %s's kernel update did not boot: BootNext named it, but the firmware started "
+                      "BootCurrent %s (%s) by BootOrder; slot %s keeps the kernel that failed until the next update",
+                      want.name, self._boot_current_text(), f"slot {cur.name}" if cur is not None else "no slot entry",
+                      want.name)
+
+    def _forget_pending(self) -> None:
+        """Never an error for the start: at worst the same report comes again next time."""
+        try:
+            self.pending.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("A/B update: %s cannot be removed (%s)", self.pending, e.strerror)
 
     def _boot_current_text(self) -> str:
         try:
@@ -200,6 +254,11 @@ class ABUpdate:
             self.efi.set_boot_next(cur.other)
         except EfiError as e:
             raise InstallError(f"slot {cur.other.name} is written but the next boot cannot be set to it: {e}") from None
+        try:
+            write_atomic(self.pending, (cur.other.name + "\n").encode())  # survives the reboot right after
+        except OSError as e:  # only the report at the next start is lost, not the update
+            log.warning("A/B update: %s cannot be written (%s): the next start cannot say whether slot %s booted",
+                        self.pending, e.strerror, cur.other.name)
         log.warning("A/B update: the next boot starts slot %s once (BootNext %04X)", cur.other.name, cur.other)
 
     def confirm_boot(self) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import image, runner
+from . import bootdisk, image, runner
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ALL_CHECKS = "units,tpm,cgroups,dm,container"
@@ -28,11 +28,14 @@ def run_main() -> int:
     ap.add_argument("--overlay", type=Path, help="directory copied over the guest root before systemd starts")
     ap.add_argument("--console", type=Path, default=ARTIFACTS / "console-manual.log", help="default %(default)s")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--boot-disk", action="store_true",
+                    help="no -kernel: the firmware boots a UKI from a disk's ESP (qemu/cmlvm/bootdisk.py)")
     args = ap.parse_args()
     img = image.build()
+    disk = bootdisk.build(img).disk if args.boot_disk else None
     print("build: " + ", ".join(f"{k} {v:.1f} s" for k, v in img.timings.items()), file=sys.stderr)
     b = runner.boot(img, {"checks": args.checks.split(",")}, args.console, overlay=args.overlay,
-                    timeout=args.timeout)
+                    timeout=args.timeout, boot_disk=disk)
     print(f"boot: {b.seconds:.1f} s wall ({b.accel}), qemu exit {b.qemu_status}, timed out {b.timed_out}, "
           f"console {b.console_path}", file=sys.stderr)
     if b.results is None:

@@ -50,6 +50,7 @@ class Boot:
     agent_result: Any = None  # what the host agent returned
     agent_error: str = ""  # or why it failed
     forwarded: dict[int, int] = field(default_factory=dict)  # guest port -> host port on 127.0.0.1
+    run_seconds: list[float] = field(default_factory=list)  # wall time of each QEMU run (boot), in order
 
     @property
     def console(self) -> str:
@@ -122,9 +123,17 @@ def net_argv(forwards: dict[int, int], extra: tuple[ExtraNic, ...] = ()) -> list
 
 
 def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int, smp: int,
-              forwards: dict[int, int] | None = None, extra_nics: tuple[ExtraNic, ...] = ()) -> list[str]:
+              forwards: dict[int, int] | None = None, extra_nics: tuple[ExtraNic, ...] = (),
+              boot_disk: bool = False) -> list[str]:
     """A guest reboot ends QEMU (-no-reboot), as a kernel panic does (panic=-1): `boot` starts it
-    again where a scenario has more boots. The console is appended to over those boots."""
+    again where a scenario has more boots. The console is appended to over those boots.
+    With `boot_disk` the firmware's boot manager starts the guest from the third virtio disk's
+    ESP (`work/boot.qcow2`, see bootdisk.py) by its boot entries, instead of `-kernel`."""
+    if boot_disk:
+        start = ["-drive", f"file={work / 'boot.qcow2'},format=qcow2,if=virtio,cache=unsafe"]
+    else:
+        start = ["-kernel", str(image.vmlinuz), "-initrd", str(image.initrd),
+                 "-append", "console=ttyS0 panic=-1 loglevel=4 cml.share=1 systemd.show_status=1"]
     return [
         "qemu-system-x86_64", *net_argv(forwards or {}, extra_nics),
         "-accel", acc, "-machine", "q35", "-m", str(memory_mb), "-smp", str(smp),
@@ -137,25 +146,33 @@ def qemu_argv(image: Image, work: Path, console: Path, acc: str, memory_mb: int,
         "-drive", f"file={work / 'root.qcow2'},format=qcow2,if=virtio,cache=unsafe",
         "-drive", f"file={work / 'data.img'},format=raw,if=virtio,cache=unsafe",
         "-virtfs", f"local,path={work / 'share'},mount_tag=host0,security_model=none,id=host0",
-        "-kernel", str(image.vmlinuz), "-initrd", str(image.initrd),
-        "-append", "console=ttyS0 panic=-1 loglevel=4 cml.share=1 systemd.show_status=1",
+        *start,
     ]
 
 
-def prepare_share(share: Path, scenario: dict[str, Any], overlay: Path | None) -> None:
+def prepare_share(share: Path, scenario: dict[str, Any], overlay: Path | None, extra: Path | None = None) -> None:
+    """The checks, the scenario, the overlay stage 1 copies over the root at every boot, and
+    `extra` files the checks read from `<share>/extra` (e.g. updates to push)."""
     shutil.copytree(GUEST_CHECKS, share / "vmcheck", ignore=shutil.ignore_patterns("__pycache__"))
     (share / "scenario.json").write_text(json.dumps(scenario))
     if overlay is not None:
         shutil.copytree(overlay, share / "overlay", symlinks=True)
+    if extra is not None:
+        shutil.copytree(extra, share / "extra", symlinks=True)
 
 
 def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path | None = None,
          timeout: float = 600, memory_mb: int = 1536, smp: int = 2, tmp_base: Path | None = None,
          forwards: dict[int, int] | None = None, agent: Agent | None = None,
-         extra_nics: tuple[ExtraNic, ...] = ()) -> Boot:
+         extra_nics: tuple[ExtraNic, ...] = (), boot_disk: Path | None = None,
+         extra_share: Path | None = None) -> Boot:
     """Boot once, run `scenario` (see guest/vmcheck/run.py) in the guest, return its results.
     `forwards` maps guest TCP ports to host ports on 127.0.0.1; `agent(share, forwards, stop)`
-    runs in a thread while the guest is up (stop is set when QEMU has exited)."""
+    runs in a thread while the guest is up (stop is set when QEMU has exited). `boot_disk`: a
+    disk with an ESP (bootdisk.py) the firmware boots from, written by the guest through a
+    copy-on-write layer kept over the scenario's reboots, as vars.fd and the TPM state are.
+    `scenario["reboots_first"]`: how many times the guest reboots on its own before its checks
+    start (e.g. cmld's A/B set-up); QEMU is started again after each."""
     console.parent.mkdir(parents=True, exist_ok=True)
     console.unlink(missing_ok=True)
     acc = accel.choose()
@@ -166,11 +183,13 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
     t0 = time.monotonic()
     try:
         (work / "share").mkdir()
-        prepare_share(work / "share", scenario, overlay)
+        prepare_share(work / "share", scenario, overlay, extra_share)
         shutil.copyfile(OVMF_VARS, work / "vars.fd")
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, work / "root.qcow2"])
         # The system data volume's disk: raw and sparse (cml-sysdata setup formats it as LUKS2).
         run(["qemu-img", "create", "-q", "-f", "raw", work / "data.img", DATA_DISK])
+        if boot_disk is not None:
+            run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", boot_disk, work / "boot.qcow2"])
         setup_swtpm(work)
         stop = threading.Event()
         agent_out: dict[str, Any] = {}
@@ -186,18 +205,22 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
         timed_out = False
         status: int | None = None
         boots = 1 + len(scenario.get("after_reboot") or [])
+        reboots_first = int(scenario.get("reboots_first", 0))
         # A guest reboot ends QEMU; the next boot is a power cycle on the same disks, firmware
         # variables and TPM state (PCRs reset), started here (OVMF under TCG did not come back from
         # a warm reset). At most one boot more than the scenario has: one to settle a check an
         # unexpected reboot interrupted.
-        for n in range(boots + 1):
+        run_seconds: list[float] = []
+        for n in range(reboots_first + boots + 1):
+            t_run = time.monotonic()
             swtpm = start_swtpm(work)
             pids.append(swtpm.pid)
             # The host port forwards only on the first boot: a connection the agent made leaves the
             # port in TIME_WAIT, and QEMU cannot bind it again (it exits at once).
             with (work / "qemu.log").open("ab") as qlog:
                 qemu = subprocess.Popen(qemu_argv(image, work, console, acc, memory_mb, smp,
-                                                  forwards if n == 0 else None, extra_nics),
+                                                  forwards if n == 0 else None, extra_nics,
+                                                  boot_disk is not None),
                                         stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog)
             pids.append(qemu.pid)
             if thread is not None and n == 0:
@@ -208,8 +231,11 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
                 timed_out = True
                 status = None
                 break
+            run_seconds.append(round(time.monotonic() - t_run, 1))
             procs.stop(swtpm)
             results_now = work / "share" / "results.json"
+            if status == 0 and n < reboots_first and not results_now.exists():
+                continue  # the guest rebooted before its checks, as the scenario expects
             if status != 0 or boots == 1 or not results_now.exists():
                 break
             so_far = json.loads(results_now.read_text())
@@ -228,7 +254,7 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
             # a later boot of the scenario failed to start: the checks after it did not run
             results["host_error"] = f"qemu-system-x86_64 exited with {status}: {qemu_err[-2000:]}"
         return Boot(results, console, seconds, status, timed_out, acc, work, pids,
-                    agent_out.get("result"), agent_out.get("error", ""), dict(forwards or {}))
+                    agent_out.get("result"), agent_out.get("error", ""), dict(forwards or {}), run_seconds)
     finally:
         if qemu is not None:
             procs.stop(qemu)

@@ -5,7 +5,8 @@ efivarfs, the boot entries written by this test byte by byte from the UEFI spec,
 code. A `kernel` update goes to the slot not booted, as a whole file, with a backup, and BootNext
 names that slot once; a hostile slot file is refused before anything is written.
 
-The VM tier has no OVMF boot of these entries yet (see the README's A/B section)."""
+The firmware's side (OVMF booting these entries, BootNext once, the fallback) is proven in the VM
+tier: tests/vm/test_ab_update.py."""
 
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ def test_kernel_update_goes_to_the_slot_not_booted_and_is_booted_once(
     assert read_var(dev.efivars, "BootOrder") == struct.pack("<HH", 0, 1)  # only c0 up on B confirms B
     assert (d.base / "os_update_bak" / "kernel-1" / "bootx64").read_bytes() == b"kernel v1 " * 1000
     assert "device.conf.A" in d.log_text()
+    assert (d.base / ".ab-update-pending").read_text() == "B\n"
     d.stop()
 
     # The firmware booted B once; from there the next update goes to A's own file (the original
@@ -114,12 +116,19 @@ def test_kernel_update_goes_to_the_slot_not_booted_and_is_booted_once(
     dev.boot(1)
     d = dev.cmld(cmld_factory)
     assert "device.conf.B" in d.log_text()
+    assert "this boot is slot B's kernel update" in d.log_text() and not (d.base / ".ab-update-pending").exists()
     v3 = os.urandom(100 * 1024)
     rc, out = push(d, publish(tmp / "repo", tmp, 2, {"bootx64": (v3, dev.ka)}))
     assert rc == 0 and "GUESTOS_MGR_INSTALL_COMPLETED" in out, out + d.log_text()
     assert dev.ka.read_bytes() == v3 and dev.kb.read_bytes() == v2
     assert read_var(dev.efivars, "BootNext") == struct.pack("<H", 0)
     assert not (dev.kdir / "BOOTX64.EFI.A").exists()
+    d.stop()
+
+    # The firmware could not start A and booted B by BootOrder: the next start says so.
+    dev.boot(1)
+    d = dev.cmld(cmld_factory)
+    assert "slot A's kernel update did not boot" in d.log_text(), d.log_text()
 
 
 def test_hostile_slot_file_is_refused_before_anything_is_written(

@@ -4,6 +4,7 @@ partition lookup (blkid) and a real cmld flashing a slot are in tests/host/test_
 
 from __future__ import annotations
 
+import logging
 import struct
 import uuid
 from pathlib import Path
@@ -175,3 +176,59 @@ def test_failed_set_up_leaves_stage_none_and_is_retried(dev: Device) -> None:
         dev.ab.init()
     assert dev.ab.stage() is Stage.NONE and not list(dev.conf.parent.glob(".*.tmp"))
     assert dev.efi.load_option(0) is None  # no entry written for a set-up that did not finish
+
+
+def test_the_start_after_a_kernel_update_says_how_it_booted(dev: Device, caplog: pytest.LogCaptureFixture) -> None:
+    """BootNext names the updated slot once; the next start logs whether the firmware booted it
+    or fell back to BootOrder (the original says nothing), once, and while BootNext is still set
+    (cmld restarted, no reboot yet) that it is still to come."""
+    caplog.set_level(logging.INFO)
+    set_up(dev)
+    dev.ab.boot_other_once()
+    assert dev.ab.pending.read_text() == "B\n"
+    caplog.clear()
+    dev.ab.init()  # restarted before the reboot: BootNext is still there
+    assert "booted at the next reboot" in caplog.text and dev.ab.pending.exists()
+    dev.boot(1)
+    caplog.clear()
+    dev.ab.init()
+    assert "this boot is slot B's kernel update" in caplog.text and not dev.ab.pending.exists()
+    dev.ab.confirm_boot()
+    dev.ab.boot_other_once()
+    assert dev.efi.boot_next() == 0 and dev.ab.pending.read_text() == "A\n"
+    dev.boot(1)  # slot A's kernel did not start: the firmware took BootOrder's first, B
+    caplog.clear()
+    dev.ab.init()
+    assert "slot A's kernel update did not boot" in caplog.text and "BootCurrent 0001 (slot B)" in caplog.text
+    assert not dev.ab.pending.exists() and dev.efi.boot_order() == [1, 0]
+    caplog.clear()
+    dev.ab.init()
+    assert "did not boot" not in caplog.text  # said once
+
+
+@pytest.mark.parametrize("content", [b"C\n", b"\xff\xfe", b"B" * 5000])
+def test_a_hostile_pending_marker_is_removed_with_a_warning(dev: Device, content: bytes,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    set_up(dev)
+    dev.ab.pending.write_bytes(content)
+    dev.ab.init()
+    assert not dev.ab.pending.exists() and "A/B update:" in caplog.text
+
+
+def test_a_pending_marker_that_is_a_directory_does_not_stop_the_start(dev: Device,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    set_up(dev)
+    dev.ab.pending.mkdir()
+    (dev.ab.pending / "x").write_text("B")
+    assert dev.ab.init() is False  # no exception out of the start
+    assert "cannot be read" in caplog.text and "cannot be removed" in caplog.text
+
+
+def test_pending_marker_replaces_a_planted_symlink_instead_of_writing_through_it(dev: Device, tmp_path: Path) -> None:
+    set_up(dev)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    dev.ab.pending.symlink_to(victim)
+    dev.ab.boot_other_once()
+    assert victim.read_text() == "keep me"
+    assert not dev.ab.pending.is_symlink() and dev.ab.pending.read_text() == "B\n"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from . import harness
+from .ab_scenario import AbBoot
 from .harness import Boot, Image
 
 # The system data volume is set up right after the TPM check (before `attest` extends PCR 7), so
@@ -81,3 +82,30 @@ def broken_boot(vm_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Bo
         "[Service]\nExecStart=\nExecStart=/usr/bin/cmld --foreground --base-dir /var/lib/cml "
         "--socket /run/socket/cml-control --log-dir /var/log/cml --socket-group cml-no-such-group\n")
     return harness.boot(vm_image, "broken", ["units"], overlay=overlay)
+
+
+# The A/B update scenario: after the boot in which cmld sets the slots up (and reboots), one check
+# per boot: slot A with an update pushed, slot B (the update) with a broken one pushed, the fallback.
+AB_CHECKS = ["abupdate.slot_a"]
+AB_AFTER_REBOOT = [["abupdate.slot_b"], ["abupdate.fallback"]]
+AB_TIMEOUT = 2700.0  # four boots of ~2 min each on an idle machine, c0 starts and two updates
+
+
+@pytest.fixture(scope="session")
+def ab_boot(vm_image: Image, tmp_path_factory: pytest.TempPathFactory) -> AbBoot:
+    """The guest boots from a disk through OVMF's boot manager (no -kernel): its ESP holds a UKI
+    of the image's kernel, initrd and command line; cmld runs with --a-b-update on a device."""
+    import time
+
+    from .ab_scenario import prepare
+
+    missing = harness.missing_boot_disk_tools()
+    if missing:
+        pytest.skip(f"the A/B scenario needs {', '.join(missing)} (scripts/setup.sh installs them)")
+    t0 = time.monotonic()
+    disk = harness.bootdisk.build(vm_image)
+    overlay, extra, expect = prepare(vm_image, disk, tmp_path_factory.mktemp("ab"))
+    harness.record_timing("ab_boot_disk_and_updates", time.monotonic() - t0)
+    b = harness.boot(vm_image, "ab", AB_CHECKS, overlay=overlay, after_reboot=AB_AFTER_REBOOT, timeout=AB_TIMEOUT,
+                     boot_disk=disk.disk, extra_share=extra, reboots_first=1)
+    return AbBoot(b, expect)

@@ -15,14 +15,16 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "qemu" / "artifacts"
 sys.path.insert(0, str(REPO / "qemu"))
 
-from cmlvm import image, runner  # noqa: E402
+from cmlvm import bootdisk, image, runner  # noqa: E402
 from cmlvm.image import Image  # noqa: E402
 from cmlvm.runner import Boot  # noqa: E402
 
-__all__ = ["Boot", "Image", "runner"]
+__all__ = ["Boot", "Image", "bootdisk", "runner"]
 
 UNITS = ("cml-tpm2d.service", "cml-scd.service", "cmld.service")
 TOOLS = ("qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup", "mmdebstrap", "mke2fs", "cpio", "depmod")
+# The A/B scenario's boot disk (qemu/cmlvm/bootdisk.py): a UKI and a GPT disk with a FAT ESP.
+BOOT_DISK_TOOLS = ("objcopy", "objdump", "sfdisk", "mkfs.vfat", "mmd", "mcopy")
 BOOT_TIMEOUT = 720.0  # one boot with a few checks on TCG, with room for a busy machine
 # The system scenario: three boots (the second and third after reboots) with every check. All three
 # took 2162 s wall on 2026-12-07 (first boot 1632 s of guest uptime, crypt's 96 MiB first format
@@ -37,6 +39,13 @@ VM_MARKS = [pytest.mark.vm, pytest.mark.xdist_group("vm"), pytest.mark.timeout(S
 def missing_tools() -> list[str]:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     missing += [str(p) for p in (runner.OVMF_CODE, runner.OVMF_VARS) if not p.exists()]
+    return missing
+
+
+def missing_boot_disk_tools() -> list[str]:
+    missing = [t for t in BOOT_DISK_TOOLS if shutil.which(t) is None]
+    if not bootdisk.STUB.exists():
+        missing.append(str(bootdisk.STUB))
     return missing
 
 
@@ -58,14 +67,22 @@ def build() -> Image:
 def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None,
          forwards: dict[int, int] | None = None, agent: runner.Agent | None = None,
          extra_nics: tuple[runner.ExtraNic, ...] = (), after_reboot: list[list[str]] | None = None,
-         timeout: float = BOOT_TIMEOUT) -> Boot:
-    """`after_reboot`: lists of checks for the boots that follow (the guest reboots in between)."""
+         timeout: float = BOOT_TIMEOUT, boot_disk: Path | None = None, extra_share: Path | None = None,
+         reboots_first: int = 0) -> Boot:
+    """`after_reboot`: lists of checks for the boots that follow (the guest reboots in between);
+    `reboots_first`: reboots the guest makes by itself before the first list (see runner.boot)."""
     scenario: dict[str, Any] = {"checks": checks}
     if after_reboot:
         scenario["after_reboot"] = after_reboot
+    if reboots_first:
+        scenario["reboots_first"] = reboots_first
     b = runner.boot(img, scenario, ARTIFACTS / f"console-{name}.log", overlay=overlay,
-                    timeout=timeout, forwards=forwards, agent=agent, extra_nics=extra_nics)
+                    timeout=timeout, forwards=forwards, agent=agent, extra_nics=extra_nics,
+                    boot_disk=boot_disk, extra_share=extra_share)
     record_timing(f"boot_{name}", b.seconds)
+    if len(b.run_seconds) > 1:
+        for i, s in enumerate(b.run_seconds, 1):
+            record_timing(f"boot_{name}_run{i}", s)
     if b.results is not None:
         (ARTIFACTS / f"results-{name}.json").write_text(json.dumps(b.results, indent=1) + "\n")
     if agent is not None:

@@ -7,7 +7,9 @@ last check of a boot the runner reboots the guest into the next list (the reboot
 which the host starts again on the same disks and TPM state: a power cycle), and powers it off
 after the last one. A check that reboots the guest itself
 (`REBOOTS = True` in its module, e.g. DESTROY_SYSTEM) leaves its facts in `<share>/<name>.json`
-first; an unexpected reboot is recorded as a failure of the check it hit, and ends the scenario."""
+first; an unexpected reboot is recorded as a failure of the check it hit, and ends the scenario.
+A check is a module's `check()`, or `module.function` for one of several checks a module holds
+(e.g. `abupdate.slot_a`, one per boot of the A/B update scenario)."""
 
 from __future__ import annotations
 
@@ -58,10 +60,11 @@ def run_check(name: str, results: dict[str, Any], share: Path) -> None:
     entry: dict[str, Any] = {"running": True, "boot": results["boot"]}
     results["checks"][name] = entry
     try:
-        mod = importlib.import_module(f"vmcheck.{name}")
+        mod_name, _, func = name.partition(".")
+        mod = importlib.import_module(f"vmcheck.{mod_name}")
         entry["expects_reboot"] = bool(getattr(mod, "REBOOTS", False))
         write(share, results)
-        entry.update({"ok": True, "data": mod.check()})
+        entry.update({"ok": True, "data": getattr(mod, func or "check")()})
     except CheckFailed as e:
         entry.update({"ok": False, "error": str(e), "data": e.data})
     except Exception as e:
