@@ -9,6 +9,8 @@ import json
 import re
 from typing import Any
 
+import pytest
+
 from .harness import VM_MARKS, Boot, guest_check
 
 pytestmark = VM_MARKS
@@ -23,6 +25,7 @@ def one(lines: list[str], pattern: str) -> str:
     return found[0]
 
 
+@pytest.mark.req("TSF System Data Storage", "CR 4.1")
 def test_system_data_volume_set_up_with_a_sealed_key(system_boot: Boot) -> None:
     d = guest_check(system_boot, "sysdata_setup")
     assert d["setup"]["rc"] == 0 and "recovery key: <redacted>" in d["setup"]["out"], d["setup"]
@@ -37,6 +40,7 @@ def test_system_data_volume_set_up_with_a_sealed_key(system_boot: Boot) -> None:
     assert d["cmld_active"] == "active" and d["list"] == 0
 
 
+@pytest.mark.req("TSF Container Data Storage", "CR 4.1")
 def test_encrypted_container_keeps_its_data_and_shows_its_stack(system_boot: Boot) -> None:
     d = guest_check(system_boot, "crypt")
     u = d["uuid"]
@@ -55,6 +59,7 @@ def test_encrypted_container_keeps_its_data_and_shows_its_stack(system_boot: Boo
     assert d["state2"] == "RUNNING" and MARK in d["reread"]["out"] and d["blob_md5"] in d["reread"]["out"], d
 
 
+@pytest.mark.req("TSF Container Data Storage")
 def test_tampered_volume_gives_eio_zombie_and_a_wipe_recovers(system_boot: Boot) -> None:
     d = guest_check(system_boot, "crypt")
     u = d["uuid"]
@@ -73,6 +78,7 @@ def test_tampered_volume_gives_eio_zombie_and_a_wipe_recovers(system_boot: Boot)
     assert d["state3"] == "RUNNING" and "secret.txt" not in d["after_wipe_ls"]["out"], d["after_wipe_ls"]
 
 
+@pytest.mark.req("TSF Container Data Storage", "CR 4.2")
 def test_a_removed_container_leaves_no_key_and_no_headers(system_boot: Boot) -> None:
     d = guest_check(system_boot, "crypt")
     assert not d["key_before_zero"] and "CMD_OK" in d["remove"]
@@ -144,6 +150,7 @@ def test_tampered_verity_image_ends_as_zombie(system_boot: Boot) -> None:
     assert d["dm_after_stop"] == []
 
 
+@pytest.mark.req("TSF System Data Storage", "CR 4.1")
 def test_system_data_volume_opens_at_boot_and_with_the_recovery_key(system_boot: Boot) -> None:
     d = guest_check(system_boot, "sysdata_boot")
     unit = d["boot_unit"]
@@ -168,6 +175,7 @@ def test_c0_volume_is_integrity_only_with_its_raw_key(system_boot: Boot) -> None
     assert d["c0_key_bytes"] == 32 and d["c0_key_mode"] == "0o600"
 
 
+@pytest.mark.req("TSF System Data Storage", "CR 4.2")
 def test_destroy_system_clears_the_key_and_reboots(system_boot: Boot) -> None:
     d = guest_check(system_boot, "destroy")
     assert not d["hosted"] and d["keyslots_before"] == ["0"], d
