@@ -27,9 +27,9 @@ TOOLS = ("qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup", "mmdebstrap",
 BOOT_DISK_TOOLS = ("objcopy", "objdump", "sfdisk", "mkfs.vfat", "mmd", "mcopy")
 BOOT_TIMEOUT = 720.0  # one boot with a few checks on TCG, with room for a busy machine
 # The system scenario: three boots (the second and third after reboots) with every check. All three
-# took 2162 s wall on 2026-12-07 (first boot 1632 s of guest uptime, crypt's 96 MiB first format
-# 6 min of it), while the load was 6-11 and the pace of single checks varied by 1.5x with it: 3000 s
-# left no room for a busier machine, so the bound is 5400 s.
+# took 778 s wall in a clean-clone CI run on 2026-12-07 (load about 2), but 2162 s earlier that day
+# at load 6-11 (the pace of single checks varied by 1.5x with it): the bound leaves room for a
+# busier machine, 5400 s.
 SYSTEM_TIMEOUT = 5400.0
 # Every VM test module sets `pytestmark = VM_MARKS`: one xdist group, so a single worker (under
 # `--dist loadgroup`) builds and boots, and a timeout that covers a cold build plus the system boots.
