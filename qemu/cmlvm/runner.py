@@ -172,7 +172,8 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
     disk with an ESP (bootdisk.py) the firmware boots from, written by the guest through a
     copy-on-write layer kept over the scenario's reboots, as vars.fd and the TPM state are.
     `scenario["reboots_first"]`: how many times the guest reboots on its own before its checks
-    start (e.g. cmld's A/B set-up); QEMU is started again after each."""
+    start (e.g. cmld's A/B set-up); QEMU is started again after each. `scenario["failed_boots"]`:
+    boots between two check lists that end before any check (a kernel update that panics)."""
     console.parent.mkdir(parents=True, exist_ok=True)
     console.unlink(missing_ok=True)
     acc = accel.choose()
@@ -206,12 +207,13 @@ def boot(image: Image, scenario: dict[str, Any], console: Path, *, overlay: Path
         status: int | None = None
         boots = 1 + len(scenario.get("after_reboot") or [])
         reboots_first = int(scenario.get("reboots_first", 0))
+        failed_boots = int(scenario.get("failed_boots", 0))  # boots expected to die before any check (a panic)
         # A guest reboot ends QEMU; the next boot is a power cycle on the same disks, firmware
         # variables and TPM state (PCRs reset), started here (OVMF under TCG did not come back from
         # a warm reset). At most one boot more than the scenario has: one to settle a check an
         # unexpected reboot interrupted.
         run_seconds: list[float] = []
-        for n in range(reboots_first + boots + 1):
+        for n in range(reboots_first + boots + failed_boots + 1):
             t_run = time.monotonic()
             swtpm = start_swtpm(work)
             pids.append(swtpm.pid)

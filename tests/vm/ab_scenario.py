@@ -6,6 +6,7 @@ slot entry; the share's `extra/` holds two signed `kernel` updates and what the 
 
     kernel-1  a UKI of the same kernel and initrd whose command line carries MARKER
     kernel-2  a file that is no PE image: the firmware cannot start it
+    kernel-3  a UKI the firmware starts whose kernel panics at once (no init, no root file system)
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from tests.conftest import BIN
 from .harness import Boot, Image, bootdisk
 
 MARKER = "cml.abvm=kernel-update-1"
+# The stage-1 initrd's /init is not what rdinit names and root= names no device: the kernel
+# panics ("VFS: Unable to mount root fs"), panic=-1 reboots at once.
+PANIC_CMDLINE = "rdinit=/cml-abvm-no-such-init root=/dev/cml-abvm-no-such-disk cml.abvm=kernel-update-3"
 BROKEN = b"CML A/B VM test: this kernel update is no PE image, the firmware cannot start it.\n" * 1024
 ESP_DEVICE = "/dev/vdc1"  # the third virtio disk (root vda, data vdb), partition 1
 GUEST_EXTRA = "/mnt/host/extra"  # where the guest sees `extra/` (the share, cml-vmtest.service)
@@ -122,10 +126,13 @@ def prepare(img: Image, disk: bootdisk.BootDisk, work: Path) -> tuple[Path, Path
     uki = bootdisk.make_uki(img.vmlinuz, img.initrd, f"{bootdisk.CMDLINE} {MARKER}", work / "uki-update.efi")
     kernel_update(extra, pki, 1, uki.read_bytes())
     kernel_update(extra, pki, 2, BROKEN)
+    panics = bootdisk.make_uki(img.vmlinuz, img.initrd, f"{bootdisk.CMDLINE} {PANIC_CMDLINE}", work / "uki-panic.efi")
+    kernel_update(extra, pki, 3, panics.read_bytes())
     expect = {"esp_device": ESP_DEVICE, "esp_guid": disk.esp_guid, "esp_start": disk.esp_start,
               "esp_sectors": disk.esp_sectors, "marker": MARKER,
               "uki_sha256": hashlib.sha256(disk.uki.read_bytes()).hexdigest(),
               "update_sha256": hashlib.sha256(uki.read_bytes()).hexdigest(),
-              "broken_sha256": hashlib.sha256(BROKEN).hexdigest()}
+              "broken_sha256": hashlib.sha256(BROKEN).hexdigest(),
+              "panic_sha256": hashlib.sha256(panics.read_bytes()).hexdigest()}
     (extra / "expect.json").write_text(json.dumps(expect, indent=1))
     return overlay(work / "overlay", pki), extra, expect

@@ -85,10 +85,11 @@ def broken_boot(vm_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Bo
 
 
 # The A/B update scenario: after the boot in which cmld sets the slots up (and reboots), one check
-# per boot: slot A with an update pushed, slot B (the update) with a broken one pushed, the fallback.
+# per boot: slot A with an update pushed, slot B (the update) with a broken one pushed, the fallback
+# with a kernel that panics pushed, then (after the boot that panics) the fallback again.
 AB_CHECKS = ["abupdate.slot_a"]
-AB_AFTER_REBOOT = [["abupdate.slot_b"], ["abupdate.fallback"]]
-AB_TIMEOUT = 2700.0  # four boots of ~2 min each on an idle machine, c0 starts and two updates
+AB_AFTER_REBOOT = [["abupdate.slot_b"], ["abupdate.fallback"], ["abupdate.fallback_panic"]]
+AB_TIMEOUT = 3600.0  # six boots of 1-2 min each on an idle machine, c0 starts and three updates
 
 
 @pytest.fixture(scope="session")
@@ -107,5 +108,6 @@ def ab_boot(vm_image: Image, tmp_path_factory: pytest.TempPathFactory) -> AbBoot
     overlay, extra, expect = prepare(vm_image, disk, tmp_path_factory.mktemp("ab"))
     harness.record_timing("ab_boot_disk_and_updates", time.monotonic() - t0)
     b = harness.boot(vm_image, "ab", AB_CHECKS, overlay=overlay, after_reboot=AB_AFTER_REBOOT, timeout=AB_TIMEOUT,
-                     boot_disk=disk.disk, extra_share=extra, reboots_first=1)
+                     boot_disk=disk.disk, extra_share=extra, reboots_first=1,
+                     failed_boots=1)
     return AbBoot(b, expect)

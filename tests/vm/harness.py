@@ -68,14 +68,17 @@ def boot(img: Image, name: str, checks: list[str], overlay: Path | None = None,
          forwards: dict[int, int] | None = None, agent: runner.Agent | None = None,
          extra_nics: tuple[runner.ExtraNic, ...] = (), after_reboot: list[list[str]] | None = None,
          timeout: float = BOOT_TIMEOUT, boot_disk: Path | None = None, extra_share: Path | None = None,
-         reboots_first: int = 0) -> Boot:
+         reboots_first: int = 0, failed_boots: int = 0) -> Boot:
     """`after_reboot`: lists of checks for the boots that follow (the guest reboots in between);
-    `reboots_first`: reboots the guest makes by itself before the first list (see runner.boot)."""
+    `reboots_first`: reboots the guest makes by itself before the first list (see runner.boot);
+    `failed_boots`: boots between two lists that end before any check (a kernel that panics)."""
     scenario: dict[str, Any] = {"checks": checks}
     if after_reboot:
         scenario["after_reboot"] = after_reboot
     if reboots_first:
         scenario["reboots_first"] = reboots_first
+    if failed_boots:
+        scenario["failed_boots"] = failed_boots
     b = runner.boot(img, scenario, ARTIFACTS / f"console-{name}.log", overlay=overlay,
                     timeout=timeout, forwards=forwards, agent=agent, extra_nics=extra_nics,
                     boot_disk=boot_disk, extra_share=extra_share)

@@ -7,7 +7,10 @@ and qemu/guest/vmcheck/abupdate.py):
     2  Boot0000 GyroidosA; a signed kernel update (a UKI with a marker) goes to slot B, BootNext 0001
     3  Boot0001 GyroidosB once: the marker kernel runs, c0 up makes 0001 first in BootOrder; a
        broken kernel update goes to slot A, BootNext 0000
-    4  the firmware cannot start slot A and boots by BootOrder: slot B again, cmld says so
+    4  the firmware cannot start slot A and boots by BootOrder: slot B again, cmld says so; a
+       kernel update that panics at once goes to slot A, BootNext 0000
+    5  Boot0000 GyroidosA: the firmware starts it, the kernel panics, the guest reboots
+    6  BootNext was spent: the firmware boots by BootOrder, slot B again, cmld says so
 
 The firmware's own console lines (BdsDxe: loading/starting/failed to load Boot####) are checked
 too: they are what the firmware did, not what the guest inferred.
@@ -68,7 +71,7 @@ def test_timings_are_recorded(ab_boot: AbBoot) -> None:
     if b.results is not None:
         for i, up in enumerate([b.results["uptime_at_start"], *b.results.get("boot_uptimes", [])], 2):
             harness.record_timing(f"guest_uptime_ab_boot{i}_checks_start", up)
-    assert len(b.run_seconds) == 4, f"expected 4 QEMU runs (boots), got {b.run_seconds}: {b.console_tail()}"
+    assert len(b.run_seconds) == 6, f"expected 6 QEMU runs (boots), got {b.run_seconds}: {b.console_tail()}"
 
 
 def test_first_boot_sets_up_the_slots_and_reboots_into_slot_a(ab_boot: AbBoot) -> None:
@@ -142,3 +145,30 @@ def test_broken_kernel_update_falls_back_to_the_running_slot(ab_boot: AbBoot) ->
     assert d["files"]["kernel_a"] == ab_boot.expect["broken_sha256"], d["files"]
     assert logged(d, "slot A's kernel update did not boot") and logged(d, "BootCurrent 0001 (slot B)"), d["ab_log"]
     assert logged(d, "slot B booted and is already first in BootOrder"), d["ab_log"]
+
+
+def test_kernel_update_that_panics_falls_back_at_the_next_boot(ab_boot: AbBoot) -> None:
+    """A failed boot the firmware cannot see: slot A's new kernel starts and panics. BootNext
+    was for that one boot only, so the power cycle after the panic boots by BootOrder."""
+    before = facts(ab_boot, "fallback")
+    p = before["push_panic"]
+    assert p["rc"] == 0 and "GUESTOS_MGR_INSTALL_COMPLETED" in p["out"], json.dumps(p)
+    assert before["files_after"]["kernel_a"] == ab_boot.expect["panic_sha256"], before["files_after"]
+    assert before["efi_after"]["boot_next"] == 0, before["efi_after"]["listing"]
+    d = facts(ab_boot, "fallback_panic")
+    console = ab_boot.boot.console
+    # the firmware started slot A (this time it could load it), and that kernel panicked
+    started_a = console.rfind('starting Boot0000 "GyroidosA"')
+    panic = console.find("Kernel panic - not syncing", started_a)
+    assert started_a >= 0 and panic > started_a, firmware_lines(ab_boot)
+    assert "VFS: Unable to mount root fs" in console[panic:panic + 200], console[panic:panic + 200]
+    assert console.find('starting Boot0001 "GyroidosB"', panic) > panic, firmware_lines(ab_boot)
+    efi = d["efi"]
+    assert efi["boot_current"] == 1 and efi["boot_next"] is None, efi["listing"]
+    assert ab_boot.expect["marker"] in d["cmdline"].split(), d["cmdline"]  # slot B's kernel, not the panicking one
+    assert d["efi_after_c0"]["boot_order"][:2] == [1, 0], d["efi_after_c0"]["listing"]
+    assert d["files"]["pending"] is None and d["files"]["kernel_a"] == ab_boot.expect["panic_sha256"], d["files"]
+    last = d["last_start_log"]
+    assert any("slot A's kernel update did not boot" in line and "BootCurrent 0001 (slot B)" in line
+               for line in last), last
+    assert any("slot B booted and is already first in BootOrder" in line for line in last), last

@@ -9,7 +9,11 @@ before the first (cmld's set-up, which reboots at once) runs none (see tests/vm/
               gone, c0 up makes 0001 first in BootOrder; a broken kernel update (no PE image)
               goes to slot A's file, BootNext = 0000
     fallback  the firmware could not start slot A and went by BootOrder: slot B again, the
-              marker kernel, BootOrder unchanged, and cmld says so
+              marker kernel, BootOrder unchanged, and cmld says so; then a kernel update that the
+              firmware starts but that panics at once goes to slot A, BootNext = 0000
+    (a boot of slot A that panics and reboots: no check)
+    fallback_panic  BootNext was spent on the boot that panicked; the firmware went by BootOrder:
+              slot B again, the marker kernel, and cmld says slot A's update did not boot
 
 The EFI variables are read from efivarfs and decoded here from the UEFI spec (not with cmld's
 code), and shown as efibootmgr shows them. What the host expects (the ESP's partition GUID, the
@@ -116,10 +120,11 @@ def sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
-def ab_log() -> list[str]:
+def ab_log(last_start_only: bool = False) -> list[str]:
     """cmld's A/B lines from its log files (they survive the reboots, the journal does not)."""
     lines: list[str] = []
-    for f in sorted(Path("/var/log/cml").glob("cml-daemon.2*")):  # one per start, by time
+    files = sorted(Path("/var/log/cml").glob("cml-daemon.2*"))  # one per start, by time
+    for f in files[-1:] if last_start_only else files:
         lines += [line for line in f.read_text(errors="replace").splitlines() if "A/B update" in line]
     return lines
 
@@ -217,4 +222,19 @@ def fallback() -> dict[str, Any]:
         data["efi_after_c0"] = efi_state()
         data["files"] = files()
         data["kernel_update_log"] = [line for line in ab_log() if re.search(r"did not boot|kernel update", line)]
+        data["push_panic"] = push(3)
+        data["files_after"] = files()
+        data["efi_after"] = efi_state()
+    return _guarded(body)
+
+
+def fallback_panic() -> dict[str, Any]:
+    def body(data: dict[str, Any]) -> None:
+        data["efi"] = efi_state()
+        data["cmdline"] = Path("/proc/cmdline").read_text().strip()
+        wait_c0(data)
+        time.sleep(5)  # room for a (wrong) confirmation of the other slot to show
+        data["efi_after_c0"] = efi_state()
+        data["files"] = files()
+        data["last_start_log"] = ab_log(last_start_only=True)
     return _guarded(body)
